@@ -1,0 +1,1 @@
+//! Backends: the black boxes spacetune lowers networks to and times them on.

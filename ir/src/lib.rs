@@ -1,0 +1,138 @@
+//! spacetune's IR: one [`Module`] per source file, from the search space the user wrote to
+//! the concrete networks built from it.
+//!
+//! # Layers
+//!
+//! * **Templates** ([`template`]): blocks, cells, candidate spaces and the skeleton exactly as
+//!   written, parametric and unevaluated. Expressions, statements, op calls, cell edges,
+//!   candidate entries and skeleton parts live in arenas on the module, addressed by typed
+//!   [`Handle`]s; the span of source text behind every item is stored beside it in its arena,
+//!   so any pass can point a diagnostic at the user's text.
+//! * **Decisions** ([`space_info`]), filled by `check`: each space resolved into its choice
+//!   nodes. A [`Decision`] is one independent choice with an ordered option list and a
+//!   default. A space's decisions are its searchable layers (which block fills layer *i*) in
+//!   layer order, then its named `choice`s (cell edges, value choices) in declaration order.
+//!   A named choice is *tied*: every place that uses the name takes the same option.
+//! * **Networks** ([`network`]), filled by `expand`: concrete DAGs of primitive ops
+//!   ([`Prim`]) in topological order, with shapes and skeleton regions as side tables.
+//!
+//! # Phases
+//!
+//! [`Phase`] only moves forward: `Parsed` (templates only) → `Checked` (decisions and
+//! shapes, every candidate known to build in every place it can go) → `Expanded` (SSBNs).
+//! Later phases (measured, annotated, selected, chosen) belong to later passes.
+//!
+//! # Invariants
+//!
+//! * Every handle stored in the module points into the module's own arenas.
+//! * From `Checked` on, `spaces[i]` has exactly one [`SpaceInfo`] in `checked`, in order;
+//!   every option of every decision builds with the shapes it meets.
+//! * From `Expanded` on, `networks` holds, per space in order, SSBN_0 then SSBN_(i,j) for
+//!   every decision i and every non-default option j in order: 1 + Σ (|options| − 1).
+//! * Containers that are iterated are ordered; nothing depends on hash order.
+//!
+//! # Architecture keys
+//!
+//! A network's key has one token per decision of its space, separated by single spaces. A
+//! layer decision's token names the chosen block: the block's name, then `_` + parameter
+//! name + value for every parameter whose value differs from its declared default (so
+//! `mbconv(k=5, e=6)` is `mbconv_k5_e6`; list values join with `-`). A named choice's token
+//! is `name=token` (`e01=skip`, `w=0.5`).
+
+pub mod arena;
+pub mod diag;
+pub mod dsl;
+pub mod network;
+pub mod print;
+pub mod space_info;
+pub mod span;
+pub mod template;
+pub mod value;
+
+pub use arena::{Arena, Handle};
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use network::{Cost, Graph, Node, Prim, Region, Shape};
+pub use space_info::{Alternative, Decision, DecisionKind, Network, Resolved, SlotShapes, SpaceInfo, Ssbn};
+pub use span::{SourceMap, Span};
+pub use template::*;
+pub use value::Value;
+
+use serde::{Deserialize, Serialize};
+
+/// How far a module has come through the pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Parsed,
+    Checked,
+    Expanded,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Parsed => "parsed",
+            Phase::Checked => "checked",
+            Phase::Expanded => "expanded",
+        }
+    }
+}
+
+/// `input CxHxW` as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputDecl {
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// One search-space program and everything the passes have learned about it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Module {
+    pub phase: Phase,
+    pub input: Option<InputDecl>,
+    pub classes: Option<Handle<Expr>>,
+    pub imports: Arena<Import>,
+    pub lets: Arena<Let>,
+    pub blocks: Arena<BlockDef>,
+    pub cells: Arena<CellDef>,
+    pub spaces: Arena<Space>,
+    pub skeleton: Option<Skeleton>,
+    /// Span of the `skeleton` keyword, for diagnostics about the skeleton as a whole.
+    pub skeleton_span: Span,
+
+    pub exprs: Arena<Expr>,
+    pub stmts: Arena<Stmt>,
+    pub ops: Arena<OpCall>,
+    pub edges: Arena<Edge>,
+    pub entries: Arena<CandidateEntry>,
+    pub parts: Arena<Part>,
+
+    /// Side table of `check`: one entry per space, in order.
+    pub checked: Vec<SpaceInfo>,
+    /// Side table of `expand`: the SSBNs of every space, in order.
+    pub networks: Vec<Network>,
+}
+
+impl Module {
+    pub fn new() -> Self {
+        Module::default()
+    }
+    /// Moves the phase forward; moving backwards is a bug in a pass.
+    pub fn advance(&mut self, to: Phase) {
+        assert!(to >= self.phase, "phase moves only forward: {:?} -> {:?}", self.phase, to);
+        self.phase = to;
+    }
+    pub fn block(&self, name: &str) -> Option<Handle<BlockDef>> {
+        self.blocks.iter().find(|(_, b)| b.name == name).map(|(h, _)| h)
+    }
+    pub fn cell(&self, name: &str) -> Option<Handle<CellDef>> {
+        self.cells.iter().find(|(_, c)| c.name == name).map(|(h, _)| h)
+    }
+    pub fn space(&self, name: &str) -> Option<Handle<Space>> {
+        self.spaces.iter().find(|(_, s)| s.name == name).map(|(h, _)| h)
+    }
+    pub fn network(&self, id: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.id == id)
+    }
+}

@@ -1,0 +1,294 @@
+//! The concrete layer of the IR: primitive ops, shapes, and networks as DAGs of primitives.
+
+use crate::arena::{Arena, Handle};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A feature-map shape, channels × height × width (batch is not part of it). A flat vector
+/// (after `linear`) is `n×1×1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Shape {
+    pub c: u64,
+    pub h: u64,
+    pub w: u64,
+}
+
+impl Shape {
+    pub fn new(c: u64, h: u64, w: u64) -> Self {
+        Shape { c, h, w }
+    }
+    pub fn elements(self) -> u64 {
+        self.c.saturating_mul(self.h).saturating_mul(self.w)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}x{}", self.c, self.h, self.w)
+    }
+}
+
+/// Largest channel count, spatial size or kernel the IR accepts; keeps every cost product
+/// far from overflow and turns absurd inputs into diagnostics instead of huge allocations.
+pub const MAX_DIM: u64 = 1 << 20;
+
+/// A primitive op with every parameter resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Prim {
+    /// The network input.
+    Input,
+    Conv { out: u64, k: u64, stride: u64, pad: u64, groups: u64, dilation: u64 },
+    BatchNorm,
+    Relu,
+    Relu6,
+    Hswish,
+    Sigmoid,
+    Add,
+    Concat,
+    MaxPool { k: u64, stride: u64, pad: u64 },
+    AvgPool { k: u64, stride: u64, pad: u64 },
+    GlobalAvgPool,
+    /// Flattens its input, then a fully connected layer with bias.
+    Linear { out: u64 },
+    ChannelShuffle { groups: u64 },
+    /// Squeeze-excite: global pool, 1×1 conv to `mid` (ReLU), 1×1 conv back (sigmoid), scale.
+    SqueezeExcite { mid: u64 },
+    Identity,
+    /// Outputs zeros of its input's shape (NAS-Bench-201's `none`).
+    Zero,
+}
+
+impl Prim {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Prim::Input => "input",
+            Prim::Conv { .. } => "conv",
+            Prim::BatchNorm => "bn",
+            Prim::Relu => "relu",
+            Prim::Relu6 => "relu6",
+            Prim::Hswish => "hswish",
+            Prim::Sigmoid => "sigmoid",
+            Prim::Add => "add",
+            Prim::Concat => "concat",
+            Prim::MaxPool { .. } => "maxpool",
+            Prim::AvgPool { .. } => "avgpool",
+            Prim::GlobalAvgPool => "gap",
+            Prim::Linear { .. } => "linear",
+            Prim::ChannelShuffle { .. } => "shuffle",
+            Prim::SqueezeExcite { .. } => "se",
+            Prim::Identity => "skip",
+            Prim::Zero => "zero",
+        }
+    }
+
+    /// The output shape for these input shapes, or why there is none.
+    pub fn infer(&self, inputs: &[Shape]) -> Result<Shape, String> {
+        let first = *inputs.first().ok_or_else(|| format!("`{}` has no input", self.name()))?;
+        let spatial = |k: u64, stride: u64, pad: u64, dilation: u64, s: Shape| {
+            let reach = dilation * (k - 1) + 1;
+            let padded = s.h + 2 * pad;
+            let padded_w = s.w + 2 * pad;
+            if reach > padded || reach > padded_w {
+                return Err(format!(
+                    "a {k}x{k} window does not fit the {}x{} input (padding {pad})",
+                    s.h, s.w
+                ));
+            }
+            Ok(((padded - reach) / stride + 1, (padded_w - reach) / stride + 1))
+        };
+        match *self {
+            Prim::Input => Ok(first),
+            Prim::Conv { out, k, stride, pad, groups, dilation } => {
+                if first.c % groups != 0 {
+                    return Err(format!(
+                        "channel mismatch: {} input channels are not divisible into {groups} groups",
+                        first.c
+                    ));
+                }
+                if out % groups != 0 {
+                    return Err(format!(
+                        "channel mismatch: {out} output channels are not divisible into {groups} groups"
+                    ));
+                }
+                let (h, w) = spatial(k, stride, pad, dilation, first)?;
+                Ok(Shape::new(out, h, w))
+            }
+            Prim::MaxPool { k, stride, pad } | Prim::AvgPool { k, stride, pad } => {
+                let (h, w) = spatial(k, stride, pad, 1, first)?;
+                Ok(Shape::new(first.c, h, w))
+            }
+            Prim::BatchNorm
+            | Prim::Relu
+            | Prim::Relu6
+            | Prim::Hswish
+            | Prim::Sigmoid
+            | Prim::Identity
+            | Prim::Zero
+            | Prim::SqueezeExcite { .. } => Ok(first),
+            Prim::ChannelShuffle { groups } => {
+                if first.c % groups != 0 {
+                    Err(format!(
+                        "channel mismatch: {} channels cannot be shuffled in {groups} groups",
+                        first.c
+                    ))
+                } else {
+                    Ok(first)
+                }
+            }
+            Prim::GlobalAvgPool => Ok(Shape::new(first.c, 1, 1)),
+            Prim::Linear { out } => Ok(Shape::new(out, 1, 1)),
+            Prim::Add => {
+                if let Some(other) = inputs.iter().find(|s| **s != first) {
+                    Err(format!("cannot add tensors of shapes {first} and {other}"))
+                } else {
+                    Ok(first)
+                }
+            }
+            Prim::Concat => {
+                if let Some(other) = inputs.iter().find(|s| s.h != first.h || s.w != first.w) {
+                    return Err(format!(
+                        "cannot concatenate tensors of shapes {first} and {other}: spatial sizes differ"
+                    ));
+                }
+                let c = inputs.iter().map(|s| s.c).sum();
+                Ok(Shape::new(c, first.h, first.w))
+            }
+        }
+    }
+
+    /// Multiply-accumulates for one inference.
+    pub fn macs(&self, inputs: &[Shape], out: Shape) -> u64 {
+        let cin = inputs.first().map_or(0, |s| s.c);
+        match *self {
+            Prim::Conv { k, groups, .. } => out.elements().saturating_mul((cin / groups).saturating_mul(k * k)),
+            Prim::Linear { out: n } => inputs.first().map_or(0, |s| s.elements()).saturating_mul(n),
+            Prim::SqueezeExcite { mid } => 2 * cin * mid,
+            _ => 0,
+        }
+    }
+
+    /// Floating-point operations: two per multiply-accumulate, one per output element for
+    /// element-wise ops, normalisation and pooling windows.
+    pub fn flops(&self, inputs: &[Shape], out: Shape) -> u64 {
+        let macs = self.macs(inputs, out);
+        let elementwise = match *self {
+            Prim::Input | Prim::Identity | Prim::Zero | Prim::ChannelShuffle { .. } | Prim::Concat => 0,
+            Prim::Conv { .. } | Prim::Linear { .. } => 0,
+            Prim::MaxPool { k, .. } | Prim::AvgPool { k, .. } => out.elements().saturating_mul(k * k),
+            Prim::GlobalAvgPool => inputs.first().map_or(0, |s| s.elements()),
+            Prim::Add => out.elements().saturating_mul(inputs.len().max(1) as u64 - 1),
+            Prim::SqueezeExcite { .. } => 2 * out.elements(),
+            _ => out.elements(),
+        };
+        macs.saturating_mul(2).saturating_add(elementwise)
+    }
+
+    /// Trainable parameters (convs have no bias; batch norm has a scale and a shift).
+    pub fn params(&self, inputs: &[Shape]) -> u64 {
+        let cin = inputs.first().map_or(0, |s| s.c);
+        match *self {
+            Prim::Conv { out, k, groups, .. } => out.saturating_mul(cin / groups).saturating_mul(k * k),
+            Prim::BatchNorm => 2 * cin,
+            Prim::Linear { out } => inputs.first().map_or(0, |s| s.elements()).saturating_mul(out).saturating_add(out),
+            Prim::SqueezeExcite { mid } => 2 * cin * mid + mid + cin,
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for Prim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Prim::Conv { out, k, stride, pad, groups, dilation } => {
+                write!(f, "conv(out={out}, k={k}, stride={stride}, pad={pad}")?;
+                if groups != 1 {
+                    write!(f, ", groups={groups}")?;
+                }
+                if dilation != 1 {
+                    write!(f, ", dilation={dilation}")?;
+                }
+                write!(f, ")")
+            }
+            Prim::MaxPool { k, stride, pad } | Prim::AvgPool { k, stride, pad } => {
+                write!(f, "{}(k={k}, stride={stride}, pad={pad})", self.name())
+            }
+            Prim::Linear { out } => write!(f, "linear(out={out})"),
+            Prim::ChannelShuffle { groups } => write!(f, "shuffle(groups={groups})"),
+            Prim::SqueezeExcite { mid } => write!(f, "se(mid={mid})"),
+            ref other => write!(f, "{}", other.name()),
+        }
+    }
+}
+
+/// Which part of the skeleton a node belongs to; latency tables are built per region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "index", rename_all = "snake_case")]
+pub enum Region {
+    /// The network input node.
+    Input,
+    /// The n-th fixed part of the skeleton (stem, reductions, head).
+    Fixed(u32),
+    /// Searchable layer n.
+    Layer(u32),
+    /// Cell instance n.
+    Cell(u32),
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Region::Input => write!(f, "input"),
+            Region::Fixed(i) => write!(f, "fixed{i}"),
+            Region::Layer(i) => write!(f, "layer{i}"),
+            Region::Cell(i) => write!(f, "cell{i}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub op: Prim,
+    pub inputs: Vec<Handle<Node>>,
+}
+
+/// A concrete network: nodes in topological order (inputs before users), the last node is
+/// the output. The span of the op call that produced a node is kept in the arena; shapes and
+/// regions are side tables indexed like the nodes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Graph {
+    pub nodes: Arena<Node>,
+    pub shapes: Vec<Shape>,
+    pub regions: Vec<Region>,
+}
+
+/// Totals of a graph's costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    pub flops: u64,
+    pub macs: u64,
+    pub params: u64,
+}
+
+impl Graph {
+    pub fn output(&self) -> Option<Handle<Node>> {
+        self.nodes.len().checked_sub(1).map(Handle::new)
+    }
+    pub fn shape(&self, node: Handle<Node>) -> Shape {
+        self.shapes[node.index()]
+    }
+    pub fn input_shapes(&self, node: &Node) -> Vec<Shape> {
+        node.inputs.iter().map(|&h| self.shape(h)).collect()
+    }
+    pub fn cost(&self) -> Cost {
+        let mut total = Cost::default();
+        for (h, node) in self.nodes.iter() {
+            let inputs = self.input_shapes(node);
+            let out = self.shape(h);
+            total.flops = total.flops.saturating_add(node.op.flops(&inputs, out));
+            total.macs = total.macs.saturating_add(node.op.macs(&inputs, out));
+            total.params = total.params.saturating_add(node.op.params(&inputs));
+        }
+        total
+    }
+}

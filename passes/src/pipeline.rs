@@ -1,0 +1,19 @@
+//! The pipeline: the passes in the order they run, each with why it sits where it does.
+
+use crate::pass::Pass;
+
+/// The ordered pass list.
+pub fn passes() -> Vec<Box<dyn Pass>> {
+    vec![
+        // Resolves names and decisions and proves every candidate builds where it can go;
+        // everything after may assume a well-formed space.
+        Box::new(crate::check::Check),
+        // Needs check's decisions; builds SSBN_0 and every SSBN_(i,j).
+        Box::new(crate::expand::Expand),
+    ]
+}
+
+/// Names of the passes, in order (for `--dump-after` and `--until`).
+pub fn pass_names() -> Vec<&'static str> {
+    passes().iter().map(|p| p.name()).collect()
+}

@@ -1,0 +1,49 @@
+//! spacetune: a compiler for hardware-aware neural architecture search (BBSSP).
+//!
+//! The one-call API: [`compile`] parses a `.space` file and runs the pipeline on it.
+
+use spacetune_ir::{Diagnostics, Module, SourceMap};
+use spacetune_passes::{passes, PassManager};
+use std::path::Path;
+
+pub use spacetune_grammar as grammar;
+pub use spacetune_ir as ir;
+pub use spacetune_passes as pass;
+
+/// The outcome of compiling a file: the sources (to render diagnostics) and the module or
+/// the diagnostics that stopped it.
+pub struct Compiled {
+    pub sources: SourceMap,
+    pub result: Result<Module, Diagnostics>,
+}
+
+/// Options of a compile.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Stop after this pass (inclusive); `None` runs the whole pipeline.
+    pub until: Option<&'a str>,
+    /// Validate the IR after every pass.
+    pub validate: bool,
+    /// Called after every pass with its name and the module.
+    pub on_pass: Option<Box<dyn FnMut(&str, &Module) + 'a>>,
+}
+
+/// Parses `path` and runs the pipeline on it.
+pub fn compile(path: &Path, options: Options) -> Compiled {
+    let parsed = grammar::parse_file(path);
+    run(parsed, options)
+}
+
+/// Like [`compile`], from source text (imports resolve relative to `base_dir`).
+pub fn compile_str(name: &str, text: &str, base_dir: Option<&Path>, options: Options) -> Compiled {
+    run(grammar::parse_str(name, text, base_dir), options)
+}
+
+fn run(parsed: grammar::Parsed, options: Options) -> Compiled {
+    let result = parsed.result.and_then(|mut module| {
+        let mut manager = PassManager { validate: options.validate, until: options.until, on_pass: options.on_pass };
+        manager.run(&passes(), &mut module)?;
+        Ok(module)
+    });
+    Compiled { sources: parsed.sources, result }
+}

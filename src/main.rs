@@ -1,0 +1,176 @@
+//! The `spacetune` command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
+use spacetune::ir::print::NetworkLine;
+use spacetune::ir::{Module, Ssbn};
+use spacetune::{compile, Options};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "spacetune", version, about = "Hardware-aware neural architecture search for black-box accelerators (BBSSP)")]
+struct Cli {
+    /// Print the IR after this pass (to stderr): check, expand
+    #[arg(long, global = true, value_name = "PASS")]
+    dump_after: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and check a search space; report every problem with its place in the source
+    Check { file: PathBuf },
+    /// List the search-space base networks (SSBNs) of every space in a file
+    Expand {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Print a file in another form: the IR text, the IR as JSON, or canonical DSL
+    Print {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "dsl")]
+        emit: Emit,
+        /// With `--emit ir|json`, print only this network (by id) with its graph
+        #[arg(long, value_name = "ID")]
+        network: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ir,
+    Json,
+    Dsl,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Compiles up to `until`, rendering diagnostics to stderr; `None` when it failed.
+fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Option<Module>> {
+    if let Some(pass) = dump_after {
+        let names = spacetune::pass::pass_names();
+        if !names.contains(&pass) {
+            bail!("unknown pass `{pass}` for --dump-after (passes: {})", names.join(", "));
+        }
+    }
+    let on_pass = dump_after.map(|want| {
+        let want = want.to_string();
+        Box::new(move |name: &str, m: &Module| {
+            if name == want {
+                eprintln!("; ---- IR after `{name}` ----\n{m}");
+            }
+        }) as Box<dyn FnMut(&str, &Module)>
+    });
+    let compiled = compile(file, Options { until, validate: cfg!(debug_assertions), on_pass });
+    match compiled.result {
+        Ok(m) => Ok(Some(m)),
+        Err(diags) => {
+            let mut stderr = StandardStream::stderr(ColorChoice::Auto);
+            for d in &diags.0 {
+                d.emit(&compiled.sources, &mut stderr);
+            }
+            let n = diags.0.len();
+            eprintln!("error: {} failed with {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+            Ok(None)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let dump = cli.dump_after.as_deref();
+    match cli.command {
+        Command::Check { file } => {
+            let Some(m) = load(&file, Some("check"), dump)? else { return Ok(ExitCode::FAILURE) };
+            for info in &m.checked {
+                println!(
+                    "space {}: {} decisions, {} ssbns, output {}",
+                    info.name,
+                    info.decisions.len(),
+                    info.ssbn_count(),
+                    info.output
+                );
+            }
+            println!("{}: ok", file.display());
+        }
+        Command::Expand { file, format } => {
+            let Some(m) = load(&file, None, dump)? else { return Ok(ExitCode::FAILURE) };
+            match format {
+                Format::Text => {
+                    for info in &m.checked {
+                        println!("; space {}: {} ssbns", info.name, info.ssbn_count());
+                    }
+                    for n in &m.networks {
+                        println!("{}", NetworkLine(n));
+                    }
+                }
+                Format::Json => println!("{}", serde_json::to_string_pretty(&expand_json(&file, &m))?),
+            }
+        }
+        Command::Print { file, emit, network } => {
+            let until = if network.is_some() { None } else { Some("check") };
+            let until = if matches!(emit, Emit::Dsl) { Some("check") } else { until };
+            let Some(m) = load(&file, until, dump)? else { return Ok(ExitCode::FAILURE) };
+            match (emit, network) {
+                (Emit::Dsl, _) => print!("{}", spacetune::ir::dsl::print_module(&m)),
+                (Emit::Ir, None) => print!("{m}"),
+                (Emit::Json, None) => println!("{}", serde_json::to_string_pretty(&m)?),
+                (e, Some(id)) => {
+                    let n = m.network(&id).with_context(|| format!("no network `{id}` in {}", file.display()))?;
+                    match e {
+                        Emit::Json => println!("{}", serde_json::to_string_pretty(n)?),
+                        _ => print!("{}\n{}", NetworkLine(n), n.graph),
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn expand_json(file: &Path, m: &Module) -> serde_json::Value {
+    let spaces: Vec<_> = m
+        .checked
+        .iter()
+        .map(|i| serde_json::json!({ "name": i.name, "decisions": i.decisions.len(), "ssbns": i.ssbn_count() }))
+        .collect();
+    let networks: Vec<_> = m
+        .networks
+        .iter()
+        .map(|n| {
+            let (layer, option) = match n.ssbn {
+                Ssbn::Base => (None, None),
+                Ssbn::Swap { decision, option } => (Some(decision), Some(option)),
+            };
+            serde_json::json!({
+                "id": n.id,
+                "space": m.checked[n.space as usize].name,
+                "decision": layer,
+                "option": option,
+                "key": n.key,
+                "flops": n.cost.flops,
+                "macs": n.cost.macs,
+                "params": n.cost.params,
+            })
+        })
+        .collect();
+    serde_json::json!({ "file": file.display().to_string(), "spaces": spaces, "networks": networks })
+}
