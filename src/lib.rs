@@ -25,7 +25,7 @@ pub struct Options<'a> {
     /// Validate the IR after every pass.
     pub validate: bool,
     /// Called after every pass with its name and the module.
-    pub on_pass: Option<Box<dyn FnMut(&str, &Module) + 'a>>,
+    pub on_pass: Option<spacetune_passes::pass::OnPass<'a>>,
 }
 
 /// Parses `path` and runs the pipeline on it.
@@ -41,9 +41,16 @@ pub fn compile_str(name: &str, text: &str, base_dir: Option<&Path>, options: Opt
 
 fn run(parsed: grammar::Parsed, options: Options) -> Compiled {
     let result = parsed.result.and_then(|mut module| {
-        let mut manager = PassManager { validate: options.validate, until: options.until, on_pass: options.on_pass };
+        let mut manager = PassManager {
+            validate: options.validate,
+            until: options.until,
+            on_pass: options.on_pass,
+        };
         manager.run(&passes(), &mut module)?;
         Ok(module)
     });
-    Compiled { sources: parsed.sources, result }
+    Compiled {
+        sources: parsed.sources,
+        result,
+    }
 }

@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "spacetune", version, about = "Hardware-aware neural architecture search for black-box accelerators (BBSSP)")]
+#[command(
+    name = "spacetune",
+    version,
+    about = "Hardware-aware neural architecture search for black-box accelerators (BBSSP)"
+)]
 struct Cli {
     /// Print the IR after this pass (to stderr): check, expand
     #[arg(long, global = true, value_name = "PASS")]
@@ -69,7 +73,10 @@ fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Op
     if let Some(pass) = dump_after {
         let names = spacetune::pass::pass_names();
         if !names.contains(&pass) {
-            bail!("unknown pass `{pass}` for --dump-after (passes: {})", names.join(", "));
+            bail!(
+                "unknown pass `{pass}` for --dump-after (passes: {})",
+                names.join(", ")
+            );
         }
     }
     let on_pass = dump_after.map(|want| {
@@ -80,7 +87,14 @@ fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Op
             }
         }) as Box<dyn FnMut(&str, &Module)>
     });
-    let compiled = compile(file, Options { until, validate: cfg!(debug_assertions), on_pass });
+    let compiled = compile(
+        file,
+        Options {
+            until,
+            validate: cfg!(debug_assertions),
+            on_pass,
+        },
+    );
     match compiled.result {
         Ok(m) => Ok(Some(m)),
         Err(diags) => {
@@ -89,7 +103,11 @@ fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Op
                 d.emit(&compiled.sources, &mut stderr);
             }
             let n = diags.0.len();
-            eprintln!("error: {} failed with {n} error{}", file.display(), if n == 1 { "" } else { "s" });
+            eprintln!(
+                "error: {} failed with {n} error{}",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
             Ok(None)
         }
     }
@@ -99,7 +117,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let dump = cli.dump_after.as_deref();
     match cli.command {
         Command::Check { file } => {
-            let Some(m) = load(&file, Some("check"), dump)? else { return Ok(ExitCode::FAILURE) };
+            let Some(m) = load(&file, Some("check"), dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
             for info in &m.checked {
                 println!(
                     "space {}: {} decisions, {} ssbns, output {}",
@@ -112,7 +132,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}: ok", file.display());
         }
         Command::Expand { file, format } => {
-            let Some(m) = load(&file, None, dump)? else { return Ok(ExitCode::FAILURE) };
+            let Some(m) = load(&file, None, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
             match format {
                 Format::Text => {
                     for info in &m.checked {
@@ -122,19 +144,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{}", NetworkLine(n));
                     }
                 }
-                Format::Json => println!("{}", serde_json::to_string_pretty(&expand_json(&file, &m))?),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&expand_json(&file, &m))?)
+                }
             }
         }
-        Command::Print { file, emit, network } => {
-            let until = if network.is_some() { None } else { Some("check") };
-            let until = if matches!(emit, Emit::Dsl) { Some("check") } else { until };
-            let Some(m) = load(&file, until, dump)? else { return Ok(ExitCode::FAILURE) };
+        Command::Print {
+            file,
+            emit,
+            network,
+        } => {
+            let until = if network.is_some() {
+                None
+            } else {
+                Some("check")
+            };
+            let until = if matches!(emit, Emit::Dsl) {
+                Some("check")
+            } else {
+                until
+            };
+            let Some(m) = load(&file, until, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
             match (emit, network) {
                 (Emit::Dsl, _) => print!("{}", spacetune::ir::dsl::print_module(&m)),
                 (Emit::Ir, None) => print!("{m}"),
                 (Emit::Json, None) => println!("{}", serde_json::to_string_pretty(&m)?),
                 (e, Some(id)) => {
-                    let n = m.network(&id).with_context(|| format!("no network `{id}` in {}", file.display()))?;
+                    let n = m
+                        .network(&id)
+                        .with_context(|| format!("no network `{id}` in {}", file.display()))?;
                     match e {
                         Emit::Json => println!("{}", serde_json::to_string_pretty(n)?),
                         _ => print!("{}\n{}", NetworkLine(n), n.graph),

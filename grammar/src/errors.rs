@@ -94,7 +94,10 @@ pub(crate) fn from_pest(error: pest::error::Error<Rule>, file: u32, text: &str) 
         format!("`{}`", &text[start..token_end.min(start + 24)])
     };
     let message = match &error.variant {
-        ErrorVariant::ParsingError { positives, negatives } => {
+        ErrorVariant::ParsingError {
+            positives,
+            negatives,
+        } => {
             let mut names: Vec<&str> = positives.iter().map(describe).collect();
             names.sort_unstable();
             names.dedup();

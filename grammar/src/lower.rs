@@ -42,9 +42,11 @@ struct Lowerer {
 }
 
 impl Lowerer {
+    /// The pair's span without the whitespace pest consumed after it.
     fn span(&self, pair: &Pair<Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        let trimmed = pair.as_str().trim_end().len();
+        Span::new(self.file, s.start(), s.start() + trimmed)
     }
 
     fn error(&mut self, diag: Diagnostic) {
@@ -64,9 +66,14 @@ impl Lowerer {
         };
         let saved = self.file;
         self.file = id;
-        for item in file.into_inner().filter(not_keyword) {
+        for item in kids(file) {
             let rule = item.as_rule();
-            if !root && !matches!(rule, Rule::import | Rule::block_def | Rule::cell_def | Rule::EOI) {
+            if !root
+                && !matches!(
+                    rule,
+                    Rule::import | Rule::block_def | Rule::cell_def | Rule::EOI
+                )
+            {
                 let span = self.span(&item);
                 self.error(
                     Diagnostic::error("an imported file may only define blocks and cells")
@@ -80,14 +87,17 @@ impl Lowerer {
                 Rule::classes_decl => {
                     let span = self.span(&item);
                     if self.module.classes.is_some() {
-                        self.error(Diagnostic::error("`classes` is given twice").with_label(span, "again here"));
+                        self.error(
+                            Diagnostic::error("`classes` is given twice")
+                                .with_label(span, "again here"),
+                        );
                     }
-                    let e = self.expr(item.into_inner().filter(not_keyword).next().unwrap());
+                    let e = self.expr(kids(item).next().unwrap());
                     self.module.classes = Some(e);
                 }
                 Rule::let_decl => {
                     let span = self.span(&item);
-                    let mut inner = item.into_inner().filter(not_keyword);
+                    let mut inner = kids(item);
                     let name = inner.next().unwrap().as_str().to_string();
                     let value = self.expr(inner.next().unwrap());
                     self.module.lets.append(Let { name, value }, span);
@@ -105,13 +115,17 @@ impl Lowerer {
 
     fn import(&mut self, sources: &mut SourceMap, pair: Pair<Rule>, dir: Option<&Path>) {
         let span = self.span(&pair);
-        let string = pair.into_inner().filter(not_keyword).next().unwrap();
-        let rel = string.into_inner().filter(not_keyword).next().unwrap().as_str().to_string();
-        self.module.imports.append(Import { path: rel.clone() }, span);
+        let string = kids(pair).next().unwrap();
+        let rel = kids(string).next().unwrap().as_str().to_string();
+        self.module
+            .imports
+            .append(Import { path: rel.clone() }, span);
         let Some(dir) = dir else {
             self.error(
-                Diagnostic::error(format!("cannot import `{rel}`: this source has no directory"))
-                    .with_label(span, "import here"),
+                Diagnostic::error(format!(
+                    "cannot import `{rel}`: this source has no directory"
+                ))
+                .with_label(span, "import here"),
             );
             return;
         };
@@ -127,10 +141,16 @@ impl Lowerer {
                 return;
             }
         };
-        if self.import_stack.contains(&canonical) || sources.files.first().is_some_and(|f| Path::new(&f.name).canonicalize().ok().as_ref() == Some(&canonical)) {
+        if self.import_stack.contains(&canonical)
+            || sources.files.first().is_some_and(|f| {
+                Path::new(&f.name).canonicalize().ok().as_ref() == Some(&canonical)
+            })
+        {
             self.error(
-                Diagnostic::error(format!("import cycle: `{rel}` imports itself, directly or indirectly"))
-                    .with_label(span, "cycle closes here"),
+                Diagnostic::error(format!(
+                    "import cycle: `{rel}` imports itself, directly or indirectly"
+                ))
+                .with_label(span, "cycle closes here"),
             );
             return;
         }
@@ -144,7 +164,10 @@ impl Lowerer {
         let text = match std::fs::read_to_string(&canonical) {
             Ok(t) => t,
             Err(e) => {
-                self.error(Diagnostic::error(format!("cannot read `{rel}`: {e}")).with_label(span, "imported here"));
+                self.error(
+                    Diagnostic::error(format!("cannot read `{rel}`: {e}"))
+                        .with_label(span, "imported here"),
+                );
                 return;
             }
         };
@@ -158,16 +181,19 @@ impl Lowerer {
 
     fn input(&mut self, pair: Pair<Rule>) {
         let span = self.span(&pair);
-        let dims = pair.into_inner().filter(not_keyword).next().unwrap();
+        let dims = kids(pair).next().unwrap();
         let mut nums = Vec::new();
-        for d in dims.into_inner().filter(not_keyword) {
+        for d in kids(dims) {
             let dspan = self.span(&d);
             match d.as_str().parse::<u64>() {
                 Ok(v) if (1..=network::MAX_DIM).contains(&v) => nums.push(v),
                 _ => {
                     self.error(
                         Diagnostic::error(format!("input size `{}` is out of range", d.as_str()))
-                            .with_label(dspan, format!("must be between 1 and {}", network::MAX_DIM)),
+                            .with_label(
+                                dspan,
+                                format!("must be between 1 and {}", network::MAX_DIM),
+                            ),
                     );
                     nums.push(1);
                 }
@@ -176,21 +202,24 @@ impl Lowerer {
         if self.module.input.is_some() {
             self.error(Diagnostic::error("`input` is given twice").with_label(span, "again here"));
         }
-        self.module.input = Some(InputDecl { shape: Shape::new(nums[0], nums[1], nums[2]), span });
+        self.module.input = Some(InputDecl {
+            shape: Shape::new(nums[0], nums[1], nums[2]),
+            span,
+        });
     }
 
     // ---- blocks -----------------------------------------------------------------------
 
     fn block(&mut self, pair: Pair<Rule>) {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner().filter(not_keyword);
+        let mut inner = kids(pair);
         let name = inner.next().unwrap().as_str().to_string();
         let mut params = Vec::new();
         let mut body = Vec::new();
         for p in inner {
             match p.as_rule() {
                 Rule::param => {
-                    let mut pi = p.into_inner().filter(not_keyword);
+                    let mut pi = kids(p);
                     let name = pi.next().unwrap().as_str().to_string();
                     let default = pi.next().map(|e| self.expr(e));
                     params.push(Param { name, default });
@@ -199,23 +228,31 @@ impl Lowerer {
                 other => unreachable!("unexpected {other:?} in a block"),
             }
         }
-        self.module.blocks.append(BlockDef { name, params, body, file: self.file }, span);
+        self.module.blocks.append(
+            BlockDef {
+                name,
+                params,
+                body,
+                file: self.file,
+            },
+            span,
+        );
     }
 
     fn body(&mut self, pair: Pair<Rule>) -> Vec<Handle<Stmt>> {
-        pair.into_inner().filter(not_keyword).map(|s| self.stmt(s)).collect()
+        kids(pair).map(|s| self.stmt(s)).collect()
     }
 
     fn stmt(&mut self, pair: Pair<Rule>) -> Handle<Stmt> {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner().filter(not_keyword);
+        let mut inner = kids(pair);
         let head = inner.next().unwrap();
-        let guard = inner.next().map(|g| self.expr(g.into_inner().filter(not_keyword).next().unwrap()));
+        let guard = inner.next().map(|g| self.expr(kids(g).next().unwrap()));
         let kind = match head.as_rule() {
             Rule::pipeline => StmtKind::Pipe(self.pipeline(head)),
             Rule::residual => StmtKind::Residual,
             Rule::merge_stmt => {
-                let mut parts = head.into_inner().filter(not_keyword);
+                let mut parts = kids(head);
                 let kind = match parts.next().unwrap().as_str().trim() {
                     "add" => MergeKind::Add,
                     _ => MergeKind::Concat,
@@ -224,7 +261,7 @@ impl Lowerer {
                 StmtKind::Merge { kind, branches }
             }
             Rule::for_stmt => {
-                let mut parts: Vec<Pair<Rule>> = head.into_inner().filter(not_keyword).collect();
+                let mut parts: Vec<Pair<Rule>> = kids(head).collect();
                 let body = self.body(parts.pop().unwrap());
                 let list = self.expr(parts.pop().unwrap());
                 let names: Vec<String> = parts.iter().map(|p| p.as_str().to_string()).collect();
@@ -233,7 +270,12 @@ impl Lowerer {
                     [index, var] => (Some(index.clone()), var.clone()),
                     _ => unreachable!("the grammar allows one or two loop names"),
                 };
-                StmtKind::For { index, var, list, body }
+                StmtKind::For {
+                    index,
+                    var,
+                    list,
+                    body,
+                }
             }
             other => unreachable!("unexpected {other:?} in a statement"),
         };
@@ -241,19 +283,19 @@ impl Lowerer {
     }
 
     fn pipeline(&mut self, pair: Pair<Rule>) -> Pipeline {
-        pair.into_inner().filter(not_keyword).map(|op| self.op_call(op)).collect()
+        kids(pair).map(|op| self.op_call(op)).collect()
     }
 
     fn op_call(&mut self, pair: Pair<Rule>) -> Handle<OpCall> {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner().filter(not_keyword);
+        let mut inner = kids(pair);
         let name = inner.next().unwrap().as_str().to_string();
         let mut args = Vec::new();
         let mut parens = false;
         if let Some(call_args) = inner.next() {
             parens = true;
-            for arg in call_args.into_inner().filter(not_keyword) {
-                let mut ai: Vec<Pair<Rule>> = arg.into_inner().filter(not_keyword).collect();
+            for arg in kids(call_args) {
+                let mut ai: Vec<Pair<Rule>> = kids(arg).collect();
                 let value = self.expr(ai.pop().unwrap());
                 let name = ai.pop().map(|n| n.as_str().to_string());
                 args.push(Arg { name, value });
@@ -266,18 +308,25 @@ impl Lowerer {
 
     fn cell(&mut self, pair: Pair<Rule>) {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner().filter(not_keyword);
+        let mut inner = kids(pair);
         let name = inner.next().unwrap().as_str().to_string();
         let mut edges = Vec::new();
         for e in inner {
             let espan = self.span(&e);
-            let mut ei = e.into_inner().filter(not_keyword);
+            let mut ei = kids(e);
             let from = self.node_index(ei.next().unwrap());
             let to = self.node_index(ei.next().unwrap());
             let op = self.pipeline(ei.next().unwrap());
             edges.push(self.module.edges.append(Edge { from, to, op }, espan));
         }
-        self.module.cells.append(CellDef { name, edges, file: self.file }, span);
+        self.module.cells.append(
+            CellDef {
+                name,
+                edges,
+                file: self.file,
+            },
+            span,
+        );
     }
 
     fn node_index(&mut self, pair: Pair<Rule>) -> u32 {
@@ -298,9 +347,15 @@ impl Lowerer {
 
     fn space(&mut self, pair: Pair<Rule>) {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner().filter(not_keyword);
+        let mut inner = kids(pair);
         let name = inner.next().unwrap().as_str().to_string();
-        let mut space = Space { name, candidates: Vec::new(), default: None, layers: Vec::new(), choices: Vec::new() };
+        let mut space = Space {
+            name,
+            candidates: Vec::new(),
+            default: None,
+            layers: Vec::new(),
+            choices: Vec::new(),
+        };
         for item in inner {
             let ispan = self.span(&item);
             match item.as_rule() {
@@ -312,17 +367,20 @@ impl Lowerer {
                                 .with_help("list every candidate in one `candidates { ... }`"),
                         );
                     }
-                    let entries: Vec<_> = item.into_inner().filter(not_keyword).map(|e| self.entry(e)).collect();
+                    let entries: Vec<_> = kids(item).map(|e| self.entry(e)).collect();
                     space.candidates.extend(entries);
                 }
                 Rule::default_decl => {
                     if space.default.is_some() {
-                        self.error(Diagnostic::error("`default` is given twice in this space").with_label(ispan, "again here"));
+                        self.error(
+                            Diagnostic::error("`default` is given twice in this space")
+                                .with_label(ispan, "again here"),
+                        );
                     }
-                    space.default = Some(self.op_call(item.into_inner().filter(not_keyword).next().unwrap()));
+                    space.default = Some(self.op_call(kids(item).next().unwrap()));
                 }
                 Rule::layer_list => {
-                    let mut li = item.into_inner().filter(not_keyword);
+                    let mut li = kids(item);
                     let layer = self.expr(li.next().unwrap());
                     let entries = li.map(|e| self.entry(e)).collect();
                     space.layers.push(LayerList { layer, entries });
@@ -331,7 +389,7 @@ impl Lowerer {
                     let mut names = Vec::new();
                     let mut entries = Vec::new();
                     let mut default = None;
-                    for p in item.into_inner().filter(not_keyword) {
+                    for p in kids(item) {
                         match p.as_rule() {
                             Rule::ident => names.push(p.as_str().to_string()),
                             Rule::entry => entries.push(self.entry(p)),
@@ -340,7 +398,11 @@ impl Lowerer {
                         }
                     }
                     let default = default.expect("the grammar requires a default");
-                    space.choices.push(ChoiceDecl { names, entries, default });
+                    space.choices.push(ChoiceDecl {
+                        names,
+                        entries,
+                        default,
+                    });
                 }
                 other => unreachable!("unexpected {other:?} in a space"),
             }
@@ -349,13 +411,13 @@ impl Lowerer {
     }
 
     fn offer(&mut self, pair: Pair<Rule>) -> Offer {
-        let inner = pair.into_inner().filter(not_keyword).next().unwrap();
+        let inner = kids(pair).next().unwrap();
         match inner.as_rule() {
             Rule::op_call => Offer::Call(self.op_call(inner)),
             Rule::value_offer => {
                 let span = self.span(&inner);
                 let text = inner.as_str();
-                let mut parts = inner.into_inner().filter(not_keyword);
+                let mut parts = kids(inner);
                 let value = parts.next().unwrap();
                 let e = self.primary_literal(value);
                 if text.trim_start().starts_with('-') {
@@ -373,23 +435,25 @@ impl Lowerer {
         let mut offer = None;
         let mut grid = Vec::new();
         let mut guard = None;
-        for p in pair.into_inner().filter(not_keyword) {
+        for p in kids(pair) {
             match p.as_rule() {
                 Rule::offer => offer = Some(self.offer(p)),
                 Rule::grid => {
-                    for b in p.into_inner().filter(not_keyword) {
-                        let mut bi = b.into_inner().filter(not_keyword);
+                    for b in kids(p) {
+                        let mut bi = kids(b);
                         let name = bi.next().unwrap().as_str().to_string();
                         let list = self.expr(bi.next().unwrap());
                         grid.push((name, list));
                     }
                 }
-                Rule::guard => guard = Some(self.expr(p.into_inner().filter(not_keyword).next().unwrap())),
+                Rule::guard => guard = Some(self.expr(kids(p).next().unwrap())),
                 other => unreachable!("unexpected {other:?} in a candidate"),
             }
         }
         let offer = offer.expect("the grammar requires an offer");
-        self.module.entries.append(CandidateEntry { offer, grid, guard }, span)
+        self.module
+            .entries
+            .append(CandidateEntry { offer, grid, guard }, span)
     }
 
     // ---- skeleton ---------------------------------------------------------------------
@@ -405,7 +469,7 @@ impl Lowerer {
             return;
         }
         let mut parts = Vec::new();
-        for p in pair.into_inner().filter(not_keyword) {
+        for p in kids(pair) {
             let pspan = self.span(&p);
             let part = match p.as_rule() {
                 Rule::stem | Rule::head | Rule::fixed => {
@@ -414,22 +478,33 @@ impl Lowerer {
                         Rule::head => FixedRole::Head,
                         _ => FixedRole::Fixed,
                     };
-                    let ops = self.pipeline(p.into_inner().filter(not_keyword).next().unwrap());
+                    let ops = self.pipeline(kids(p).next().unwrap());
                     Part::Fixed { role, ops }
                 }
                 Rule::search => {
                     let s = self.settings(p, pspan, "search", &["out", "stride"]);
-                    Part::Search { out: s[0], stride: s[1] }
+                    Part::Search {
+                        out: s[0],
+                        stride: s[1],
+                    }
                 }
                 Rule::stage => {
                     let s = self.settings(p, pspan, "stage", &["out", "repeat", "stride"]);
-                    Part::Stage { out: s[0], repeat: s[1], stride: s[2] }
+                    Part::Stage {
+                        out: s[0],
+                        repeat: s[1],
+                        stride: s[2],
+                    }
                 }
                 Rule::cells => {
-                    let mut inner = p.clone().into_inner().filter(not_keyword);
+                    let mut inner = kids(p.clone());
                     let cell = inner.next().unwrap().as_str().to_string();
                     let s = self.settings(p, pspan, "cells", &["out", "repeat"]);
-                    Part::Cells { cell, out: s[0], repeat: s[1] }
+                    Part::Cells {
+                        cell,
+                        out: s[0],
+                        repeat: s[1],
+                    }
                 }
                 other => unreachable!("unexpected {other:?} in a skeleton"),
             };
@@ -441,20 +516,36 @@ impl Lowerer {
 
     /// Reads `name=expr` settings in any order; each of `names` must be given exactly once,
     /// except that a missing `stride` defaults to 1.
-    fn settings(&mut self, pair: Pair<Rule>, span: Span, what: &str, names: &[&str]) -> Vec<Handle<Expr>> {
+    fn settings(
+        &mut self,
+        pair: Pair<Rule>,
+        span: Span,
+        what: &str,
+        names: &[&str],
+    ) -> Vec<Handle<Expr>> {
         let mut found: Vec<Option<Handle<Expr>>> = vec![None; names.len()];
-        for s in pair.into_inner().filter(not_keyword).filter(|p| p.as_rule() == Rule::setting) {
+        for s in kids(pair).filter(|p| p.as_rule() == Rule::setting) {
             let sspan = self.span(&s);
-            let mut si = s.into_inner().filter(not_keyword);
+            let mut si = kids(s);
             let key = si.next().unwrap().as_str().to_string();
             let value = self.expr(si.next().unwrap());
             match names.iter().position(|n| *n == key) {
                 Some(i) if found[i].is_none() => found[i] = Some(value),
-                Some(_) => self.error(Diagnostic::error(format!("`{key}` is given twice")).with_label(sspan, "again here")),
+                Some(_) => self.error(
+                    Diagnostic::error(format!("`{key}` is given twice"))
+                        .with_label(sspan, "again here"),
+                ),
                 None => self.error(
                     Diagnostic::error(format!("`{what}` has no setting `{key}`"))
                         .with_label(sspan, "unknown setting")
-                        .with_help(format!("`{what}` takes {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))),
+                        .with_help(format!(
+                            "`{what}` takes {}",
+                            names
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
                 ),
             }
         }
@@ -482,50 +573,67 @@ impl Lowerer {
         let span = self.span(&pair);
         match pair.as_rule() {
             Rule::expr => {
-                let mut inner = pair.into_inner().filter(not_keyword);
+                let mut inner = kids(pair);
                 let then = self.expr(inner.next().unwrap());
                 match (inner.next(), inner.next()) {
                     (Some(cond), Some(otherwise)) => {
                         let cond = self.expr(cond);
                         let otherwise = self.expr(otherwise);
-                        self.module.exprs.append(Expr::Cond { then, cond, otherwise }, span)
+                        self.module.exprs.append(
+                            Expr::Cond {
+                                then,
+                                cond,
+                                otherwise,
+                            },
+                            span,
+                        )
                     }
                     _ => then,
                 }
             }
             Rule::or_expr | Rule::and_expr | Rule::sum | Rule::product | Rule::cmp_expr => {
-                let mut inner = pair.into_inner().filter(not_keyword);
+                let mut inner = kids(pair);
                 let mut acc = self.expr(inner.next().unwrap());
                 while let Some(op) = inner.next() {
                     let rhs = self.expr(inner.next().unwrap());
                     let op = binary_op(op.as_str().trim());
                     let start = self.module.exprs.span(acc);
                     let end = self.module.exprs.span(rhs);
-                    acc = self.module.exprs.append(Expr::Binary(op, acc, rhs), start.to(end));
+                    acc = self
+                        .module
+                        .exprs
+                        .append(Expr::Binary(op, acc, rhs), start.to(end));
                 }
                 acc
             }
             Rule::not_expr | Rule::unary => {
-                let mut inner = pair.into_inner().filter(not_keyword);
+                let mut inner = kids(pair);
                 let first = inner.next().unwrap();
                 match first.as_rule() {
                     Rule::not_op | Rule::neg_op => {
-                        let op = if first.as_rule() == Rule::not_op { UnaryOp::Not } else { UnaryOp::Neg };
+                        let op = if first.as_rule() == Rule::not_op {
+                            UnaryOp::Not
+                        } else {
+                            UnaryOp::Neg
+                        };
                         let x = self.expr(inner.next().unwrap());
                         self.module.exprs.append(Expr::Unary(op, x), span)
                     }
                     _ => self.expr(first),
                 }
             }
-            Rule::primary => self.expr(pair.into_inner().filter(not_keyword).next().unwrap()),
+            Rule::primary => self.expr(kids(pair).next().unwrap()),
             Rule::int | Rule::float => self.primary_literal(pair),
             Rule::list => {
-                let items = pair.into_inner().filter(not_keyword).map(|p| self.expr(p)).collect();
+                let items = kids(pair).map(|p| self.expr(p)).collect();
                 self.module.exprs.append(Expr::List(items), span)
             }
-            Rule::ident => self.module.exprs.append(Expr::Name(pair.as_str().to_string()), span),
+            Rule::ident => self
+                .module
+                .exprs
+                .append(Expr::Name(pair.as_str().to_string()), span),
             Rule::func_call => {
-                let mut inner = pair.into_inner().filter(not_keyword);
+                let mut inner = kids(pair);
                 let name = inner.next().unwrap().as_str().to_string();
                 let args = inner.map(|p| self.expr(p)).collect();
                 self.module.exprs.append(Expr::Call(name, args), span)
@@ -541,7 +649,10 @@ impl Lowerer {
             Rule::int => match text.parse::<i64>() {
                 Ok(v) => Expr::Int(v),
                 Err(_) => {
-                    self.error(Diagnostic::error(format!("integer `{text}` is too large")).with_label(span, "here"));
+                    self.error(
+                        Diagnostic::error(format!("integer `{text}` is too large"))
+                            .with_label(span, "here"),
+                    );
                     Expr::Int(0)
                 }
             },
@@ -553,9 +664,15 @@ impl Lowerer {
     }
 }
 
-/// Keyword tokens are kept in the parse tree only so they can be atomic; lowering skips them.
-fn not_keyword(pair: &Pair<Rule>) -> bool {
-    !matches!(pair.as_rule(), Rule::kw_if | Rule::kw_else | Rule::kw_for | Rule::kw_in)
+/// The children of a pair, without keyword tokens: those are in the parse tree only so
+/// they can be atomic, and lowering skips them.
+fn kids(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
+    pair.into_inner().filter(|p| {
+        !matches!(
+            p.as_rule(),
+            Rule::kw_if | Rule::kw_else | Rule::kw_for | Rule::kw_in
+        )
+    })
 }
 
 fn binary_op(text: &str) -> BinaryOp {

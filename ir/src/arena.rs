@@ -18,7 +18,10 @@ pub struct Handle<T> {
 impl<T> Handle<T> {
     pub fn new(index: usize) -> Self {
         let index = u32::try_from(index).expect("arena holds at most u32::MAX items");
-        Handle { index, marker: PhantomData }
+        Handle {
+            index,
+            marker: PhantomData,
+        }
     }
     pub fn index(self) -> usize {
         self.index as usize
@@ -69,7 +72,10 @@ pub struct Arena<T> {
 
 impl<T> Default for Arena<T> {
     fn default() -> Self {
-        Arena { items: Vec::new(), spans: Vec::new() }
+        Arena {
+            items: Vec::new(),
+            spans: Vec::new(),
+        }
     }
 }
 
@@ -93,7 +99,10 @@ impl<T> Arena<T> {
         self.spans[handle.index()]
     }
     pub fn iter(&self) -> impl Iterator<Item = (Handle<T>, &T)> {
-        self.items.iter().enumerate().map(|(i, item)| (Handle::new(i), item))
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (Handle::new(i), item))
     }
     pub fn get_mut(&mut self, handle: Handle<T>) -> &mut T {
         &mut self.items[handle.index()]

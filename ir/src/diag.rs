@@ -42,7 +42,11 @@ impl Diagnostic {
     }
     pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Self {
         let primary = self.labels.is_empty();
-        self.labels.push(Label { span, message: message.into(), primary });
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary,
+        });
         self
     }
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
@@ -125,7 +129,11 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
     pub fn render(&self, sources: &SourceMap) -> String {
-        self.0.iter().map(|d| d.render(sources)).collect::<Vec<_>>().join("")
+        self.0
+            .iter()
+            .map(|d| d.render(sources))
+            .collect::<Vec<_>>()
+            .join("")
     }
 }
 

@@ -12,21 +12,30 @@ const INDENT: &str = "    ";
 
 /// The whole module as DSL text.
 pub fn print_module(module: &Module) -> String {
-    let mut p = Printer { m: module, out: String::new() };
+    let mut p = Printer {
+        m: module,
+        out: String::new(),
+    };
     p.module();
     p.out
 }
 
 /// One expression as DSL text.
 pub fn print_expr(module: &Module, expr: Handle<Expr>) -> String {
-    let mut p = Printer { m: module, out: String::new() };
+    let mut p = Printer {
+        m: module,
+        out: String::new(),
+    };
     p.expr(expr, 0);
     p.out
 }
 
 /// One op call as DSL text.
 pub fn print_call(module: &Module, call: Handle<OpCall>) -> String {
-    let mut p = Printer { m: module, out: String::new() };
+    let mut p = Printer {
+        m: module,
+        out: String::new(),
+    };
     p.call(call);
     p.out
 }
@@ -74,7 +83,10 @@ impl Printer<'_> {
     }
 
     fn sub(&self, f: impl FnOnce(&mut Printer)) -> String {
-        let mut p = Printer { m: self.m, out: String::new() };
+        let mut p = Printer {
+            m: self.m,
+            out: String::new(),
+        };
         f(&mut p);
         p.out
     }
@@ -131,7 +143,12 @@ impl Printer<'_> {
                 }
                 self.line(depth, &format!("}}{guard}"));
             }
-            StmtKind::For { index, var, list, body } => {
+            StmtKind::For {
+                index,
+                var,
+                list,
+                body,
+            } => {
                 let vars = match index {
                     Some(i) => format!("{i}, {var}"),
                     None => var.clone(),
@@ -145,7 +162,10 @@ impl Printer<'_> {
     }
 
     fn pipeline(&self, ops: &[Handle<OpCall>]) -> String {
-        ops.iter().map(|&o| print_call(self.m, o)).collect::<Vec<_>>().join(" | ")
+        ops.iter()
+            .map(|&o| print_call(self.m, o))
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     fn call(&mut self, h: Handle<OpCall>) {
@@ -236,9 +256,20 @@ impl Printer<'_> {
             let e = |h| print_expr(self.m, h);
             let text = match &self.m.parts[part] {
                 Part::Fixed { role, ops } => format!("{} {}", role.keyword(), self.pipeline(ops)),
-                Part::Search { out, stride } => format!("search out={} stride={}", e(*out), e(*stride)),
-                Part::Stage { out, repeat, stride } => {
-                    format!("stage out={} repeat={} stride={}", e(*out), e(*repeat), e(*stride))
+                Part::Search { out, stride } => {
+                    format!("search out={} stride={}", e(*out), e(*stride))
+                }
+                Part::Stage {
+                    out,
+                    repeat,
+                    stride,
+                } => {
+                    format!(
+                        "stage out={} repeat={} stride={}",
+                        e(*out),
+                        e(*repeat),
+                        e(*stride)
+                    )
                 }
                 Part::Cells { cell, out, repeat } => {
                     format!("cells {cell} out={} repeat={}", e(*out), e(*repeat))
@@ -294,7 +325,11 @@ impl Printer<'_> {
                 let _ = write!(self.out, " {} ", op.symbol());
                 self.expr(*b, p + 1);
             }
-            Expr::Cond { then, cond, otherwise } => {
+            Expr::Cond {
+                then,
+                cond,
+                otherwise,
+            } => {
                 self.expr(*then, PREC_COND + 1);
                 self.out.push_str(" if ");
                 self.expr(*cond, PREC_COND + 1);

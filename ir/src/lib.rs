@@ -52,7 +52,9 @@ pub mod value;
 pub use arena::{Arena, Handle};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use network::{Cost, Graph, Node, Prim, Region, Shape};
-pub use space_info::{Alternative, Decision, DecisionKind, Network, Resolved, SlotShapes, SpaceInfo, Ssbn};
+pub use space_info::{
+    Alternative, Decision, DecisionKind, Network, Resolved, SlotShapes, SpaceInfo, Ssbn,
+};
 pub use span::{SourceMap, Span};
 pub use template::*;
 pub use value::Value;
@@ -120,17 +122,31 @@ impl Module {
     }
     /// Moves the phase forward; moving backwards is a bug in a pass.
     pub fn advance(&mut self, to: Phase) {
-        assert!(to >= self.phase, "phase moves only forward: {:?} -> {:?}", self.phase, to);
+        assert!(
+            to >= self.phase,
+            "phase moves only forward: {:?} -> {:?}",
+            self.phase,
+            to
+        );
         self.phase = to;
     }
     pub fn block(&self, name: &str) -> Option<Handle<BlockDef>> {
-        self.blocks.iter().find(|(_, b)| b.name == name).map(|(h, _)| h)
+        self.blocks
+            .iter()
+            .find(|(_, b)| b.name == name)
+            .map(|(h, _)| h)
     }
     pub fn cell(&self, name: &str) -> Option<Handle<CellDef>> {
-        self.cells.iter().find(|(_, c)| c.name == name).map(|(h, _)| h)
+        self.cells
+            .iter()
+            .find(|(_, c)| c.name == name)
+            .map(|(h, _)| h)
     }
     pub fn space(&self, name: &str) -> Option<Handle<Space>> {
-        self.spaces.iter().find(|(_, s)| s.name == name).map(|(h, _)| h)
+        self.spaces
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(h, _)| h)
     }
     pub fn network(&self, id: &str) -> Option<&Network> {
         self.networks.iter().find(|n| n.id == id)

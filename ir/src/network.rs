@@ -38,7 +38,14 @@ pub const MAX_DIM: u64 = 1 << 20;
 pub enum Prim {
     /// The network input.
     Input,
-    Conv { out: u64, k: u64, stride: u64, pad: u64, groups: u64, dilation: u64 },
+    Conv {
+        out: u64,
+        k: u64,
+        stride: u64,
+        pad: u64,
+        groups: u64,
+        dilation: u64,
+    },
     BatchNorm,
     Relu,
     Relu6,
@@ -46,14 +53,28 @@ pub enum Prim {
     Sigmoid,
     Add,
     Concat,
-    MaxPool { k: u64, stride: u64, pad: u64 },
-    AvgPool { k: u64, stride: u64, pad: u64 },
+    MaxPool {
+        k: u64,
+        stride: u64,
+        pad: u64,
+    },
+    AvgPool {
+        k: u64,
+        stride: u64,
+        pad: u64,
+    },
     GlobalAvgPool,
     /// Flattens its input, then a fully connected layer with bias.
-    Linear { out: u64 },
-    ChannelShuffle { groups: u64 },
+    Linear {
+        out: u64,
+    },
+    ChannelShuffle {
+        groups: u64,
+    },
     /// Squeeze-excite: global pool, 1×1 conv to `mid` (ReLU), 1×1 conv back (sigmoid), scale.
-    SqueezeExcite { mid: u64 },
+    SqueezeExcite {
+        mid: u64,
+    },
     Identity,
     /// Outputs zeros of its input's shape (NAS-Bench-201's `none`).
     Zero,
@@ -84,7 +105,9 @@ impl Prim {
 
     /// The output shape for these input shapes, or why there is none.
     pub fn infer(&self, inputs: &[Shape]) -> Result<Shape, String> {
-        let first = *inputs.first().ok_or_else(|| format!("`{}` has no input", self.name()))?;
+        let first = *inputs
+            .first()
+            .ok_or_else(|| format!("`{}` has no input", self.name()))?;
         let spatial = |k: u64, stride: u64, pad: u64, dilation: u64, s: Shape| {
             let reach = dilation * (k - 1) + 1;
             let padded = s.h + 2 * pad;
@@ -95,11 +118,21 @@ impl Prim {
                     s.h, s.w
                 ));
             }
-            Ok(((padded - reach) / stride + 1, (padded_w - reach) / stride + 1))
+            Ok((
+                (padded - reach) / stride + 1,
+                (padded_w - reach) / stride + 1,
+            ))
         };
         match *self {
             Prim::Input => Ok(first),
-            Prim::Conv { out, k, stride, pad, groups, dilation } => {
+            Prim::Conv {
+                out,
+                k,
+                stride,
+                pad,
+                groups,
+                dilation,
+            } => {
                 if first.c % groups != 0 {
                     return Err(format!(
                         "channel mismatch: {} input channels are not divisible into {groups} groups",
@@ -161,7 +194,9 @@ impl Prim {
     pub fn macs(&self, inputs: &[Shape], out: Shape) -> u64 {
         let cin = inputs.first().map_or(0, |s| s.c);
         match *self {
-            Prim::Conv { k, groups, .. } => out.elements().saturating_mul((cin / groups).saturating_mul(k * k)),
+            Prim::Conv { k, groups, .. } => out
+                .elements()
+                .saturating_mul((cin / groups).saturating_mul(k * k)),
             Prim::Linear { out: n } => inputs.first().map_or(0, |s| s.elements()).saturating_mul(n),
             Prim::SqueezeExcite { mid } => 2 * cin * mid,
             _ => 0,
@@ -173,11 +208,19 @@ impl Prim {
     pub fn flops(&self, inputs: &[Shape], out: Shape) -> u64 {
         let macs = self.macs(inputs, out);
         let elementwise = match *self {
-            Prim::Input | Prim::Identity | Prim::Zero | Prim::ChannelShuffle { .. } | Prim::Concat => 0,
+            Prim::Input
+            | Prim::Identity
+            | Prim::Zero
+            | Prim::ChannelShuffle { .. }
+            | Prim::Concat => 0,
             Prim::Conv { .. } | Prim::Linear { .. } => 0,
-            Prim::MaxPool { k, .. } | Prim::AvgPool { k, .. } => out.elements().saturating_mul(k * k),
+            Prim::MaxPool { k, .. } | Prim::AvgPool { k, .. } => {
+                out.elements().saturating_mul(k * k)
+            }
             Prim::GlobalAvgPool => inputs.first().map_or(0, |s| s.elements()),
-            Prim::Add => out.elements().saturating_mul(inputs.len().max(1) as u64 - 1),
+            Prim::Add => out
+                .elements()
+                .saturating_mul(inputs.len().max(1) as u64 - 1),
             Prim::SqueezeExcite { .. } => 2 * out.elements(),
             _ => out.elements(),
         };
@@ -188,9 +231,15 @@ impl Prim {
     pub fn params(&self, inputs: &[Shape]) -> u64 {
         let cin = inputs.first().map_or(0, |s| s.c);
         match *self {
-            Prim::Conv { out, k, groups, .. } => out.saturating_mul(cin / groups).saturating_mul(k * k),
+            Prim::Conv { out, k, groups, .. } => {
+                out.saturating_mul(cin / groups).saturating_mul(k * k)
+            }
             Prim::BatchNorm => 2 * cin,
-            Prim::Linear { out } => inputs.first().map_or(0, |s| s.elements()).saturating_mul(out).saturating_add(out),
+            Prim::Linear { out } => inputs
+                .first()
+                .map_or(0, |s| s.elements())
+                .saturating_mul(out)
+                .saturating_add(out),
             Prim::SqueezeExcite { mid } => 2 * cin * mid + mid + cin,
             _ => 0,
         }
@@ -200,7 +249,14 @@ impl Prim {
 impl fmt::Display for Prim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Prim::Conv { out, k, stride, pad, groups, dilation } => {
+            Prim::Conv {
+                out,
+                k,
+                stride,
+                pad,
+                groups,
+                dilation,
+            } => {
                 write!(f, "conv(out={out}, k={k}, stride={stride}, pad={pad}")?;
                 if groups != 1 {
                     write!(f, ", groups={groups}")?;

@@ -40,8 +40,14 @@ impl fmt::Display for Module {
                     .find(|(_, d)| d.kind == DecisionKind::Layer(slot.layer))
                     .map(|(_, d)| d);
                 for (j, cost) in slot.costs.iter().enumerate() {
-                    let token = decision.and_then(|d| d.options.get(j)).map_or("?", |a| &a.token);
-                    writeln!(f, "    [{j}] {token} macs={} params={}", cost.macs, cost.params)?;
+                    let token = decision
+                        .and_then(|d| d.options.get(j))
+                        .map_or("?", |a| &a.token);
+                    writeln!(
+                        f,
+                        "    [{j}] {token} macs={} params={}",
+                        cost.macs, cost.params
+                    )?;
                 }
             }
             writeln!(f, "output {}", info.output)?;
@@ -88,7 +94,11 @@ impl fmt::Display for Graph {
                 writeln!(f, "  ; {r}")?;
                 region = Some(r);
             }
-            let inputs: Vec<String> = node.inputs.iter().map(|i| format!("n{}", i.index())).collect();
+            let inputs: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|i| format!("n{}", i.index()))
+                .collect();
             writeln!(
                 f,
                 "  n{} = {}({}) : {}",

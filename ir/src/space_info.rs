@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Resolved {
     /// A block or primitive op, with its arguments by parameter name, in declaration order.
-    Call { name: String, args: Vec<(String, Value)> },
+    Call {
+        name: String,
+        args: Vec<(String, Value)>,
+    },
     /// A plain value (a value choice such as a width multiplier).
     Value(Value),
 }
@@ -71,7 +74,11 @@ pub struct SpaceInfo {
 impl SpaceInfo {
     /// 1 + Σ (options − 1): the number of SSBNs this space expands to.
     pub fn ssbn_count(&self) -> usize {
-        1 + self.decisions.iter().map(|(_, d)| d.options.len() - 1).sum::<usize>()
+        1 + self
+            .decisions
+            .iter()
+            .map(|(_, d)| d.options.len() - 1)
+            .sum::<usize>()
     }
 }
 

@@ -75,7 +75,11 @@ pub enum Expr {
     Unary(UnaryOp, Handle<Expr>),
     Binary(BinaryOp, Handle<Expr>, Handle<Expr>),
     /// `then if cond else otherwise`
-    Cond { then: Handle<Expr>, cond: Handle<Expr>, otherwise: Handle<Expr> },
+    Cond {
+        then: Handle<Expr>,
+        cond: Handle<Expr>,
+        otherwise: Handle<Expr>,
+    },
     /// A builtin function: `min`, `max`, `round`, `len`.
     Call(String, Vec<Handle<Expr>>),
 }
@@ -118,11 +122,19 @@ impl MergeKind {
 pub enum StmtKind {
     Pipe(Pipeline),
     /// Branches that each take the current value, merged by `add` or `concat`.
-    Merge { kind: MergeKind, branches: Vec<Vec<Handle<Stmt>>> },
+    Merge {
+        kind: MergeKind,
+        branches: Vec<Vec<Handle<Stmt>>>,
+    },
     /// Add the block's input to the current value.
     Residual,
     /// `for [index,] var in list { body }`
-    For { index: Option<String>, var: String, list: Handle<Expr>, body: Vec<Handle<Stmt>> },
+    For {
+        index: Option<String>,
+        var: String,
+        list: Handle<Expr>,
+        body: Vec<Handle<Stmt>>,
+    },
 }
 
 /// A statement of a block body; skipped when its guard (`if expr`) is false.
@@ -231,11 +243,22 @@ pub enum Part {
     /// Ops that are never searched (stem, head, reduction blocks).
     Fixed { role: FixedRole, ops: Pipeline },
     /// `search out=[..] stride=[..]`: one searchable layer per list element.
-    Search { out: Handle<Expr>, stride: Handle<Expr> },
+    Search {
+        out: Handle<Expr>,
+        stride: Handle<Expr>,
+    },
     /// `stage out=C repeat=N stride=S`: N searchable layers, the first with stride S.
-    Stage { out: Handle<Expr>, repeat: Handle<Expr>, stride: Handle<Expr> },
+    Stage {
+        out: Handle<Expr>,
+        repeat: Handle<Expr>,
+        stride: Handle<Expr>,
+    },
     /// `cells name out=C repeat=N`: N instances of a cell.
-    Cells { cell: String, out: Handle<Expr>, repeat: Handle<Expr> },
+    Cells {
+        cell: String,
+        out: Handle<Expr>,
+        repeat: Handle<Expr>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

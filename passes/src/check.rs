@@ -30,8 +30,10 @@ impl Pass for Check {
             }
         }
         if !diags.is_empty() {
+            // The same mistake inside a block shows up in every layer that uses the block;
+            // report it once (the first note says where it was met first).
             diags.sort_by_key(|d| d.primary_span());
-            diags.dedup();
+            diags.dedup_by(|a, b| a.message == b.message && a.primary_span() == b.primary_span());
             return Err(Diagnostics(diags));
         }
         m.checked = infos;
@@ -43,20 +45,35 @@ impl Pass for Check {
 fn duplicates(m: &Module) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut seen: Vec<(&str, &str, Span)> = Vec::new();
-    let items = m.blocks.iter().map(|(h, b)| ("block", b.name.as_str(), m.blocks.span(h)))
-        .chain(m.cells.iter().map(|(h, c)| ("cell", c.name.as_str(), m.cells.span(h))))
-        .chain(m.spaces.iter().map(|(h, s)| ("space", s.name.as_str(), m.spaces.span(h))));
+    let items = m
+        .blocks
+        .iter()
+        .map(|(h, b)| ("block", b.name.as_str(), m.blocks.span(h)))
+        .chain(
+            m.cells
+                .iter()
+                .map(|(h, c)| ("cell", c.name.as_str(), m.cells.span(h))),
+        )
+        .chain(
+            m.spaces
+                .iter()
+                .map(|(h, s)| ("space", s.name.as_str(), m.spaces.span(h))),
+        );
     for (kind, name, span) in items {
         if let Some((_, _, first)) = seen.iter().find(|(k, n, _)| *k == kind && *n == name) {
-            diags.push(Diagnostic::error(format!("{kind} `{name}` is defined twice"))
-                .with_label(span, "defined again here")
-                .with_label(*first, "first defined here"));
+            diags.push(
+                Diagnostic::error(format!("{kind} `{name}` is defined twice"))
+                    .with_label(span, "defined again here")
+                    .with_label(*first, "first defined here"),
+            );
         } else {
             seen.push((kind, name, span));
         }
         if kind == "block" && crate::prims::signature(name).is_some() {
-            diags.push(Diagnostic::error(format!("block `{name}` has the name of a primitive op"))
-                .with_label(span, "rename this block"));
+            diags.push(
+                Diagnostic::error(format!("block `{name}` has the name of a primitive op"))
+                    .with_label(span, "rename this block"),
+            );
         }
     }
     diags
@@ -66,20 +83,37 @@ fn duplicates(m: &Module) -> Vec<Diagnostic> {
 fn fixed_network(m: &Module) -> Result<SpaceInfo, Diagnostic> {
     let mut b = Builder::new(m, Vec::new());
     if let Some((_, _, span)) = skeleton::layers(&b)?.first() {
-        return Err(Diagnostic::error("the skeleton has searchable layers but the file defines no space")
-            .with_label(*span, "searchable layers here")
-            .with_help("add `space name { candidates { ... } default ... }`, or use `fixed` parts only"));
+        return Err(Diagnostic::error(
+            "the skeleton has searchable layers but the file defines no space",
+        )
+        .with_label(*span, "searchable layers here")
+        .with_help(
+            "add `space name { candidates { ... } default ... }`, or use `fixed` parts only",
+        ));
     }
     struct NoLayers;
     impl LayerHook for NoLayers {
-        fn layer(&mut self, _: &mut Builder, _: u32, cur: Handle<Node>, _: Frame, _: Span) -> Result<Handle<Node>, Diagnostic> {
+        fn layer(
+            &mut self,
+            _: &mut Builder,
+            _: u32,
+            cur: Handle<Node>,
+            _: Frame,
+            _: Span,
+        ) -> Result<Handle<Node>, Diagnostic> {
             Ok(cur)
         }
     }
     let out = skeleton::walk(&mut b, &mut NoLayers)?;
     let output = b.shape(out);
     check_output(m, &b, output)?;
-    Ok(SpaceInfo { space: None, name: "fixed".into(), decisions: Arena::new(), slots: Vec::new(), output })
+    Ok(SpaceInfo {
+        space: None,
+        name: "fixed".into(),
+        decisions: Arena::new(),
+        slots: Vec::new(),
+        output,
+    })
 }
 
 fn check_output(m: &Module, b: &Builder, output: Shape) -> Result<(), Diagnostic> {
@@ -87,14 +121,25 @@ fn check_output(m: &Module, b: &Builder, output: Shape) -> Result<(), Diagnostic
     let span = m.exprs.span(c);
     let classes = match b.eval(c, &Env::new())? {
         Value::Int(n) if n >= 1 => n as u64,
-        other => return Err(Diagnostic::error(format!("`classes` must be a positive whole number, found {other}")).with_label(span, "here")),
+        other => {
+            return Err(Diagnostic::error(format!(
+                "`classes` must be a positive whole number, found {other}"
+            ))
+            .with_label(span, "here"))
+        }
     };
     if output != Shape::new(classes, 1, 1) {
-        let head = m.skeleton.as_ref().and_then(|s| s.parts.last()).map_or(m.skeleton_span, |&p| m.parts.span(p));
-        return Err(Diagnostic::error(format!("the network's output is {output}, but `classes` is {classes}"))
-            .with_label(head, "the network ends here")
-            .with_label(span, "classes declared here")
-            .with_help("end the head with `gap | linear(classes)`"));
+        let head = m
+            .skeleton
+            .as_ref()
+            .and_then(|s| s.parts.last())
+            .map_or(m.skeleton_span, |&p| m.parts.span(p));
+        return Err(Diagnostic::error(format!(
+            "the network's output is {output}, but `classes` is {classes}"
+        ))
+        .with_label(head, "the network ends here")
+        .with_label(span, "classes declared here")
+        .with_help("end the head with `gap | linear(classes)`"));
     }
     Ok(())
 }
@@ -110,20 +155,35 @@ struct CheckLayers<'s> {
 }
 
 impl LayerHook for CheckLayers<'_> {
-    fn layer(&mut self, b: &mut Builder, layer: u32, cur: Handle<Node>, frame: Frame, part: Span) -> Result<Handle<Node>, Diagnostic> {
+    fn layer(
+        &mut self,
+        b: &mut Builder,
+        layer: u32,
+        cur: Handle<Node>,
+        frame: Frame,
+        part: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
         let m = b.m;
         let input = b.shape(cur);
-        let env = b.global_env()
+        let env = b
+            .global_env()
             .with("in", Value::Int(input.c as i64))
             .with("out", Value::Int(frame.out as i64))
             .with("stride", Value::Int(frame.stride as i64))
             .with("layer", Value::Int(layer as i64));
-        let list = self.overrides.iter().find(|(l, _)| *l == layer).map_or(&self.space.candidates, |(_, e)| e);
+        let list = self
+            .overrides
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map_or(&self.space.candidates, |(_, e)| e);
         let options = resolve::entries(b, list, &env)?;
         if options.is_empty() {
-            return Err(Diagnostic::error(format!("layer {layer} has no candidates in space `{}`", self.space_name))
-                .with_label(part, format!("layer {layer} is declared here"))
-                .with_help("give the space `candidates { ... }` or a `layer N { ... }` list for it"));
+            return Err(Diagnostic::error(format!(
+                "layer {layer} has no candidates in space `{}`",
+                self.space_name
+            ))
+            .with_label(part, format!("layer {layer} is declared here"))
+            .with_help("give the space `candidates { ... }` or a `layer N { ... }` list for it"));
         }
         let default = match self.space.default {
             Some(d) => {
@@ -131,18 +191,28 @@ impl LayerHook for CheckLayers<'_> {
                 match options.iter().position(|o| o.resolved == alt.resolved) {
                     Some(i) => i,
                     None => {
-                        return Err(Diagnostic::error(format!("the default `{}` is not among layer {layer}'s candidates", alt.token))
-                            .with_label(m.ops.span(d), "default declared here")
-                            .with_note(format!("layer {layer} offers: {}", tokens(&options)))
-                            .with_help("every layer's list must include the space's default"))
+                        return Err(Diagnostic::error(format!(
+                            "the default `{}` is not among layer {layer}'s candidates",
+                            alt.token
+                        ))
+                        .with_label(m.ops.span(d), "default declared here")
+                        .with_note(format!("layer {layer} offers: {}", tokens(&options)))
+                        .with_help("every layer's list must include the space's default"))
                     }
                 }
             }
             None if options.len() == 1 => 0,
             None => {
-                return Err(Diagnostic::error(format!("space `{}` has no `default`", self.space_name))
-                    .with_label(m.spaces.span(m.space(&self.space_name).expect("checked space exists")), "in this space")
-                    .with_help("name the block of SSBN_0, e.g. `default mbconv(3, 3)`"))
+                return Err(Diagnostic::error(format!(
+                    "space `{}` has no `default`",
+                    self.space_name
+                ))
+                .with_label(
+                    m.spaces
+                        .span(m.space(&self.space_name).expect("checked space exists")),
+                    "in this space",
+                )
+                .with_help("name the block of SSBN_0, e.g. `default mbconv(3, 3)`"))
             }
         };
         let want = expected(input, frame);
@@ -170,7 +240,10 @@ impl LayerHook for CheckLayers<'_> {
                     let d = if d.labels.iter().any(|l| l.span == option.span) {
                         d
                     } else {
-                        d.with_label(option.span, format!("while building `{}` here", option.token))
+                        d.with_label(
+                            option.span,
+                            format!("while building `{}` here", option.token),
+                        )
                     };
                     self.diags.push(d.with_note(format!(
                         "in layer {layer} of space `{}` (input {input}, out {}, stride {})",
@@ -181,22 +254,45 @@ impl LayerHook for CheckLayers<'_> {
             }
         }
         let chosen = options[default].clone();
-        self.decisions.push(Decision { name: format!("layer{layer}"), kind: DecisionKind::Layer(layer), options, default: default as u32 });
+        self.decisions.push(Decision {
+            name: format!("layer{layer}"),
+            kind: DecisionKind::Layer(layer),
+            options,
+            default: default as u32,
+        });
         let out = b.resolved(&chosen.resolved, frame, cur, chosen.span)?;
-        self.slots.push(SlotShapes { layer, input, output: b.shape(out), stride: frame.stride, costs });
+        self.slots.push(SlotShapes {
+            layer,
+            input,
+            output: b.shape(out),
+            stride: frame.stride,
+            costs,
+        });
         Ok(out)
     }
 }
 
 fn tokens(options: &[Alternative]) -> String {
-    options.iter().map(|o| o.token.as_str()).collect::<Vec<_>>().join(", ")
+    options
+        .iter()
+        .map(|o| o.token.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic>> {
     let space = &m.spaces[h];
     let probe = Builder::new(m, Vec::new());
     let named = resolve::named_choices(&probe, space).map_err(|d| vec![d])?;
-    let defaults: Vec<(String, Resolved)> = named.iter().map(|d| (d.name.clone(), d.options[d.default as usize].resolved.clone())).collect();
+    let defaults: Vec<(String, Resolved)> = named
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                d.options[d.default as usize].resolved.clone(),
+            )
+        })
+        .collect();
     let mut b = Builder::new(m, defaults.clone());
     let layer_count = skeleton::layers(&b).map_err(|d| vec![d])?.len();
     let mut overrides = Vec::new();
@@ -205,16 +301,34 @@ fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic
         let index = match b.eval(l.layer, &b.global_env()).map_err(|d| vec![d])? {
             Value::Int(i) if i >= 0 && (i as usize) < layer_count => i as u32,
             other => {
-                return Err(vec![Diagnostic::error(format!("there is no layer {other}"))
-                    .with_label(span, format!("the skeleton has {layer_count} searchable layers (0 to {})", layer_count.saturating_sub(1)))])
+                return Err(vec![Diagnostic::error(format!(
+                    "there is no layer {other}"
+                ))
+                .with_label(
+                    span,
+                    format!(
+                        "the skeleton has {layer_count} searchable layers (0 to {})",
+                        layer_count.saturating_sub(1)
+                    ),
+                )])
             }
         };
         if overrides.iter().any(|(i, _)| *i == index) {
-            return Err(vec![Diagnostic::error(format!("layer {index} is listed twice")).with_label(span, "again here")]);
+            return Err(vec![Diagnostic::error(format!(
+                "layer {index} is listed twice"
+            ))
+            .with_label(span, "again here")]);
         }
         overrides.push((index, l.entries.clone()));
     }
-    let mut hook = CheckLayers { space, space_name: space.name.clone(), overrides, decisions: Vec::new(), slots: Vec::new(), diags: Vec::new() };
+    let mut hook = CheckLayers {
+        space,
+        space_name: space.name.clone(),
+        overrides,
+        decisions: Vec::new(),
+        slots: Vec::new(),
+        diags: Vec::new(),
+    };
     let walked = skeleton::walk(&mut b, &mut hook);
     let mut diags = std::mem::take(&mut hook.diags);
     let output = match walked {
@@ -226,23 +340,40 @@ fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic
             output
         }
         Err(d) => {
-            diags.push(d.with_note(format!("while building the default network of space `{}`", space.name)));
+            diags.push(d.with_note(format!(
+                "while building the default network of space `{}`",
+                space.name
+            )));
             return Err(diags);
         }
     };
     // Every option of every named choice, the others at their defaults.
     for (i, d) in named.iter().enumerate() {
-        for (j, option) in d.options.iter().enumerate().filter(|(j, _)| *j as u32 != d.default) {
+        for (j, option) in d
+            .options
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j as u32 != d.default)
+        {
             let mut assignment = defaults.clone();
             assignment[i].1 = option.resolved.clone();
             let mut trial = Builder::new(m, assignment);
-            let mut layers = BuildDefaults { decisions: &hook.decisions };
-            let result = skeleton::walk(&mut trial, &mut layers).and_then(|out| check_output(m, &trial, trial.shape(out)));
+            let mut layers = BuildDefaults {
+                decisions: &hook.decisions,
+            };
+            let result = skeleton::walk(&mut trial, &mut layers)
+                .and_then(|out| check_output(m, &trial, trial.shape(out)));
             if let Err(e) = result {
-                diags.push(e.with_label(option.span, format!("with `{}` = `{}`", d.name, option.token)).with_note(format!(
-                    "while building space `{}` with choice `{}` set to option {j}",
-                    space.name, d.name
-                )));
+                diags.push(
+                    e.with_label(
+                        option.span,
+                        format!("with `{}` = `{}`", d.name, option.token),
+                    )
+                    .with_note(format!(
+                        "while building space `{}` with choice `{}` set to option {j}",
+                        space.name, d.name
+                    )),
+                );
             }
         }
     }
@@ -254,7 +385,13 @@ fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic
         let span = d.options.first().map_or(m.spaces.span(h), |o| o.span);
         decisions.append(d, span);
     }
-    Ok(SpaceInfo { space: Some(h), name: space.name.clone(), decisions, slots: hook.slots, output })
+    Ok(SpaceInfo {
+        space: Some(h),
+        name: space.name.clone(),
+        decisions,
+        slots: hook.slots,
+        output,
+    })
 }
 
 /// Fills every layer with its default option.
@@ -263,7 +400,14 @@ pub(crate) struct BuildDefaults<'d> {
 }
 
 impl LayerHook for BuildDefaults<'_> {
-    fn layer(&mut self, b: &mut Builder, layer: u32, cur: Handle<Node>, frame: Frame, _: Span) -> Result<Handle<Node>, Diagnostic> {
+    fn layer(
+        &mut self,
+        b: &mut Builder,
+        layer: u32,
+        cur: Handle<Node>,
+        frame: Frame,
+        _: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
         let d = &self.decisions[layer as usize];
         let option = &d.options[d.default as usize];
         b.resolved(&option.resolved, frame, cur, option.span)

@@ -50,14 +50,19 @@ pub fn bind(
             Some(name) => {
                 if let Some(i) = params.iter().position(|(p, _)| p == name) {
                     if bound[i].is_some() {
-                        return Err(Diagnostic::error(format!("argument `{name}` of `{callee}` is given twice"))
-                            .with_label(arg.span, "again here"));
+                        return Err(Diagnostic::error(format!(
+                            "argument `{name}` of `{callee}` is given twice"
+                        ))
+                        .with_label(arg.span, "again here"));
                     }
                     bound[i] = Some(arg.value);
                 } else if extras.contains(&name.as_str()) {
                     extra.push((name.clone(), arg.value));
                 } else {
-                    let names = params.iter().map(|(p, _)| p.as_str()).chain(extras.iter().copied());
+                    let names = params
+                        .iter()
+                        .map(|(p, _)| p.as_str())
+                        .chain(extras.iter().copied());
                     let mut d = Diagnostic::error(format!("`{callee}` has no parameter `{name}`"))
                         .with_label(arg.span, "unknown parameter");
                     if let Some(s) = crate::suggest(name, names) {
@@ -73,8 +78,10 @@ pub fn bind(
         match value.or_else(|| default.clone()) {
             Some(v) => out.push((name.clone(), v)),
             None => {
-                return Err(Diagnostic::error(format!("`{callee}` needs an argument for `{name}`"))
-                    .with_label(call_span, format!("`{name}` missing")))
+                return Err(
+                    Diagnostic::error(format!("`{callee}` needs an argument for `{name}`"))
+                        .with_label(call_span, format!("`{name}` missing")),
+                )
             }
         }
     }
@@ -100,7 +107,14 @@ pub struct Builder<'m> {
 
 impl<'m> Builder<'m> {
     pub fn new(m: &'m Module, named: Vec<(String, Resolved)>) -> Self {
-        Builder { m, ev: Evaluator::new(m), graph: Graph::default(), region: Region::Input, named, stack: Vec::new() }
+        Builder {
+            m,
+            ev: Evaluator::new(m),
+            graph: Graph::default(),
+            region: Region::Input,
+            named,
+            stack: Vec::new(),
+        }
     }
 
     /// The variables every expression outside a block sees: `classes` and the value
@@ -125,7 +139,13 @@ impl<'m> Builder<'m> {
     }
 
     pub fn input(&mut self, shape: Shape, span: Span) -> Handle<Node> {
-        let h = self.graph.nodes.append(Node { op: Prim::Input, inputs: vec![] }, span);
+        let h = self.graph.nodes.append(
+            Node {
+                op: Prim::Input,
+                inputs: vec![],
+            },
+            span,
+        );
         self.graph.shapes.push(shape);
         self.graph.regions.push(Region::Input);
         h
@@ -135,14 +155,28 @@ impl<'m> Builder<'m> {
         self.graph.shape(h)
     }
 
-    pub fn node(&mut self, op: Prim, inputs: Vec<Handle<Node>>, span: Span) -> Result<Handle<Node>, Diagnostic> {
+    pub fn node(
+        &mut self,
+        op: Prim,
+        inputs: Vec<Handle<Node>>,
+        span: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
         if self.graph.nodes.len() >= MAX_NODES {
-            return Err(Diagnostic::error(format!("the network has more than {MAX_NODES} ops")).with_label(span, "while building this"));
+            return Err(
+                Diagnostic::error(format!("the network has more than {MAX_NODES} ops"))
+                    .with_label(span, "while building this"),
+            );
         }
         let shapes: Vec<Shape> = inputs.iter().map(|&i| self.graph.shape(i)).collect();
-        let shape = op.infer(&shapes).map_err(|msg| Diagnostic::error(msg).with_label(span, format!("`{}` here", op.name())))?;
+        let shape = op.infer(&shapes).map_err(|msg| {
+            Diagnostic::error(msg).with_label(span, format!("`{}` here", op.name()))
+        })?;
         if shape.c > network::MAX_DIM || shape.h == 0 || shape.w == 0 || shape.c == 0 {
-            return Err(Diagnostic::error(format!("`{}` gives an unusable shape {shape}", op.name())).with_label(span, "here"));
+            return Err(Diagnostic::error(format!(
+                "`{}` gives an unusable shape {shape}",
+                op.name()
+            ))
+            .with_label(span, "here"));
         }
         let h = self.graph.nodes.append(Node { op, inputs }, span);
         self.graph.shapes.push(shape);
@@ -151,34 +185,63 @@ impl<'m> Builder<'m> {
     }
 
     /// Runs a pipeline of op calls on `cur`.
-    pub fn pipeline(&mut self, ops: &[Handle<OpCall>], cur: Handle<Node>, env: &Env) -> Result<Handle<Node>, Diagnostic> {
-        ops.iter().try_fold(cur, |cur, &op| self.op_call(op, cur, env))
+    pub fn pipeline(
+        &mut self,
+        ops: &[Handle<OpCall>],
+        cur: Handle<Node>,
+        env: &Env,
+    ) -> Result<Handle<Node>, Diagnostic> {
+        ops.iter()
+            .try_fold(cur, |cur, &op| self.op_call(op, cur, env))
     }
 
-    fn op_call(&mut self, h: Handle<OpCall>, cur: Handle<Node>, env: &Env) -> Result<Handle<Node>, Diagnostic> {
+    fn op_call(
+        &mut self,
+        h: Handle<OpCall>,
+        cur: Handle<Node>,
+        env: &Env,
+    ) -> Result<Handle<Node>, Diagnostic> {
         let call = &self.m.ops[h];
         let span = self.m.ops.span(h);
         // A parameter may name the op to use (`act` bound to `relu6`).
         let name = match env.get(&call.name) {
             Some(Value::Sym(s)) => s.clone(),
             Some(other) => {
-                return Err(Diagnostic::error(format!("`{}` is {} ({other}), not an op", call.name, other.type_name()))
-                    .with_label(span, "used as an op here"))
+                return Err(Diagnostic::error(format!(
+                    "`{}` is {} ({other}), not an op",
+                    call.name,
+                    other.type_name()
+                ))
+                .with_label(span, "used as an op here"))
             }
             None => call.name.clone(),
         };
         let mut args = Vec::with_capacity(call.args.len());
         for a in &call.args {
-            args.push(ArgValue { name: a.name.clone(), value: self.ev.eval(a.value, env)?, span: self.m.exprs.span(a.value) });
+            args.push(ArgValue {
+                name: a.name.clone(),
+                value: self.ev.eval(a.value, env)?,
+                span: self.m.exprs.span(a.value),
+            });
         }
         self.invoke(&name, args, span, cur)
     }
 
     /// Calls a primitive or a block by name with evaluated arguments.
-    pub fn invoke(&mut self, name: &str, args: Vec<ArgValue>, span: Span, cur: Handle<Node>) -> Result<Handle<Node>, Diagnostic> {
+    pub fn invoke(
+        &mut self,
+        name: &str,
+        args: Vec<ArgValue>,
+        span: Span,
+        cur: Handle<Node>,
+    ) -> Result<Handle<Node>, Diagnostic> {
         if let Some(sig) = prims::signature(name) {
-            let params: Vec<(String, Option<Value>)> = sig.iter().map(|(n, d)| (n.to_string(), d.map(|d| d.value()))).collect();
-            let arg_spans: Vec<(Option<String>, Span)> = args.iter().map(|a| (a.name.clone(), a.span)).collect();
+            let params: Vec<(String, Option<Value>)> = sig
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.map(|d| d.value())))
+                .collect();
+            let arg_spans: Vec<(Option<String>, Span)> =
+                args.iter().map(|a| (a.name.clone(), a.span)).collect();
             let (bound, _) = bind(name, &params, args, &[], span)?;
             let input = self.shape(cur);
             let prim = prims::build(name, &bound, input).map_err(|bad| {
@@ -191,11 +254,19 @@ impl<'m> Builder<'m> {
         if let Some(block) = self.m.block(name) {
             let params = self.block_params(block)?;
             let (bound, extra) = bind(name, &params, args, &["out", "stride"], span)?;
-            let mut frame = Frame { out: self.shape(cur).c, stride: 1 };
+            let mut frame = Frame {
+                out: self.shape(cur).c,
+                stride: 1,
+            };
             for (k, v) in extra {
                 let n = match v {
                     Value::Int(i) if i >= 1 && (i as u64) <= network::MAX_DIM => i as u64,
-                    other => return Err(Diagnostic::error(format!("`{k}` must be a positive whole number, found {other}")).with_label(span, "in this call")),
+                    other => {
+                        return Err(Diagnostic::error(format!(
+                            "`{k}` must be a positive whole number, found {other}"
+                        ))
+                        .with_label(span, "in this call"))
+                    }
                 };
                 if k == "out" {
                     frame.out = n;
@@ -206,12 +277,20 @@ impl<'m> Builder<'m> {
             return self.block(block, &bound, frame, cur, span);
         }
         if name == "add" || name == "concat" {
-            return Err(Diagnostic::error(format!("`{name}` merges branches and cannot stand in a pipeline"))
-                .with_label(span, "used as an op here")
-                .with_help(format!("write `{name} {{ ... }} {{ ... }}` with one body per branch")));
+            return Err(Diagnostic::error(format!(
+                "`{name}` merges branches and cannot stand in a pipeline"
+            ))
+            .with_label(span, "used as an op here")
+            .with_help(format!(
+                "write `{name} {{ ... }} {{ ... }}` with one body per branch"
+            )));
         }
-        let mut d = Diagnostic::error(format!("unknown op or block `{name}`")).with_label(span, "not defined");
-        let names = prims::NAMES.iter().copied().chain(self.m.blocks.iter().map(|(_, b)| b.name.as_str()));
+        let mut d = Diagnostic::error(format!("unknown op or block `{name}`"))
+            .with_label(span, "not defined");
+        let names = prims::NAMES
+            .iter()
+            .copied()
+            .chain(self.m.blocks.iter().map(|(_, b)| b.name.as_str()));
         if let Some(s) = crate::suggest(name, names) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
@@ -219,27 +298,47 @@ impl<'m> Builder<'m> {
     }
 
     /// A block's parameters with their defaults evaluated.
-    pub fn block_params(&self, block: Handle<BlockDef>) -> Result<Vec<(String, Option<Value>)>, Diagnostic> {
+    pub fn block_params(
+        &self,
+        block: Handle<BlockDef>,
+    ) -> Result<Vec<(String, Option<Value>)>, Diagnostic> {
         let def = &self.m.blocks[block];
         def.params
             .iter()
-            .map(|p| Ok((p.name.clone(), p.default.map(|d| self.ev.eval(d, &Env::new())).transpose()?)))
+            .map(|p| {
+                Ok((
+                    p.name.clone(),
+                    p.default
+                        .map(|d| self.ev.eval(d, &Env::new()))
+                        .transpose()?,
+                ))
+            })
             .collect()
     }
 
     /// Instantiates a block on `cur` with bound parameters.
-    pub fn block(&mut self, block: Handle<BlockDef>, bound: &[(String, Value)], frame: Frame, cur: Handle<Node>, span: Span) -> Result<Handle<Node>, Diagnostic> {
+    pub fn block(
+        &mut self,
+        block: Handle<BlockDef>,
+        bound: &[(String, Value)],
+        frame: Frame,
+        cur: Handle<Node>,
+        span: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
         let def = &self.m.blocks[block];
         if self.stack.contains(&block) {
-            return Err(Diagnostic::error(format!("block `{}` calls itself", def.name))
-                .with_label(span, "recursive call")
-                .with_label(self.m.blocks.span(block), "in this block")
-                .with_help("blocks cannot be recursive; unroll it with `for`"));
+            return Err(
+                Diagnostic::error(format!("block `{}` calls itself", def.name))
+                    .with_label(span, "recursive call")
+                    .with_label(self.m.blocks.span(block), "in this block")
+                    .with_help("blocks cannot be recursive; unroll it with `for`"),
+            );
         }
         if self.stack.len() >= MAX_DEPTH {
             return Err(Diagnostic::error("block calls nest too deeply").with_label(span, "here"));
         }
-        let mut env = self.global_env()
+        let mut env = self
+            .global_env()
             .with("in", Value::Int(self.shape(cur).c as i64))
             .with("out", Value::Int(frame.out as i64))
             .with("stride", Value::Int(frame.stride as i64));
@@ -252,14 +351,26 @@ impl<'m> Builder<'m> {
         result
     }
 
-    fn stmts(&mut self, body: &[Handle<Stmt>], mut cur: Handle<Node>, env: &mut Env, block_input: Handle<Node>) -> Result<Handle<Node>, Diagnostic> {
+    fn stmts(
+        &mut self,
+        body: &[Handle<Stmt>],
+        mut cur: Handle<Node>,
+        env: &mut Env,
+        block_input: Handle<Node>,
+    ) -> Result<Handle<Node>, Diagnostic> {
         for &s in body {
             cur = self.stmt(s, cur, env, block_input)?;
         }
         Ok(cur)
     }
 
-    fn stmt(&mut self, h: Handle<Stmt>, cur: Handle<Node>, env: &mut Env, block_input: Handle<Node>) -> Result<Handle<Node>, Diagnostic> {
+    fn stmt(
+        &mut self,
+        h: Handle<Stmt>,
+        cur: Handle<Node>,
+        env: &mut Env,
+        block_input: Handle<Node>,
+    ) -> Result<Handle<Node>, Diagnostic> {
         let stmt = &self.m.stmts[h];
         let span = self.m.stmts.span(h);
         if let Some(g) = stmt.guard {
@@ -291,12 +402,20 @@ impl<'m> Builder<'m> {
                 };
                 self.node(op, outs, span)
             }
-            StmtKind::For { index, var, list, body } => {
+            StmtKind::For {
+                index,
+                var,
+                list,
+                body,
+            } => {
                 let items = match self.ev.eval(*list, env)? {
                     Value::List(items) => items,
                     other => {
-                        return Err(Diagnostic::error(format!("`for` needs a list, found {}", other.type_name()))
-                            .with_label(self.m.exprs.span(*list), "not a list"))
+                        return Err(Diagnostic::error(format!(
+                            "`for` needs a list, found {}",
+                            other.type_name()
+                        ))
+                        .with_label(self.m.exprs.span(*list), "not a list"))
                     }
                 };
                 let mut cur = cur;
@@ -314,17 +433,33 @@ impl<'m> Builder<'m> {
     }
 
     /// Instantiates a resolved candidate (a slot's or an edge's option) on `cur`.
-    pub fn resolved(&mut self, r: &Resolved, frame: Frame, cur: Handle<Node>, span: Span) -> Result<Handle<Node>, Diagnostic> {
+    pub fn resolved(
+        &mut self,
+        r: &Resolved,
+        frame: Frame,
+        cur: Handle<Node>,
+        span: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
         match r {
             Resolved::Call { name, args } => {
                 if let Some(block) = self.m.block(name) {
                     self.block(block, args, frame, cur, span)
                 } else {
-                    let args = args.iter().map(|(n, v)| ArgValue { name: Some(n.clone()), value: v.clone(), span }).collect();
+                    let args = args
+                        .iter()
+                        .map(|(n, v)| ArgValue {
+                            name: Some(n.clone()),
+                            value: v.clone(),
+                            span,
+                        })
+                        .collect();
                     self.invoke(name, args, span, cur)
                 }
             }
-            Resolved::Value(v) => Err(Diagnostic::error(format!("the value {v} is used where an op is expected")).with_label(span, "here")),
+            Resolved::Value(v) => Err(Diagnostic::error(format!(
+                "the value {v} is used where an op is expected"
+            ))
+            .with_label(span, "here")),
         }
     }
 }

@@ -26,7 +26,11 @@ impl Env {
         self.vars.push((name.to_string(), value));
     }
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.vars.iter().map(|(n, _)| n.as_str())
@@ -69,22 +73,41 @@ impl<'m> Evaluator<'m> {
             Expr::Name(name) => return self.lookup(h, name, env, depth),
             Expr::List(items) => {
                 if items.len() > MAX_LIST {
-                    return Err(self.err(h, format!("list has more than {MAX_LIST} elements"), "too long"));
+                    return Err(self.err(
+                        h,
+                        format!("list has more than {MAX_LIST} elements"),
+                        "too long",
+                    ));
                 }
                 Value::List(items.iter().map(|&i| ev(i)).collect::<Result<_, _>>()?)
             }
             Expr::Unary(UnaryOp::Neg, x) => match ev(*x)? {
-                Value::Int(i) => Value::Int(i.checked_neg().ok_or_else(|| self.err(h, "integer overflow".into(), "here"))?),
+                Value::Int(i) => Value::Int(
+                    i.checked_neg()
+                        .ok_or_else(|| self.err(h, "integer overflow".into(), "here"))?,
+                ),
                 Value::Float(f) => Value::Float(-f),
-                other => return Err(self.err(*x, format!("cannot negate {}", other.type_name()), "not a number")),
+                other => {
+                    return Err(self.err(
+                        *x,
+                        format!("cannot negate {}", other.type_name()),
+                        "not a number",
+                    ))
+                }
             },
             Expr::Unary(UnaryOp::Not, x) => Value::Bool(!self.truth(*x, ev(*x)?)?),
             Expr::Binary(BinaryOp::And, a, b) => {
                 Value::Bool(self.truth(*a, ev(*a)?)? && self.truth(*b, ev(*b)?)?)
             }
-            Expr::Binary(BinaryOp::Or, a, b) => Value::Bool(self.truth(*a, ev(*a)?)? || self.truth(*b, ev(*b)?)?),
+            Expr::Binary(BinaryOp::Or, a, b) => {
+                Value::Bool(self.truth(*a, ev(*a)?)? || self.truth(*b, ev(*b)?)?)
+            }
             Expr::Binary(op, a, b) => self.binary(h, *op, ev(*a)?, ev(*b)?)?,
-            Expr::Cond { then, cond, otherwise } => {
+            Expr::Cond {
+                then,
+                cond,
+                otherwise,
+            } => {
                 if self.truth(*cond, ev(*cond)?)? {
                     ev(*then)?
                 } else {
@@ -98,7 +121,13 @@ impl<'m> Evaluator<'m> {
         })
     }
 
-    fn lookup(&self, h: Handle<Expr>, name: &str, env: &Env, depth: usize) -> Result<Value, Diagnostic> {
+    fn lookup(
+        &self,
+        h: Handle<Expr>,
+        name: &str,
+        env: &Env,
+        depth: usize,
+    ) -> Result<Value, Diagnostic> {
         if let Some(v) = env.get(name) {
             return Ok(v.clone());
         }
@@ -133,16 +162,28 @@ impl<'m> Evaluator<'m> {
         match v {
             Value::Bool(b) => Ok(b),
             Value::Int(i) => Ok(i != 0),
-            other => Err(self.err(h, format!("expected a condition, found {}", other.type_name()), "not a condition")),
+            other => Err(self.err(
+                h,
+                format!("expected a condition, found {}", other.type_name()),
+                "not a condition",
+            )),
         }
     }
 
-    fn binary(&self, h: Handle<Expr>, op: BinaryOp, a: Value, b: Value) -> Result<Value, Diagnostic> {
+    fn binary(
+        &self,
+        h: Handle<Expr>,
+        op: BinaryOp,
+        a: Value,
+        b: Value,
+    ) -> Result<Value, Diagnostic> {
         use BinaryOp::*;
         let overflow = || self.err(h, "integer overflow".into(), "here");
         if matches!(op, Eq | Ne) {
             let equal = match (&a, &b) {
-                (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (*x as f64) == *y,
+                (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => {
+                    (*x as f64) == *y
+                }
                 _ => a == b,
             };
             return Ok(Value::Bool(if op == Eq { equal } else { !equal }));
@@ -152,7 +193,9 @@ impl<'m> Evaluator<'m> {
                 Add => Value::Int(x.checked_add(y).ok_or_else(overflow)?),
                 Sub => Value::Int(x.checked_sub(y).ok_or_else(overflow)?),
                 Mul => Value::Int(x.checked_mul(y).ok_or_else(overflow)?),
-                Div | Rem if y == 0 => return Err(self.err(h, "division by zero".into(), "divisor is 0")),
+                Div | Rem if y == 0 => {
+                    return Err(self.err(h, "division by zero".into(), "divisor is 0"))
+                }
                 // Exact integer division stays an integer; otherwise the result is a number
                 // (channel counts are rounded where they are used).
                 Div if x % y == 0 => Value::Int(x / y),
@@ -170,7 +213,9 @@ impl<'m> Evaluator<'m> {
                     Add => Value::Float(x + y),
                     Sub => Value::Float(x - y),
                     Mul => Value::Float(x * y),
-                    Div | Rem if y == 0.0 => return Err(self.err(h, "division by zero".into(), "divisor is 0")),
+                    Div | Rem if y == 0.0 => {
+                        return Err(self.err(h, "division by zero".into(), "divisor is 0"))
+                    }
                     Div => Value::Float(x / y),
                     Rem => Value::Float(x % y),
                     Lt => Value::Bool(x < y),
@@ -182,7 +227,12 @@ impl<'m> Evaluator<'m> {
             }
             (a, b) => Err(self.err(
                 h,
-                format!("cannot apply `{}` to {} and {}", op.symbol(), a.type_name(), b.type_name()),
+                format!(
+                    "cannot apply `{}` to {} and {}",
+                    op.symbol(),
+                    a.type_name(),
+                    b.type_name()
+                ),
                 "type mismatch",
             )),
         }
@@ -193,7 +243,11 @@ impl<'m> Evaluator<'m> {
             args.iter()
                 .map(|v| match v {
                     Value::Int(_) | Value::Float(_) => Ok(num(v)),
-                    other => Err(self.err(h, format!("`{name}` takes numbers, found {}", other.type_name()), "here")),
+                    other => Err(self.err(
+                        h,
+                        format!("`{name}` takes numbers, found {}", other.type_name()),
+                        "here",
+                    )),
                 })
                 .collect()
         };
@@ -201,8 +255,16 @@ impl<'m> Evaluator<'m> {
         match (name, args.len()) {
             ("min" | "max", n) if n >= 1 => {
                 let xs = numbers()?;
-                let pick = if name == "min" { xs.iter().cloned().fold(f64::INFINITY, f64::min) } else { xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) };
-                Ok(if all_int { Value::Int(pick as i64) } else { Value::Float(pick) })
+                let pick = if name == "min" {
+                    xs.iter().cloned().fold(f64::INFINITY, f64::min)
+                } else {
+                    xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+                };
+                Ok(if all_int {
+                    Value::Int(pick as i64)
+                } else {
+                    Value::Float(pick)
+                })
             }
             ("round", 1) => {
                 let x = numbers()?[0];
@@ -213,9 +275,15 @@ impl<'m> Evaluator<'m> {
             }
             ("len", 1) => match &args[0] {
                 Value::List(items) => Ok(Value::Int(items.len() as i64)),
-                other => Err(self.err(h, format!("`len` takes a list, found {}", other.type_name()), "here")),
+                other => Err(self.err(
+                    h,
+                    format!("`len` takes a list, found {}", other.type_name()),
+                    "here",
+                )),
             },
-            ("min" | "max" | "round" | "len", n) => Err(self.err(h, format!("`{name}` does not take {n} arguments"), "here")),
+            ("min" | "max" | "round" | "len", n) => {
+                Err(self.err(h, format!("`{name}` does not take {n} arguments"), "here"))
+            }
             _ => Err(self
                 .err(h, format!("unknown function `{name}`"), "not a function")
                 .with_help("the functions are `min`, `max`, `round` and `len`")),
@@ -228,5 +296,14 @@ fn num(v: &Value) -> f64 {
         Value::Int(i) => *i as f64,
         Value::Float(f) => *f,
         _ => f64::NAN,
+    }
+}
+
+/// A number as a user would write it: whole numbers without a fractional part.
+pub fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        Value::Float(x).to_string()
     }
 }

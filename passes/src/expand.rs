@@ -37,16 +37,25 @@ impl Pass for Expand {
                 for j in (0..d.options.len() as u32).filter(|&j| j != d.default) {
                     let mut choices = base.clone();
                     choices[i] = j;
-                    plan.push((Ssbn::Swap { decision: i as u32, option: j }, choices));
+                    plan.push((
+                        Ssbn::Swap {
+                            decision: i as u32,
+                            option: j,
+                        },
+                        choices,
+                    ));
                 }
             }
             for (ssbn, choices) in plan {
                 let graph = build(m, info, &choices)?;
                 total_nodes += graph.nodes.len();
                 if total_nodes > MAX_TOTAL_NODES {
-                    return Err(Diagnostic::error(format!("expanding space `{}` builds more than {MAX_TOTAL_NODES} ops", info.name))
-                        .with_label(span, "this space")
-                        .into());
+                    return Err(Diagnostic::error(format!(
+                        "expanding space `{}` builds more than {MAX_TOTAL_NODES} ops",
+                        info.name
+                    ))
+                    .with_label(span, "this space")
+                    .into());
                 }
                 let id = match ssbn {
                     Ssbn::Base => format!("{}-0", info.name),
@@ -98,10 +107,12 @@ pub fn build(m: &Module, info: &SpaceInfo, choices: &[u32]) -> Result<Graph, Dia
     for (d, &c) in chosen.iter_mut().zip(choices) {
         d.default = c;
     }
-    let layers: Vec<Decision> = chosen.into_iter().filter(|d| matches!(d.kind, DecisionKind::Layer(_))).collect();
+    let layers: Vec<Decision> = chosen
+        .into_iter()
+        .filter(|d| matches!(d.kind, DecisionKind::Layer(_)))
+        .collect();
     let mut b = Builder::new(m, named);
     let mut hook = BuildDefaults { decisions: &layers };
     skeleton::walk(&mut b, &mut hook as &mut dyn LayerHook)?;
     Ok(b.graph)
 }
-

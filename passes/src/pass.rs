@@ -13,6 +13,9 @@ pub trait Pass {
     fn run(&self, module: &mut Module) -> Result<(), Diagnostics>;
 }
 
+/// A callback run after each pass with its name and the module.
+pub type OnPass<'a> = Box<dyn FnMut(&str, &Module) + 'a>;
+
 /// Runs passes in order.
 #[derive(Default)]
 pub struct PassManager<'a> {
@@ -21,16 +24,24 @@ pub struct PassManager<'a> {
     /// Stop after this pass (inclusive).
     pub until: Option<&'a str>,
     /// Called with the pass name and the module after every pass that ran.
-    pub on_pass: Option<Box<dyn FnMut(&str, &Module) + 'a>>,
+    pub on_pass: Option<OnPass<'a>>,
 }
 
 impl PassManager<'_> {
-    pub fn run(&mut self, passes: &[Box<dyn Pass>], module: &mut Module) -> Result<(), Diagnostics> {
+    pub fn run(
+        &mut self,
+        passes: &[Box<dyn Pass>],
+        module: &mut Module,
+    ) -> Result<(), Diagnostics> {
         for pass in passes.iter().filter(|p| p.is_enabled()) {
             pass.run(module)?;
             if self.validate {
                 if let Err(problems) = validate(module) {
-                    panic!("IR invalid after pass `{}`:\n{}", pass.name(), problems.join("\n"));
+                    panic!(
+                        "IR invalid after pass `{}`:\n{}",
+                        pass.name(),
+                        problems.join("\n")
+                    );
                 }
             }
             if let Some(f) = self.on_pass.as_mut() {

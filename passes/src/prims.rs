@@ -40,7 +40,11 @@ const DWCONV: Params = &[
     ("dilation", Some(Default::Int(1))),
     ("pad", Some(Default::Auto)),
 ];
-const POOL: Params = &[("k", Some(Default::Int(3))), ("stride", Some(Default::Int(1))), ("pad", Some(Default::Auto))];
+const POOL: Params = &[
+    ("k", Some(Default::Int(3))),
+    ("stride", Some(Default::Int(1))),
+    ("pad", Some(Default::Auto)),
+];
 const LINEAR: Params = &[("out", None)];
 const SHUFFLE: Params = &[("groups", None)];
 const SE: Params = &[("ratio", Some(Default::Float(0.25)))];
@@ -69,8 +73,8 @@ pub fn signature(name: &str) -> Option<Params> {
 
 /// Every primitive name, for suggestions.
 pub const NAMES: &[&str] = &[
-    "conv", "dwconv", "bn", "relu", "relu6", "hswish", "sigmoid", "maxpool", "avgpool", "gap", "linear",
-    "shuffle", "se", "skip", "identity", "zero", "none",
+    "conv", "dwconv", "bn", "relu", "relu6", "hswish", "sigmoid", "maxpool", "avgpool", "gap",
+    "linear", "shuffle", "se", "skip", "identity", "zero", "none",
 ];
 
 /// A parameter that is out of range: which one, and why.
@@ -80,21 +84,37 @@ pub struct BadArg {
 }
 
 fn get<'a>(args: &'a [(String, Value)], name: &str) -> &'a Value {
-    &args.iter().find(|(n, _)| n == name).expect("bound arguments cover the signature").1
+    &args
+        .iter()
+        .find(|(n, _)| n == name)
+        .expect("bound arguments cover the signature")
+        .1
 }
 
 /// Reads a size parameter: a positive integer no larger than MAX_DIM. Channel counts may be
 /// fractional (`in * 0.75`) and round to the nearest integer; other sizes must be whole.
-fn dim(args: &[(String, Value)], param: &'static str, min: u64, round: bool) -> Result<u64, BadArg> {
+fn dim(
+    args: &[(String, Value)],
+    param: &'static str,
+    min: u64,
+    round: bool,
+) -> Result<u64, BadArg> {
     let bad = |message: String| BadArg { param, message };
     let v = match get(args, param) {
         Value::Int(i) => *i as f64,
         Value::Float(f) if round => f.round(),
         Value::Float(f) if f.fract() == 0.0 => *f,
-        other => return Err(bad(format!("`{param}` must be a whole number, found {other}"))),
+        other => {
+            return Err(bad(format!(
+                "`{param}` must be a whole number, found {other}"
+            )))
+        }
     };
     if !v.is_finite() || v < min as f64 || v > MAX_DIM as f64 {
-        return Err(bad(format!("`{param}` is out of range: {} (allowed {min} to {MAX_DIM})", Value::Float(v).token())));
+        return Err(bad(format!(
+            "`{param}` is out of range: {} (allowed {min} to {MAX_DIM})",
+            crate::eval::number(v)
+        )));
     }
     Ok(v as u64)
 }
@@ -135,7 +155,12 @@ pub fn build(name: &str, args: &[(String, Value)], input: Shape) -> Result<Prim,
             let k = dim(args, "k", 1, false)?;
             let (stride, pad) = (dim(args, "stride", 1, false)?, pad(args, k, 1)?);
             if pad * 2 > k {
-                return Err(BadArg { param: "pad", message: format!("`pad` is out of range: {pad} is more than half the window {k}") });
+                return Err(BadArg {
+                    param: "pad",
+                    message: format!(
+                        "`pad` is out of range: {pad} is more than half the window {k}"
+                    ),
+                });
             }
             if canonical(name) == "maxpool" {
                 Prim::MaxPool { k, stride, pad }
@@ -143,18 +168,32 @@ pub fn build(name: &str, args: &[(String, Value)], input: Shape) -> Result<Prim,
                 Prim::AvgPool { k, stride, pad }
             }
         }
-        "linear" => Prim::Linear { out: dim(args, "out", 1, true)? },
-        "shuffle" => Prim::ChannelShuffle { groups: dim(args, "groups", 1, false)? },
+        "linear" => Prim::Linear {
+            out: dim(args, "out", 1, true)?,
+        },
+        "shuffle" => Prim::ChannelShuffle {
+            groups: dim(args, "groups", 1, false)?,
+        },
         "se" => {
             let ratio = match get(args, "ratio") {
                 Value::Int(i) => *i as f64,
                 Value::Float(f) => *f,
-                other => return Err(BadArg { param: "ratio", message: format!("`ratio` must be a number, found {other}") }),
+                other => {
+                    return Err(BadArg {
+                        param: "ratio",
+                        message: format!("`ratio` must be a number, found {other}"),
+                    })
+                }
             };
             if !(ratio > 0.0 && ratio <= 1.0) {
-                return Err(BadArg { param: "ratio", message: format!("`ratio` is out of range: {ratio} (allowed above 0 up to 1)") });
+                return Err(BadArg {
+                    param: "ratio",
+                    message: format!("`ratio` is out of range: {ratio} (allowed above 0 up to 1)"),
+                });
             }
-            Prim::SqueezeExcite { mid: ((input.c as f64 * ratio).round() as u64).max(1) }
+            Prim::SqueezeExcite {
+                mid: ((input.c as f64 * ratio).round() as u64).max(1),
+            }
         }
         "bn" => Prim::BatchNorm,
         "relu" => Prim::Relu,

@@ -11,16 +11,34 @@ pub const MAX_LAYERS: usize = 1024;
 
 /// Fills searchable layer `layer` given its input and frame; returns its output.
 pub trait LayerHook {
-    fn layer(&mut self, b: &mut Builder, layer: u32, cur: Handle<Node>, frame: Frame, part: Span) -> Result<Handle<Node>, Diagnostic>;
+    fn layer(
+        &mut self,
+        b: &mut Builder,
+        layer: u32,
+        cur: Handle<Node>,
+        frame: Frame,
+        part: Span,
+    ) -> Result<Handle<Node>, Diagnostic>;
 }
 
 /// The shape a layer must produce: `out` channels, spatial size divided by the stride
 /// (rounded up, as "same" padding does).
 pub fn expected(input: Shape, frame: Frame) -> Shape {
-    Shape::new(frame.out, input.h.div_ceil(frame.stride), input.w.div_ceil(frame.stride))
+    Shape::new(
+        frame.out,
+        input.h.div_ceil(frame.stride),
+        input.w.div_ceil(frame.stride),
+    )
 }
 
-fn int_in(b: &Builder, h: Handle<Expr>, env: &Env, what: &str, min: i64, max: u64) -> Result<u64, Diagnostic> {
+fn int_in(
+    b: &Builder,
+    h: Handle<Expr>,
+    env: &Env,
+    what: &str,
+    min: i64,
+    max: u64,
+) -> Result<u64, Diagnostic> {
     let span = b.m.exprs.span(h);
     let v = b.eval(h, env)?;
     as_int(&v, what, min, max).map_err(|msg| Diagnostic::error(msg).with_label(span, "here"))
@@ -34,19 +52,36 @@ fn as_int(v: &Value, what: &str, min: i64, max: u64) -> Result<u64, String> {
         other => return Err(format!("`{what}` must be a whole number, found {other}")),
     };
     if n < min as f64 || n > max as f64 {
-        return Err(format!("`{what}` is out of range: {} (allowed {min} to {max})", Value::Float(n).token()));
+        return Err(format!(
+            "`{what}` is out of range: {} (allowed {min} to {max})",
+            crate::eval::number(n)
+        ));
     }
     Ok(n as u64)
 }
 
-fn list_of_ints(b: &Builder, h: Handle<Expr>, env: &Env, what: &str, min: i64, max: u64) -> Result<Vec<u64>, Diagnostic> {
+fn list_of_ints(
+    b: &Builder,
+    h: Handle<Expr>,
+    env: &Env,
+    what: &str,
+    min: i64,
+    max: u64,
+) -> Result<Vec<u64>, Diagnostic> {
     let span = b.m.exprs.span(h);
     match b.eval(h, env)? {
         Value::List(items) => items
             .iter()
-            .map(|v| as_int(v, what, min, max).map_err(|msg| Diagnostic::error(msg).with_label(span, "in this list")))
+            .map(|v| {
+                as_int(v, what, min, max)
+                    .map_err(|msg| Diagnostic::error(msg).with_label(span, "in this list"))
+            })
             .collect(),
-        other => Err(Diagnostic::error(format!("`{what}` must be a list, found {}", other.type_name())).with_label(span, "not a list")),
+        other => Err(Diagnostic::error(format!(
+            "`{what}` must be a list, found {}",
+            other.type_name()
+        ))
+        .with_label(span, "not a list")),
     }
 }
 
@@ -55,7 +90,9 @@ pub fn layers(b: &Builder) -> Result<Vec<(u64, u64, Span)>, Diagnostic> {
     let m = b.m;
     let env = b.global_env();
     let mut layers = Vec::new();
-    let Some(sk) = &m.skeleton else { return Ok(layers) };
+    let Some(sk) = &m.skeleton else {
+        return Ok(layers);
+    };
     for &p in &sk.parts {
         let span = m.parts.span(p);
         match &m.parts[p] {
@@ -63,14 +100,22 @@ pub fn layers(b: &Builder) -> Result<Vec<(u64, u64, Span)>, Diagnostic> {
                 let outs = list_of_ints(b, *out, &env, "out", 1, network::MAX_DIM)?;
                 let strides = list_of_ints(b, *stride, &env, "stride", 1, 64)?;
                 if outs.len() != strides.len() {
-                    return Err(Diagnostic::error(format!("`out` lists {} layers but `stride` lists {}", outs.len(), strides.len()))
-                        .with_label(m.exprs.span(*stride), "stride list")
-                        .with_label(m.exprs.span(*out), "out list")
-                        .with_help("give one stride per layer"));
+                    return Err(Diagnostic::error(format!(
+                        "`out` lists {} layers but `stride` lists {}",
+                        outs.len(),
+                        strides.len()
+                    ))
+                    .with_label(m.exprs.span(*stride), "stride list")
+                    .with_label(m.exprs.span(*out), "out list")
+                    .with_help("give one stride per layer"));
                 }
                 layers.extend(outs.into_iter().zip(strides).map(|(o, s)| (o, s, span)));
             }
-            Part::Stage { out, repeat, stride } => {
+            Part::Stage {
+                out,
+                repeat,
+                stride,
+            } => {
                 let o = int_in(b, *out, &env, "out", 1, network::MAX_DIM)?;
                 let n = int_in(b, *repeat, &env, "repeat", 1, MAX_LAYERS as u64)?;
                 let s = int_in(b, *stride, &env, "stride", 1, 64)?;
@@ -79,7 +124,10 @@ pub fn layers(b: &Builder) -> Result<Vec<(u64, u64, Span)>, Diagnostic> {
             Part::Fixed { .. } | Part::Cells { .. } => {}
         }
         if layers.len() > MAX_LAYERS {
-            return Err(Diagnostic::error(format!("the skeleton has more than {MAX_LAYERS} searchable layers")).with_label(span, "here"));
+            return Err(Diagnostic::error(format!(
+                "the skeleton has more than {MAX_LAYERS} searchable layers"
+            ))
+            .with_label(span, "here"));
         }
     }
     Ok(layers)
@@ -118,10 +166,17 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
                     layer += 1;
                 }
             }
-            Part::Cells { cell: name, out, repeat } => {
+            Part::Cells {
+                cell: name,
+                out,
+                repeat,
+            } => {
                 let Some(def) = m.cell(name) else {
-                    let mut d = Diagnostic::error(format!("unknown cell `{name}`")).with_label(span, "used here");
-                    if let Some(s) = crate::suggest(name, m.cells.iter().map(|(_, c)| c.name.as_str())) {
+                    let mut d = Diagnostic::error(format!("unknown cell `{name}`"))
+                        .with_label(span, "used here");
+                    if let Some(s) =
+                        crate::suggest(name, m.cells.iter().map(|(_, c)| c.name.as_str()))
+                    {
                         d = d.with_help(format!("did you mean `{s}`?"));
                     }
                     return Err(d);
@@ -146,29 +201,45 @@ pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnos
     let def = &m.cells[cell];
     let cspan = m.cells.span(cell);
     if def.edges.is_empty() {
-        return Err(Diagnostic::error(format!("cell `{}` has no edges", def.name)).with_label(cspan, "empty cell"));
+        return Err(
+            Diagnostic::error(format!("cell `{}` has no edges", def.name))
+                .with_label(cspan, "empty cell"),
+        );
     }
     let mut nodes: Vec<u32> = vec![0];
     for &e in &def.edges {
         let edge = &m.edges[e];
         if edge.to == 0 {
-            return Err(Diagnostic::error("an edge cannot lead into node 0, the cell's input").with_label(m.edges.span(e), "edge into the input"));
+            return Err(
+                Diagnostic::error("an edge cannot lead into node 0, the cell's input")
+                    .with_label(m.edges.span(e), "edge into the input"),
+            );
         }
         if edge.from == edge.to {
-            return Err(Diagnostic::error(format!("cycle in cell `{}`: node {} feeds itself", def.name, edge.to)).with_label(m.edges.span(e), "self loop"));
+            return Err(Diagnostic::error(format!(
+                "cycle in cell `{}`: node {} feeds itself",
+                def.name, edge.to
+            ))
+            .with_label(m.edges.span(e), "self loop"));
         }
         nodes.extend([edge.from, edge.to]);
     }
     nodes.sort_unstable();
     nodes.dedup();
     // Kahn's algorithm; ties broken by node number so the order is deterministic.
-    let mut indegree: Vec<(u32, usize)> = nodes.iter().map(|&n| (n, def.edges.iter().filter(|&&e| m.edges[e].to == n).count())).collect();
+    let mut indegree: Vec<(u32, usize)> = nodes
+        .iter()
+        .map(|&n| (n, def.edges.iter().filter(|&&e| m.edges[e].to == n).count()))
+        .collect();
     if let Some(&(n, _)) = indegree.iter().find(|&&(n, d)| n != 0 && d == 0) {
         let from = def.edges.iter().find(|&&e| m.edges[e].from == n).copied();
         let at = from.map_or(cspan, |e| m.edges.span(e));
-        return Err(Diagnostic::error(format!("node {n} of cell `{}` has no incoming edge", def.name))
-            .with_label(at, format!("node {n} is used here"))
-            .with_help("every node but 0 (the cell's input) needs at least one edge into it"));
+        return Err(Diagnostic::error(format!(
+            "node {n} of cell `{}` has no incoming edge",
+            def.name
+        ))
+        .with_label(at, format!("node {n} is used here"))
+        .with_help("every node but 0 (the cell's input) needs at least one edge into it"));
     }
     let mut order = Vec::new();
     while let Some(pos) = indegree.iter().position(|&(_, d)| d == 0) {
@@ -184,29 +255,54 @@ pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnos
     }
     if !indegree.is_empty() {
         let stuck: Vec<String> = indegree.iter().map(|(n, _)| n.to_string()).collect();
-        let e = def.edges.iter().find(|&&e| indegree.iter().any(|(n, _)| *n == m.edges[e].to)).copied();
-        return Err(Diagnostic::error(format!("cycle in cell `{}` through nodes {}", def.name, stuck.join(", ")))
-            .with_label(e.map_or(cspan, |e| m.edges.span(e)), "this edge closes a cycle")
-            .with_help("cell edges must form a DAG"));
+        let e = def
+            .edges
+            .iter()
+            .find(|&&e| indegree.iter().any(|(n, _)| *n == m.edges[e].to))
+            .copied();
+        return Err(Diagnostic::error(format!(
+            "cycle in cell `{}` through nodes {}",
+            def.name,
+            stuck.join(", ")
+        ))
+        .with_label(
+            e.map_or(cspan, |e| m.edges.span(e)),
+            "this edge closes a cycle",
+        )
+        .with_help("cell edges must form a DAG"));
     }
     Ok(order)
 }
 
 /// The named choice an edge refers to, if its op is a bare name of one.
-pub fn edge_choice<'a>(m: &Module, edge: &Edge, named: &'a [(String, Resolved)]) -> Option<(&'a str, &'a Resolved)> {
+pub fn edge_choice<'a>(
+    m: &Module,
+    edge: &Edge,
+    named: &'a [(String, Resolved)],
+) -> Option<(&'a str, &'a Resolved)> {
     match edge.op.as_slice() {
         [only] => {
             let call = &m.ops[*only];
             if call.parens || !call.args.is_empty() {
                 return None;
             }
-            named.iter().find(|(n, _)| *n == call.name).map(|(n, r)| (n.as_str(), r))
+            named
+                .iter()
+                .find(|(n, _)| *n == call.name)
+                .map(|(n, r)| (n.as_str(), r))
         }
         _ => None,
     }
 }
 
-fn build_cell(b: &mut Builder, cell: Handle<CellDef>, order: &[u32], input: Handle<Node>, out: u64, env: &Env) -> Result<Handle<Node>, Diagnostic> {
+fn build_cell(
+    b: &mut Builder,
+    cell: Handle<CellDef>,
+    order: &[u32],
+    input: Handle<Node>,
+    out: u64,
+    env: &Env,
+) -> Result<Handle<Node>, Diagnostic> {
     let m = b.m;
     let def = &m.cells[cell];
     let mut values: Vec<(u32, Handle<Node>)> = vec![(0, input)];
@@ -214,7 +310,11 @@ fn build_cell(b: &mut Builder, cell: Handle<CellDef>, order: &[u32], input: Hand
         let mut incoming = Vec::new();
         for &e in def.edges.iter().filter(|&&e| m.edges[e].to == n) {
             let edge = &m.edges[e];
-            let from = values.iter().find(|(v, _)| *v == edge.from).map(|(_, h)| *h).expect("topological order");
+            let from = values
+                .iter()
+                .find(|(v, _)| *v == edge.from)
+                .map(|(_, h)| *h)
+                .expect("topological order");
             let span = m.edges.span(e);
             let named = b.named.clone();
             let result = match edge_choice(m, edge, &named) {
@@ -223,8 +323,16 @@ fn build_cell(b: &mut Builder, cell: Handle<CellDef>, order: &[u32], input: Hand
             }?;
             incoming.push(result);
         }
-        let value = if incoming.len() == 1 { incoming[0] } else { b.node(Prim::Add, incoming, m.cells.span(cell))? };
+        let value = if incoming.len() == 1 {
+            incoming[0]
+        } else {
+            b.node(Prim::Add, incoming, m.cells.span(cell))?
+        };
         values.push((n, value));
     }
-    Ok(values.iter().max_by_key(|(n, _)| *n).map(|(_, h)| *h).expect("a cell has nodes"))
+    Ok(values
+        .iter()
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, h)| *h)
+        .expect("a cell has nodes"))
 }

@@ -8,12 +8,22 @@ pub fn validate(m: &Module) -> Result<(), Vec<String>> {
     if m.phase >= Phase::Checked {
         let expected = m.spaces.len().max(1);
         if m.checked.len() != expected {
-            problems.push(format!("{} spaces but {} checked entries", expected, m.checked.len()));
+            problems.push(format!(
+                "{} spaces but {} checked entries",
+                expected,
+                m.checked.len()
+            ));
         }
         for info in &m.checked {
             for (h, d) in info.decisions.iter() {
                 if d.options.is_empty() || d.default as usize >= d.options.len() {
-                    problems.push(format!("space {} decision d{} has default {} of {} options", info.name, h.index(), d.default, d.options.len()));
+                    problems.push(format!(
+                        "space {} decision d{} has default {} of {} options",
+                        info.name,
+                        h.index(),
+                        d.default,
+                        d.options.len()
+                    ));
                 }
             }
         }
@@ -36,7 +46,12 @@ pub fn validate(m: &Module) -> Result<(), Vec<String>> {
                 }
                 let inputs: Vec<Shape> = node.inputs.iter().map(|&i| g.shape(i)).collect();
                 if !inputs.is_empty() && node.op.infer(&inputs).ok() != Some(g.shape(h)) {
-                    problems.push(format!("{}: n{} has shape {} but infers otherwise", n.id, h.index(), g.shape(h)));
+                    problems.push(format!(
+                        "{}: n{} has shape {} but infers otherwise",
+                        n.id,
+                        h.index(),
+                        g.shape(h)
+                    ));
                 }
             }
             if n.cost != g.cost() {

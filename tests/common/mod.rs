@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `*.space` files directly in `dir` (relative to the repository root), sorted.
+pub fn space_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "space"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every good input: the examples and tests/in.
+pub fn good_inputs() -> Vec<PathBuf> {
+    let mut files = space_files("examples");
+    files.extend(space_files("tests/in"));
+    files
+}
+
+/// A stable snapshot name for a file: `examples__fbnet22`.
+pub fn stem(path: &Path) -> String {
+    let rel = path.strip_prefix(root()).unwrap_or(path);
+    rel.with_extension("")
+        .display()
+        .to_string()
+        .replace(['/', '\\'], "__")
+}
+
+/// The path as shown in diagnostics, relative to the repository root so snapshots do not
+/// depend on where the checkout lives.
+pub fn rel(path: &Path) -> PathBuf {
+    path.strip_prefix(root()).unwrap_or(path).to_path_buf()
+}
+
+pub fn in_root<T>(f: impl FnOnce() -> T) -> T {
+    let _ = std::env::set_current_dir(root());
+    f()
+}
+
+#[macro_export]
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({
+            snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}

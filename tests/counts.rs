@@ -1,0 +1,123 @@
+//! The reference spaces expand to the SSBN counts BBSSP's formula 1 + L·(B−1) gives.
+
+mod common;
+use common::*;
+use spacetune::ir::{DecisionKind, Ssbn};
+use spacetune::{compile, Options};
+
+fn expand(file: &str) -> spacetune::ir::Module {
+    in_root(|| {
+        let c = compile(
+            std::path::Path::new(file),
+            Options {
+                validate: true,
+                ..Options::default()
+            },
+        );
+        c.result
+            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources)))
+    })
+}
+
+#[test]
+fn imagenet_spaces_have_the_papers_counts() {
+    for (file, count) in [
+        ("examples/bbssp_imagenet_mobile.space", 97),
+        ("examples/bbssp_imagenet_res.space", 97),
+        ("examples/bbssp_imagenet_vgg.space", 145),
+        ("examples/bbssp_cifar.space", 81 + 81 + 121),
+    ] {
+        let m = expand(file);
+        assert_eq!(m.networks.len(), count, "{file}");
+        let mut ids: Vec<&str> = m.networks.iter().map(|n| n.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "{file}: ids are not unique");
+        assert!(
+            m.networks
+                .iter()
+                .all(|n| n.cost.flops > 0 && n.cost.params > 0),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn ssbns_differ_from_the_base_in_exactly_one_token() {
+    let m = expand("examples/bbssp_imagenet_mobile.space");
+    let base = &m.networks[0];
+    assert_eq!(base.ssbn, Ssbn::Base);
+    assert_eq!(base.key.split(' ').count(), 12);
+    assert!(base.key.split(' ').all(|t| t == "mbconv_k3_e3"));
+    for n in &m.networks[1..] {
+        let diff = n
+            .key
+            .split(' ')
+            .zip(base.key.split(' '))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(diff, 1, "{} vs base", n.key);
+        let Ssbn::Swap { decision, option } = n.ssbn else {
+            panic!("{} is not a swap", n.id)
+        };
+        assert_eq!(n.id, format!("mobile-{decision}-{option}"));
+    }
+    // Bigger kernels and expansions cost more: layer 0 with k7 e6 beats k3 e1.
+    let flops = |key: &str| {
+        m.networks
+            .iter()
+            .find(|n| n.key.starts_with(key))
+            .unwrap()
+            .cost
+            .flops
+    };
+    assert!(flops("mbconv_k7_e6 ") > flops("mbconv_k3_e1 "));
+}
+
+#[test]
+fn fbnet_offers_skip_only_where_the_shape_is_kept() {
+    let m = expand("examples/fbnet22.space");
+    let info = &m.checked[0];
+    let lengths: Vec<usize> = info
+        .decisions
+        .iter()
+        .map(|(_, d)| d.options.len())
+        .collect();
+    assert_eq!(lengths.len(), 22);
+    // First layer of each stage that changes channels or strides: 8 options, others 9.
+    let eights: Vec<usize> = lengths
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n == 8)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(eights, vec![1, 5, 9, 13, 17, 21]);
+    assert_eq!(m.networks.len(), 1 + 16 * 8 + 6 * 7);
+}
+
+#[test]
+fn nb201_edges_are_tied_across_all_cells() {
+    let m = expand("examples/nb201.space");
+    let info = &m.checked[0];
+    assert_eq!(info.decisions.len(), 6);
+    assert!(info
+        .decisions
+        .iter()
+        .all(|(_, d)| d.kind == DecisionKind::Named && d.options.len() == 5));
+    assert_eq!(m.networks.len(), 25);
+    // Setting one edge to `zero` removes its convolution from all 15 cells at once.
+    let base = &m.networks[0];
+    let zero = m
+        .networks
+        .iter()
+        .find(|n| n.key.starts_with("e01=zero "))
+        .unwrap();
+    let convs = |n: &spacetune::ir::Network| {
+        n.graph
+            .nodes
+            .iter()
+            .filter(|(_, x)| x.op.name() == "conv")
+            .count()
+    };
+    assert_eq!(convs(base) - convs(zero), 15);
+}

@@ -1,0 +1,82 @@
+//! Golden tests: every good input (examples and tests/in) snapshotted after each stage
+//! (parse, check, expand), the before/after diff of `expand`, and the DSL round trip.
+
+mod common;
+use common::*;
+use spacetune::ir::{dsl, Module};
+use spacetune::{compile, compile_str, Options};
+use std::cell::RefCell;
+
+#[test]
+fn every_stage_of_every_good_input() {
+    in_root(|| {
+        for path in good_inputs() {
+            let name = stem(&path);
+            let parsed = spacetune::grammar::parse_file(&rel(&path));
+            let module = parsed
+                .result
+                .unwrap_or_else(|d| panic!("{}", d.render(&parsed.sources)));
+            snapshot!(format!("{name}@parse"), module.to_string());
+
+            let after: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
+            let options = Options {
+                validate: true,
+                on_pass: Some(Box::new(|pass: &str, m: &Module| {
+                    after.borrow_mut().push((pass.to_string(), m.to_string()))
+                })),
+                ..Options::default()
+            };
+            let compiled = compile(&rel(&path), options);
+            if let Err(d) = &compiled.result {
+                panic!(
+                    "{} does not compile:\n{}",
+                    path.display(),
+                    d.render(&compiled.sources)
+                );
+            }
+            let after = after.into_inner();
+            let (checked, expanded) = (&after[0].1, &after[1].1);
+            snapshot!(format!("{name}@check"), checked.as_str());
+            snapshot!(format!("{name}@expand"), expanded.as_str());
+            snapshot!(
+                format!("{name}@expand.diff"),
+                spacetune::pass::diff(checked, expanded)
+            );
+        }
+    })
+}
+
+#[test]
+fn every_good_input_round_trips_through_dsl() {
+    in_root(|| {
+        for path in good_inputs() {
+            let compiled = compile(&rel(&path), Options::default());
+            let m = compiled
+                .result
+                .unwrap_or_else(|d| panic!("{}", d.render(&compiled.sources)));
+            let printed = dsl::print_module(&m);
+            let again = compile_str("printed.space", &printed, None, Options::default());
+            let m2 = again
+                .result
+                .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render(&again.sources)));
+            assert_eq!(
+                printed,
+                dsl::print_module(&m2),
+                "{}: print → parse → print changed",
+                path.display()
+            );
+            let keys = |m: &Module| {
+                m.networks
+                    .iter()
+                    .map(|n| (n.id.clone(), n.key.clone(), n.cost))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                keys(&m),
+                keys(&m2),
+                "{}: the reprinted file expands differently",
+                path.display()
+            );
+        }
+    })
+}
