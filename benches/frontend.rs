@@ -17,20 +17,28 @@ fn main() {
         .collect();
     files.sort();
     let mut rows = Vec::new();
-    println!("{:<40} {:>9} {:>10} {:>10} {:>10}", "example", "networks", "min ms", "median ms", "µs/net");
+    println!(
+        "{:<40} {:>9} {:>10} {:>10} {:>10}",
+        "example", "networks", "min ms", "median ms", "µs/net"
+    );
     for file in &files {
         let mut times = Vec::with_capacity(REPEATS);
         let mut networks = 0;
         for _ in 0..REPEATS {
             let t = Instant::now();
-            let m = compile(Path::new(file), Options::default()).result.expect("examples compile");
+            let m = compile(Path::new(file), Options::default())
+                .result
+                .expect("examples compile");
             times.push(t.elapsed().as_secs_f64() * 1e3);
             networks = m.networks.len();
         }
         times.sort_by(f64::total_cmp);
         let (min, median) = (times[0], times[REPEATS / 2]);
         let per_net = median * 1e3 / networks as f64;
-        println!("{:<40} {networks:>9} {min:>10.2} {median:>10.2} {per_net:>10.1}", file.display());
+        println!(
+            "{:<40} {networks:>9} {min:>10.2} {median:>10.2} {per_net:>10.1}",
+            file.display()
+        );
         rows.push(serde_json::json!({
             "example": file.display().to_string(),
             "networks": networks,
@@ -42,7 +50,12 @@ fn main() {
     }
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).expect("target/bench");
-    let json = serde_json::json!({ "benchmark": "frontend: parse + check + expand", "results": rows });
-    std::fs::write(out.join("frontend.json"), serde_json::to_string_pretty(&json).unwrap()).expect("write");
+    let json =
+        serde_json::json!({ "benchmark": "frontend: parse + check + expand", "results": rows });
+    std::fs::write(
+        out.join("frontend.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .expect("write");
     println!("wrote target/bench/frontend.json");
 }

@@ -38,7 +38,7 @@ enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "dsl")]
         emit: Emit,
-        /// With `--emit ir|json`, print only this network (by id) with its graph
+        /// Print only this network (by id): its graph (ir, json) or a fixed DSL file (dsl)
         #[arg(long, value_name = "ID")]
         network: Option<String>,
     },
@@ -159,16 +159,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Some("check")
             };
-            let until = if matches!(emit, Emit::Dsl) {
-                Some("check")
-            } else {
-                until
-            };
             let Some(m) = load(&file, until, dump)? else {
                 return Ok(ExitCode::FAILURE);
             };
             match (emit, network) {
-                (Emit::Dsl, _) => print!("{}", spacetune::ir::dsl::print_module(&m)),
+                (Emit::Dsl, None) => print!("{}", spacetune::ir::dsl::print_module(&m)),
                 (Emit::Ir, None) => print!("{m}"),
                 (Emit::Json, None) => println!("{}", serde_json::to_string_pretty(&m)?),
                 (e, Some(id)) => {
@@ -177,7 +172,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .with_context(|| format!("no network `{id}` in {}", file.display()))?;
                     match e {
                         Emit::Json => println!("{}", serde_json::to_string_pretty(n)?),
-                        _ => print!("{}\n{}", NetworkLine(n), n.graph),
+                        Emit::Dsl => print!("{}", spacetune::ir::dsl::print_network(&m, n)),
+                        Emit::Ir => print!("{}\n{}", NetworkLine(n), n.graph),
                     }
                 }
             }

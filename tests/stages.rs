@@ -80,3 +80,58 @@ fn every_good_input_round_trips_through_dsl() {
         }
     })
 }
+
+#[test]
+fn expanded_networks_print_as_fixed_dsl_that_rebuilds_them() {
+    in_root(|| {
+        for path in good_inputs() {
+            let compiled = compile(&rel(&path), Options::default());
+            let m = compiled
+                .result
+                .unwrap_or_else(|d| panic!("{}", d.render(&compiled.sources)));
+            // Every SSBN_0 and a spread of the others keeps the test fast.
+            for n in m.networks.iter().step_by(7) {
+                let text = dsl::print_network(&m, n);
+                let again = compile_str(
+                    "network.space",
+                    &text,
+                    None,
+                    Options {
+                        validate: true,
+                        ..Options::default()
+                    },
+                );
+                let fixed = again.result.unwrap_or_else(|d| {
+                    panic!(
+                        "{} {}:\n{}\n{text}",
+                        path.display(),
+                        n.id,
+                        d.render(&again.sources)
+                    )
+                });
+                assert_eq!(fixed.networks.len(), 1, "{} {}", path.display(), n.id);
+                let rebuilt = &fixed.networks[0];
+                assert_eq!(
+                    rebuilt.cost,
+                    n.cost,
+                    "{} {}: costs differ",
+                    path.display(),
+                    n.id
+                );
+                let ops = |g: &spacetune::ir::Graph| {
+                    g.nodes
+                        .iter()
+                        .map(|(_, x)| x.op.clone())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    ops(&rebuilt.graph),
+                    ops(&n.graph),
+                    "{} {}: graphs differ",
+                    path.display(),
+                    n.id
+                );
+            }
+        }
+    })
+}

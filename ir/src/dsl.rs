@@ -363,3 +363,158 @@ fn expr_prec(e: &Expr) -> u8 {
         _ => u8::MAX,
     }
 }
+
+/// One concrete network of an expanded module as a stand-alone DSL file with no choices:
+/// each searchable layer becomes a `fixed` call of its chosen block, named choices become
+/// `let`s (values) or the ops of the cell edges that use them.
+pub fn print_network(module: &Module, network: &crate::Network) -> String {
+    use crate::space_info::{DecisionKind, Resolved};
+    let info = &module.checked[network.space as usize];
+    let mut m = module.clone();
+    m.spaces = crate::Arena::new();
+    m.checked.clear();
+    m.networks.clear();
+    let span = crate::Span::default();
+    let mut layer_calls = Vec::new();
+    for ((_, d), &c) in info.decisions.iter().zip(&network.choices) {
+        let option = &d.options[c as usize].resolved;
+        match (d.kind, option) {
+            (DecisionKind::Layer(_), Resolved::Call { name, args }) => {
+                layer_calls.push((name.clone(), args.clone()))
+            }
+            (DecisionKind::Layer(_), Resolved::Value(_)) => {}
+            (DecisionKind::Named, Resolved::Value(v)) => {
+                let value = value_expr(&mut m, v);
+                let existing = m
+                    .lets
+                    .iter()
+                    .find(|(_, l)| l.name == d.name)
+                    .map(|(h, _)| h);
+                match existing {
+                    Some(h) => m.lets.get_mut(h).value = value,
+                    None => {
+                        m.lets.append(
+                            Let {
+                                name: d.name.clone(),
+                                value,
+                            },
+                            span,
+                        );
+                    }
+                }
+            }
+            (DecisionKind::Named, Resolved::Call { name, args }) => {
+                let call = call_op(&mut m, name, args, &[]);
+                let edges: Vec<Handle<Edge>> = m.edges.iter().map(|(h, _)| h).collect();
+                for e in edges {
+                    let is_choice = match m.edges[e].op.as_slice() {
+                        [only] => {
+                            let c = &m.ops[*only];
+                            c.name == d.name && !c.parens && c.args.is_empty()
+                        }
+                        _ => false,
+                    };
+                    if is_choice {
+                        m.edges.get_mut(e).op = vec![call];
+                    }
+                }
+            }
+        }
+    }
+    // Searchable layers become fixed calls with the layer's out and stride.
+    if let Some(sk) = module.skeleton.clone() {
+        let mut parts = Vec::new();
+        let mut layer = 0;
+        for &p in &sk.parts {
+            match &module.parts[p] {
+                Part::Search { .. } | Part::Stage { .. } => {
+                    let first = layer;
+                    while layer < info.slots.len() && info.slots[layer].part == module.parts.span(p)
+                    {
+                        layer += 1;
+                    }
+                    for (slot, (name, args)) in info.slots[first..layer]
+                        .iter()
+                        .zip(&layer_calls[first..layer])
+                    {
+                        // A block takes the layer's out and stride; a primitive carries its own.
+                        let extra: &[(&str, i64)] = if module.block(name).is_some() {
+                            // The layer's width may depend on a value choice, so read it off
+                            // this network's graph rather than the default network's table.
+                            let out = (0..network.graph.nodes.len())
+                                .rev()
+                                .find(|&i| {
+                                    network.graph.regions[i] == crate::Region::Layer(slot.layer)
+                                })
+                                .map_or(slot.output.c, |i| network.graph.shapes[i].c);
+                            &[("out", out as i64), ("stride", slot.stride as i64)]
+                        } else {
+                            &[]
+                        };
+                        let call = call_op(&mut m, name, args, extra);
+                        parts.push(m.parts.append(
+                            Part::Fixed {
+                                role: FixedRole::Fixed,
+                                ops: vec![call],
+                            },
+                            span,
+                        ));
+                    }
+                }
+                _ => parts.push(p),
+            }
+        }
+        m.skeleton = Some(Skeleton { parts });
+    }
+    print_module(&m)
+}
+
+fn value_expr(m: &mut Module, v: &crate::Value) -> Handle<Expr> {
+    use crate::Value;
+    let span = crate::Span::default();
+    let e = match v {
+        Value::Int(i) if *i < 0 => {
+            let x = m.exprs.append(Expr::Int(-i), span);
+            Expr::Unary(UnaryOp::Neg, x)
+        }
+        Value::Int(i) => Expr::Int(*i),
+        Value::Float(f) => Expr::Float(*f, crate::value::format_float(*f)),
+        Value::Bool(b) => Expr::Name(b.to_string()),
+        Value::Sym(s) => Expr::Name(s.clone()),
+        Value::List(items) => Expr::List(items.iter().map(|i| value_expr(m, i)).collect()),
+    };
+    m.exprs.append(e, span)
+}
+
+fn call_op(
+    m: &mut Module,
+    name: &str,
+    args: &[(String, crate::Value)],
+    extra: &[(&str, i64)],
+) -> Handle<OpCall> {
+    let span = crate::Span::default();
+    let mut list: Vec<Arg> = args
+        .iter()
+        .filter(|(_, v)| !matches!(v, crate::Value::Sym(s) if s == "auto"))
+        .map(|(n, v)| Arg {
+            name: Some(n.clone()),
+            value: value_expr(m, v),
+        })
+        .collect();
+    for (n, v) in extra {
+        let value = m.exprs.append(Expr::Int(*v), span);
+        list.push(Arg {
+            name: Some(n.to_string()),
+            value,
+        });
+    }
+    let parens = !list.is_empty();
+    m.ops.append(
+        OpCall {
+            name: name.to_string(),
+            args: list,
+            parens,
+        },
+        span,
+    )
+}

@@ -54,6 +54,8 @@ pub struct SlotShapes {
     pub input: Shape,
     pub output: Shape,
     pub stride: u64,
+    /// The span of the skeleton part (`search` or `stage`) that declares the layer.
+    pub part: Span,
     /// Per option of the layer's decision: its cost in this slot.
     pub costs: Vec<Cost>,
 }

@@ -266,6 +266,7 @@ impl LayerHook for CheckLayers<'_> {
             input,
             output: b.shape(out),
             stride: frame.stride,
+            part,
             costs,
         });
         Ok(out)
