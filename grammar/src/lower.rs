@@ -20,7 +20,11 @@ pub(crate) fn lower_root(
         module: Module::new(),
         file: id,
         diags: Vec::new(),
-        import_stack: Vec::new(),
+        // The root file is on the stack too, so importing it back is a cycle like any other.
+        import_stack: Path::new(&sources.file(id).name)
+            .canonicalize()
+            .into_iter()
+            .collect(),
         imported: Vec::new(),
     };
     lowerer.file_items(sources, id, base_dir, true);
@@ -141,11 +145,7 @@ impl Lowerer {
                 return;
             }
         };
-        if self.import_stack.contains(&canonical)
-            || sources.files.first().is_some_and(|f| {
-                Path::new(&f.name).canonicalize().ok().as_ref() == Some(&canonical)
-            })
-        {
+        if self.import_stack.contains(&canonical) {
             self.error(
                 Diagnostic::error(format!(
                     "import cycle: `{rel}` imports itself, directly or indirectly"

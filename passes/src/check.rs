@@ -5,7 +5,7 @@ use crate::elaborate::{Builder, Frame};
 use crate::eval::Env;
 use crate::pass::Pass;
 use crate::resolve;
-use crate::skeleton::{self, expected, LayerHook};
+use crate::skeleton::{self, expected, FillLayers, LayerHook};
 use spacetune_ir::*;
 
 pub struct Check;
@@ -146,8 +146,8 @@ fn check_output(m: &Module, b: &Builder, output: Shape) -> Result<(), Diagnostic
 
 /// Builds every option of every layer decision as the walk passes the layer.
 struct CheckLayers<'s> {
-    space: &'s Space,
-    space_name: String,
+    space: Handle<Space>,
+    def: &'s Space,
     overrides: Vec<(u32, Vec<Handle<CandidateEntry>>)>,
     decisions: Vec<Decision>,
     slots: Vec<SlotShapes>,
@@ -175,17 +175,17 @@ impl LayerHook for CheckLayers<'_> {
             .overrides
             .iter()
             .find(|(l, _)| *l == layer)
-            .map_or(&self.space.candidates, |(_, e)| e);
+            .map_or(&self.def.candidates, |(_, e)| e);
         let options = resolve::entries(b, list, &env)?;
         if options.is_empty() {
             return Err(Diagnostic::error(format!(
                 "layer {layer} has no candidates in space `{}`",
-                self.space_name
+                self.def.name
             ))
             .with_label(part, format!("layer {layer} is declared here"))
             .with_help("give the space `candidates { ... }` or a `layer N { ... }` list for it"));
         }
-        let default = match self.space.default {
+        let default = match self.def.default {
             Some(d) => {
                 let alt = resolve::offer(b, &Offer::Call(d), &env)?;
                 match options.iter().position(|o| o.resolved == alt.resolved) {
@@ -205,13 +205,9 @@ impl LayerHook for CheckLayers<'_> {
             None => {
                 return Err(Diagnostic::error(format!(
                     "space `{}` has no `default`",
-                    self.space_name
+                    self.def.name
                 ))
-                .with_label(
-                    m.spaces
-                        .span(m.space(&self.space_name).expect("checked space exists")),
-                    "in this space",
-                )
+                .with_label(m.spaces.span(self.space), "in this space")
                 .with_help("name the block of SSBN_0, e.g. `default mbconv(3, 3)`"))
             }
         };
@@ -247,7 +243,7 @@ impl LayerHook for CheckLayers<'_> {
                     };
                     self.diags.push(d.with_note(format!(
                         "in layer {layer} of space `{}` (input {input}, out {}, stride {})",
-                        self.space_name, frame.out, frame.stride
+                        self.def.name, frame.out, frame.stride
                     )));
                     costs.push(Cost::default());
                 }
@@ -323,8 +319,8 @@ fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic
         overrides.push((index, l.entries.clone()));
     }
     let mut hook = CheckLayers {
-        space,
-        space_name: space.name.clone(),
+        space: h,
+        def: space,
         overrides,
         decisions: Vec::new(),
         slots: Vec::new(),
@@ -359,8 +355,12 @@ fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic
             let mut assignment = defaults.clone();
             assignment[i].1 = option.resolved.clone();
             let mut trial = Builder::new(m, assignment);
-            let mut layers = BuildDefaults {
-                decisions: &hook.decisions,
+            let mut layers = FillLayers {
+                chosen: hook
+                    .decisions
+                    .iter()
+                    .map(|d| &d.options[d.default as usize])
+                    .collect(),
             };
             let result = skeleton::walk(&mut trial, &mut layers)
                 .and_then(|out| check_output(m, &trial, trial.shape(out)));
@@ -393,24 +393,4 @@ fn check_space(m: &Module, h: Handle<Space>) -> Result<SpaceInfo, Vec<Diagnostic
         slots: hook.slots,
         output,
     })
-}
-
-/// Fills every layer with its default option.
-pub(crate) struct BuildDefaults<'d> {
-    pub decisions: &'d [Decision],
-}
-
-impl LayerHook for BuildDefaults<'_> {
-    fn layer(
-        &mut self,
-        b: &mut Builder,
-        layer: u32,
-        cur: Handle<Node>,
-        frame: Frame,
-        _: Span,
-    ) -> Result<Handle<Node>, Diagnostic> {
-        let d = &self.decisions[layer as usize];
-        let option = &d.options[d.default as usize];
-        b.resolved(&option.resolved, frame, cur, option.span)
-    }
 }

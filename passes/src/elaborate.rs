@@ -138,6 +138,11 @@ impl<'m> Builder<'m> {
         self.ev.eval(h, env)
     }
 
+    /// Reads a guard or condition's value as true or false.
+    pub fn truth(&self, h: Handle<Expr>, v: Value) -> Result<bool, Diagnostic> {
+        self.ev.truth(h, v)
+    }
+
     pub fn input(&mut self, shape: Shape, span: Span) -> Handle<Node> {
         let h = self.graph.nodes.append(
             Node {

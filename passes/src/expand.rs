@@ -1,10 +1,9 @@
 //! `expand`: every candidate space → its search-space base networks (SSBNs): SSBN_0 with
 //! every decision at its default, and SSBN_(i,j) with decision i at option j ≠ default.
 
-use crate::check::BuildDefaults;
 use crate::elaborate::Builder;
 use crate::pass::Pass;
-use crate::skeleton::{self, LayerHook};
+use crate::skeleton::{self, FillLayers};
 use spacetune_ir::*;
 
 /// A module expands to at most this many networks.
@@ -96,23 +95,23 @@ pub fn key(decisions: &[&Decision], choices: &[u32]) -> String {
 
 /// Builds the network of `info` that takes option `choices[d]` for every decision d.
 pub fn build(m: &Module, info: &SpaceInfo, choices: &[u32]) -> Result<Graph, Diagnostics> {
-    let decisions: Vec<Decision> = info.decisions.iter().map(|(_, d)| d.clone()).collect();
-    let named = decisions
+    let picks: Vec<(&Decision, &Alternative)> = info
+        .decisions
         .iter()
         .zip(choices)
-        .filter(|(d, _)| d.kind == DecisionKind::Named)
-        .map(|(d, &c)| (d.name.clone(), d.options[c as usize].resolved.clone()))
+        .map(|((_, d), &c)| (d, &d.options[c as usize]))
         .collect();
-    let mut chosen = decisions.clone();
-    for (d, &c) in chosen.iter_mut().zip(choices) {
-        d.default = c;
-    }
-    let layers: Vec<Decision> = chosen
-        .into_iter()
-        .filter(|d| matches!(d.kind, DecisionKind::Layer(_)))
+    let named = picks
+        .iter()
+        .filter(|(d, _)| d.kind == DecisionKind::Named)
+        .map(|(d, option)| (d.name.clone(), option.resolved.clone()))
+        .collect();
+    let chosen = picks
+        .iter()
+        .filter(|(d, _)| matches!(d.kind, DecisionKind::Layer(_)))
+        .map(|&(_, option)| option)
         .collect();
     let mut b = Builder::new(m, named);
-    let mut hook = BuildDefaults { decisions: &layers };
-    skeleton::walk(&mut b, &mut hook as &mut dyn LayerHook)?;
+    skeleton::walk(&mut b, &mut FillLayers { chosen })?;
     Ok(b.graph)
 }

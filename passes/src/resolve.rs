@@ -115,7 +115,7 @@ pub fn entries(
         for scope in combos {
             if let Some(g) = entry.guard {
                 let v = b.eval(g, &scope)?;
-                if !b_truth(b, g, v)? {
+                if !b.truth(g, v)? {
                     continue;
                 }
             }
@@ -132,10 +132,6 @@ pub fn entries(
         }
     }
     Ok(out)
-}
-
-fn b_truth(b: &Builder, g: Handle<Expr>, v: Value) -> Result<bool, Diagnostic> {
-    crate::eval::Evaluator::new(b.m).truth(g, v)
 }
 
 /// The named choices of a space, with their options and defaults, in declaration order.

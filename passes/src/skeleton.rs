@@ -21,6 +21,25 @@ pub trait LayerHook {
     ) -> Result<Handle<Node>, Diagnostic>;
 }
 
+/// Fills layer i with `chosen[i]`.
+pub struct FillLayers<'d> {
+    pub chosen: Vec<&'d Alternative>,
+}
+
+impl LayerHook for FillLayers<'_> {
+    fn layer(
+        &mut self,
+        b: &mut Builder,
+        layer: u32,
+        cur: Handle<Node>,
+        frame: Frame,
+        _: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
+        let option = self.chosen[layer as usize];
+        b.resolved(&option.resolved, frame, cur, option.span)
+    }
+}
+
 /// The shape a layer must produce: `out` channels, spatial size divided by the stride
 /// (rounded up, as "same" padding does).
 pub fn expected(input: Shape, frame: Frame) -> Shape {
