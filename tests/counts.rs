@@ -14,8 +14,7 @@ fn expand(file: &str) -> spacetune::ir::Module {
                 ..Options::default()
             },
         );
-        c.result
-            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources)))
+        expect_ok(c, file)
     })
 }
 

@@ -50,10 +50,10 @@ fn every_stage_of_every_good_input() {
 fn every_good_input_round_trips_through_dsl() {
     in_root(|| {
         for path in good_inputs() {
-            let compiled = compile(&rel(&path), Options::default());
-            let m = compiled
-                .result
-                .unwrap_or_else(|d| panic!("{}", d.render(&compiled.sources)));
+            let m = expect_ok(
+                compile(&rel(&path), Options::default()),
+                &path.display().to_string(),
+            );
             let printed = dsl::print_module(&m);
             let again = compile_str("printed.space", &printed, None, Options::default());
             let m2 = again
@@ -85,10 +85,10 @@ fn every_good_input_round_trips_through_dsl() {
 fn expanded_networks_print_as_fixed_dsl_that_rebuilds_them() {
     in_root(|| {
         for path in good_inputs() {
-            let compiled = compile(&rel(&path), Options::default());
-            let m = compiled
-                .result
-                .unwrap_or_else(|d| panic!("{}", d.render(&compiled.sources)));
+            let m = expect_ok(
+                compile(&rel(&path), Options::default()),
+                &path.display().to_string(),
+            );
             // Every SSBN_0 and a spread of the others keeps the test fast.
             for n in m.networks.iter().step_by(7) {
                 let text = dsl::print_network(&m, n);

@@ -40,6 +40,14 @@ pub fn rel(path: &Path) -> PathBuf {
     path.strip_prefix(root()).unwrap_or(path).to_path_buf()
 }
 
+/// The module of a compile that must succeed; otherwise panics with the rendered diagnostics.
+pub fn expect_ok(compiled: spacetune::Compiled, what: &str) -> spacetune::ir::Module {
+    match compiled.result {
+        Ok(m) => m,
+        Err(d) => panic!("{what} does not compile:\n{}", d.render(&compiled.sources)),
+    }
+}
+
 pub fn in_root<T>(f: impl FnOnce() -> T) -> T {
     let _ = std::env::set_current_dir(root());
     f()
