@@ -9,6 +9,8 @@ use spacetune::{compile, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod measure;
+
 #[derive(Parser)]
 #[command(
     name = "spacetune",
@@ -42,6 +44,10 @@ enum Command {
         #[arg(long, value_name = "ID")]
         network: Option<String>,
     },
+    /// Time every SSBN of a file on a backend; results go to the cache, JSON and CSV
+    Measure(measure::MeasureArgs),
+    /// Write one network as ONNX (with seeded random weights) or as IR JSON
+    Export(measure::ExportArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -177,6 +183,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+        }
+        Command::Measure(args) => {
+            let Some(m) = load(&args.file, None, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            return measure::measure(&m, &args);
+        }
+        Command::Export(args) => {
+            let Some(m) = load(&args.file, None, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            measure::export(&m, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)

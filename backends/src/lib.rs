@@ -1,1 +1,221 @@
-//! Backends: the black boxes spacetune lowers networks to and times them on.
+//! spacetune's backends: where networks are lowered and timed — a simulated accelerator,
+//! ONNX Runtime, Apache TVM, libtorch, and any external command — behind one trait.
+//!
+//! A backend is a black box to the passes: they see [`Backend::lower`] (pure, deterministic,
+//! snapshot-able), [`Backend::prepare`] (the only step that touches a runtime) and an
+//! optional per-layer profile. Measurements are keyed by [`Fingerprint`] + network hash and
+//! kept in the [`cache`].
+
+pub mod cache;
+// pub mod exec;
+pub mod measure;
+pub mod onnx;
+// pub mod ort;
+pub mod sim;
+// pub mod torch;
+// #[cfg(feature = "tvm")]
+// pub mod tvm;
+pub mod weights;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use spacetune_ir::{Graph, Network, Region};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("unknown backend `{0}` (known: sim, ort, tvm, tch, exec)")]
+    UnknownBackend(String),
+    #[error("backend option: {0}")]
+    Option(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("cache: {0}")]
+    Cache(#[from] rusqlite::Error),
+}
+
+impl BackendError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+        let context = context.into();
+        move |source| BackendError::Io { context, source }
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// Everything that changes what a measurement means. Two measurements are comparable only
+/// under equal fingerprints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub backend: String,
+    pub runtime: String,
+    pub options: BTreeMap<String, String>,
+    pub threads: usize,
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} threads={}",
+            self.backend, self.runtime, self.threads
+        )?;
+        for (k, v) in &self.options {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A network as a backend will run it: the pruned graph, its content hash, and the
+/// backend's artefact (ONNX bytes, a kernel schedule) with a text form for snapshots.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    pub id: String,
+    pub hash: String,
+    pub graph: Graph,
+    pub text: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The latency of one network, with the statistics of the protocol that produced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// The figure of merit: the 10th percentile of the samples (robust to a noisy machine).
+    pub p10_ms: f64,
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    pub var_ms2: f64,
+    pub count: u32,
+    /// The samples disagree more than the protocol accepts (see [`measure::Protocol`]).
+    pub noisy: bool,
+    pub per_layer: Option<Vec<LayerTime>>,
+}
+
+impl Latency {
+    /// A latency the backend computed or reported itself, with no spread.
+    pub fn exact(ms: f64) -> Latency {
+        Latency {
+            p10_ms: ms,
+            median_ms: ms,
+            mean_ms: ms,
+            var_ms2: 0.0,
+            count: 1,
+            noisy: false,
+            per_layer: None,
+        }
+    }
+}
+
+/// Time spent in one part of the network (a searchable layer, a fixed part, a cell).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerTime {
+    pub region: Region,
+    pub ms: f64,
+}
+
+/// How a prepared network gets its latency.
+pub enum Timing<'a> {
+    /// The backend runs it; the measurement protocol times repeated runs.
+    Timed(Box<dyn Runner + 'a>),
+    /// The backend states the latency itself (the simulator, an external command).
+    Reported(Latency),
+}
+
+/// A network loaded into a runtime, ready to run.
+pub trait Runner {
+    /// Runs one inference and returns how long it took, timed as close to the call as the
+    /// runtime allows.
+    fn once(&mut self) -> Result<Duration>;
+}
+
+pub trait Backend {
+    fn name(&self) -> &str;
+    fn fingerprint(&self) -> Fingerprint;
+    /// Pure and deterministic: the same network gives the same artefact and text.
+    fn lower(&self, net: &Network) -> Result<Lowered>;
+    /// Loads (and compiles, where needed) a lowered network; the only call that touches the
+    /// runtime or the hardware.
+    fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>>;
+    /// Time per part of the network, where the runtime offers such a profile.
+    fn profile(&self, _lowered: &Lowered) -> Result<Option<Vec<LayerTime>>> {
+        Ok(None)
+    }
+}
+
+/// A stable content hash of what a backend runs: ops, edges, shapes and regions of the
+/// pruned graph (not ids or source spans), plus the batch size.
+pub fn network_hash(graph: &Graph, batch: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("batch {batch}\n"));
+    for (node, n) in graph.nodes.iter() {
+        let inputs: Vec<usize> = n.inputs.iter().map(|x| x.index()).collect();
+        h.update(format!(
+            "{} {} {:?} {} {}\n",
+            node.index(),
+            n.op,
+            inputs,
+            graph.shape(node),
+            graph.regions[node.index()]
+        ));
+    }
+    let digest = h.finalize();
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Backend options as `key=value` pairs, with the keys a backend accepts.
+#[derive(Clone, Debug, Default)]
+pub struct Options(pub BTreeMap<String, String>);
+
+impl Options {
+    pub fn parse(pairs: &[String]) -> Result<Options> {
+        let mut map = BTreeMap::new();
+        for p in pairs {
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                BackendError::Option(format!("`{p}` is not of the form key=value"))
+            })?;
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(Options(map))
+    }
+    /// Fails on keys the backend does not know, naming them and the ones it does.
+    pub fn only(&self, backend: &str, known: &[&str]) -> Result<()> {
+        for k in self.0.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(BackendError::Option(format!(
+                    "`{backend}` has no option `{k}` (it has: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    pub fn number<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| BackendError::Option(format!("`{key}={v}` is not a valid number"))),
+        }
+    }
+}
+
+/// The backend called `name`, configured by `options`.
+pub fn lookup(name: &str, options: &Options) -> Result<Box<dyn Backend>> {
+    Ok(match name {
+        "sim" => Box::new(sim::Sim::from_options(options)?),
+        other => return Err(BackendError::UnknownBackend(other.to_string())),
+    })
+}

@@ -348,3 +348,125 @@ impl Graph {
         total
     }
 }
+
+impl Graph {
+    /// The graph a backend actually runs: `zero` nodes lose their inputs (they are constants),
+    /// additions drop their zero terms, `skip` nodes are bypassed, and nodes that no longer
+    /// reach the output are removed. Shapes and regions follow the nodes that stay.
+    ///
+    /// NB201-style cells need this: a `none` edge makes a whole sub-graph dead, and a backend
+    /// timing the unpruned graph would charge for work no compiler would keep.
+    pub fn pruned(&self) -> Graph {
+        let n = self.nodes.len();
+        // What each node stands for after simplification (itself, or the node it forwards to).
+        let mut alias: Vec<usize> = (0..n).collect();
+        let mut ops: Vec<Node> = Vec::with_capacity(n);
+        for (h, node) in self.nodes.iter() {
+            let i = h.index();
+            let inputs: Vec<usize> = node.inputs.iter().map(|x| alias[x.index()]).collect();
+            let is_zero = |j: usize| ops[j].op == Prim::Zero;
+            let mut op = node.op.clone();
+            let mut kept: Vec<usize> = inputs.clone();
+            match node.op {
+                Prim::Zero => kept.clear(),
+                Prim::Identity => alias[i] = inputs[0],
+                Prim::Add => {
+                    kept.retain(|&j| !is_zero(j));
+                    match kept.len() {
+                        0 => op = Prim::Zero,
+                        1 => alias[i] = kept[0],
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            ops.push(Node {
+                op,
+                inputs: kept.into_iter().map(Handle::new).collect(),
+            });
+        }
+        // Walk back from the output; a forwarded node is never reached, only its target.
+        let out = alias[n - 1];
+        let mut live = vec![false; n];
+        live[out] = true;
+        for i in (0..n).rev() {
+            if live[i] {
+                for x in &ops[i].inputs {
+                    live[x.index()] = true;
+                }
+            }
+        }
+        // The network input stays even when nothing reads it, so the signature is unchanged.
+        live[0] = true;
+        let mut renumber = vec![usize::MAX; n];
+        let mut graph = Graph::default();
+        for i in (0..n).filter(|&i| live[i]) {
+            renumber[i] = graph.nodes.len();
+            let node = Node {
+                op: ops[i].op.clone(),
+                inputs: ops[i]
+                    .inputs
+                    .iter()
+                    .map(|x| Handle::new(renumber[x.index()]))
+                    .collect(),
+            };
+            graph.nodes.append(node, self.nodes.span(Handle::new(i)));
+            graph.shapes.push(self.shapes[i]);
+            graph.regions.push(self.regions[i]);
+        }
+        // The output must stay last: a forwarded output (a trailing skip) is moved there.
+        if renumber[out] != graph.nodes.len() - 1 {
+            let last = graph.nodes.len();
+            graph.nodes.append(
+                Node {
+                    op: Prim::Identity,
+                    inputs: vec![Handle::new(renumber[out])],
+                },
+                self.nodes.span(Handle::new(n - 1)),
+            );
+            graph.shapes.push(self.shapes[n - 1]);
+            graph.regions.push(self.regions[n - 1]);
+            debug_assert_eq!(last + 1, graph.nodes.len());
+        }
+        graph
+    }
+}
+
+impl Graph {
+    /// A graph holding only the network input.
+    pub fn with_input(shape: Shape) -> Graph {
+        let mut g = Graph::default();
+        g.nodes.append(
+            Node {
+                op: Prim::Input,
+                inputs: Vec::new(),
+            },
+            crate::Span::default(),
+        );
+        g.shapes.push(shape);
+        g.regions.push(Region::Input);
+        g
+    }
+
+    /// Appends `op` reading `inputs`, inferring its shape; for graphs built by program
+    /// (micro-benchmarks, fusion probes) rather than from a `.space` file.
+    pub fn push(
+        &mut self,
+        op: Prim,
+        inputs: &[Handle<Node>],
+        region: Region,
+    ) -> Result<Handle<Node>, String> {
+        let shapes: Vec<Shape> = inputs.iter().map(|&h| self.shape(h)).collect();
+        let shape = op.infer(&shapes)?;
+        let h = self.nodes.append(
+            Node {
+                op,
+                inputs: inputs.to_vec(),
+            },
+            crate::Span::default(),
+        );
+        self.shapes.push(shape);
+        self.regions.push(region);
+        Ok(h)
+    }
+}

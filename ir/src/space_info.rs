@@ -109,3 +109,18 @@ pub struct Network {
     pub cost: Cost,
     pub graph: Graph,
 }
+
+impl Network {
+    /// A network with no choices around a graph built by program.
+    pub fn fixed(id: impl Into<String>, graph: Graph) -> Network {
+        Network {
+            id: id.into(),
+            space: 0,
+            ssbn: Ssbn::Base,
+            choices: Vec::new(),
+            key: String::new(),
+            cost: graph.cost(),
+            graph,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The measurement cache: SQLite, keyed by backend fingerprint + network content hash.
+//! Every result is committed as soon as it exists, so a killed run loses nothing finished.
+
+use crate::{Fingerprint, Latency, Lowered, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+pub struct Cache {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS fingerprints (
+    id TEXT PRIMARY KEY,
+    description TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    fingerprint TEXT NOT NULL REFERENCES fingerprints(id),
+    network_hash TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    p10_ms REAL, median_ms REAL, mean_ms REAL, var_ms2 REAL,
+    count INTEGER, noisy INTEGER, per_layer TEXT,
+    failure TEXT,
+    measured_at TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (fingerprint, network_hash)
+);
+";
+
+impl Cache {
+    pub fn open(path: &Path) -> Result<Cache> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(crate::BackendError::io(format!(
+                "creating {}",
+                dir.display()
+            )))?;
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Cache> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Cache> {
+        // WAL: a writer killed mid-run leaves every committed row readable.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Cache { conn })
+    }
+
+    fn key(&self, f: &Fingerprint) -> Result<String> {
+        let description = serde_json::to_string(f).expect("fingerprints serialise");
+        let digest = Sha256::digest(description.as_bytes());
+        let id: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        self.conn.execute(
+            "INSERT OR IGNORE INTO fingerprints (id, description) VALUES (?1, ?2)",
+            params![id, description],
+        )?;
+        Ok(id)
+    }
+
+    /// A successful cached measurement; failures are not returned, so they are retried.
+    pub fn get(&self, f: &Fingerprint, hash: &str) -> Result<Option<Latency>> {
+        let key = self.key(f)?;
+        let row = self
+            .conn
+            .query_row(
+                "SELECT p10_ms, median_ms, mean_ms, var_ms2, count, noisy, per_layer
+                 FROM measurements
+                 WHERE fingerprint = ?1 AND network_hash = ?2 AND failure IS NULL",
+                params![key, hash],
+                |r| {
+                    let per_layer: Option<String> = r.get(6)?;
+                    Ok(Latency {
+                        p10_ms: r.get(0)?,
+                        median_ms: r.get(1)?,
+                        mean_ms: r.get(2)?,
+                        var_ms2: r.get(3)?,
+                        count: r.get(4)?,
+                        noisy: r.get(5)?,
+                        per_layer: per_layer.and_then(|s| serde_json::from_str(&s).ok()),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn put(
+        &self,
+        f: &Fingerprint,
+        lowered: &Lowered,
+        result: &std::result::Result<Latency, String>,
+    ) -> Result<()> {
+        let key = self.key(f)?;
+        let (l, failure) = match result {
+            Ok(l) => (Some(l), None),
+            Err(e) => (None, Some(e.as_str())),
+        };
+        let per_layer = l
+            .and_then(|l| l.per_layer.as_ref())
+            .map(|p| serde_json::to_string(p).expect("per-layer times serialise"));
+        self.conn.execute(
+            "INSERT OR REPLACE INTO measurements
+             (fingerprint, network_hash, network_id, p10_ms, median_ms, mean_ms, var_ms2,
+              count, noisy, per_layer, failure)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                key,
+                lowered.hash,
+                lowered.id,
+                l.map(|l| l.p10_ms),
+                l.map(|l| l.median_ms),
+                l.map(|l| l.mean_ms),
+                l.map(|l| l.var_ms2),
+                l.map(|l| l.count),
+                l.map(|l| l.noisy),
+                per_layer,
+                failure,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Rows (successes and failures) stored under `f`.
+    pub fn count(&self, f: &Fingerprint) -> Result<usize> {
+        let key = self.key(f)?;
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM measurements WHERE fingerprint = ?1",
+            params![key],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,117 @@
+//! Parameters of a network, by node: seeded random ones for timing and agreement tests, or
+//! trained ones handed over from tch. One layout for every backend.
+
+use spacetune_ir::{Graph, Prim};
+use std::collections::BTreeMap;
+
+/// One parameter tensor, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub dims: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+/// Every parameter of a graph, named `n<node>.<what>` (`n3.weight`, `n4.running_var`,
+/// `n9.reduce.bias` for squeeze-excite). Node indices are those of the graph the weights
+/// were made for — backends lower the pruned graph, so weights are made for that one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Weights {
+    pub params: BTreeMap<String, Param>,
+}
+
+/// The parameters a primitive needs, with their shapes: (suffix, dims, fan-in or 0 for
+/// batch-norm statistics).
+pub fn param_specs(op: &Prim, cin: u64) -> Vec<(&'static str, Vec<i64>, Init)> {
+    let i = |x: u64| x as i64;
+    match *op {
+        Prim::Conv { out, k, groups, .. } => {
+            let fan_in = cin / groups * k * k;
+            vec![(
+                "weight",
+                vec![i(out), i(cin / groups), i(k), i(k)],
+                Init::He(fan_in),
+            )]
+        }
+        Prim::BatchNorm => vec![
+            ("weight", vec![i(cin)], Init::Around(1.0, 0.2)),
+            ("bias", vec![i(cin)], Init::Around(0.0, 0.1)),
+            ("running_mean", vec![i(cin)], Init::Around(0.0, 0.1)),
+            ("running_var", vec![i(cin)], Init::Around(1.0, 0.2)),
+        ],
+        Prim::Linear { out } => vec![
+            ("weight", vec![i(out), i(cin)], Init::He(cin)),
+            ("bias", vec![i(out)], Init::Around(0.0, 0.1)),
+        ],
+        Prim::SqueezeExcite { mid } => vec![
+            ("reduce.weight", vec![i(mid), i(cin), 1, 1], Init::He(cin)),
+            ("reduce.bias", vec![i(mid)], Init::Around(0.0, 0.1)),
+            ("expand.weight", vec![i(cin), i(mid), 1, 1], Init::He(mid)),
+            ("expand.bias", vec![i(cin)], Init::Around(0.0, 0.1)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// How a parameter starts out.
+#[derive(Clone, Copy, Debug)]
+pub enum Init {
+    /// Uniform with variance 2/fan-in (He), so activations keep their scale through depth.
+    He(u64),
+    /// Uniform in `centre ± half_width`.
+    Around(f32, f32),
+}
+
+impl Weights {
+    /// Seeded random parameters for every node of `graph`. The generator is spacetune's own
+    /// (SplitMix64), so a seed means the same weights in every version and on every machine.
+    pub fn random(graph: &Graph, seed: u64) -> Weights {
+        let mut rng = SplitMix64(seed ^ 0x5eed_5eed_5eed_5eed);
+        let mut params = BTreeMap::new();
+        for (h, node) in graph.nodes.iter() {
+            let cin = input_channels(graph, node);
+            for (suffix, dims, init) in param_specs(&node.op, cin) {
+                let n: i64 = dims.iter().product();
+                let (centre, half) = match init {
+                    Init::He(fan_in) => (0.0, (6.0 / fan_in.max(1) as f32).sqrt()),
+                    Init::Around(c, w) => (c, w),
+                };
+                let data = (0..n).map(|_| centre + half * rng.symmetric()).collect();
+                params.insert(format!("n{}.{suffix}", h.index()), Param { dims, data });
+            }
+        }
+        Weights { params }
+    }
+
+    pub fn get(&self, node: usize, suffix: &str) -> Option<&Param> {
+        self.params.get(&format!("n{node}.{suffix}"))
+    }
+}
+
+/// The channel count a node's parameters are shaped by: its first input's elements for
+/// `linear` (it flattens), its first input's channels otherwise.
+pub fn input_channels(graph: &Graph, node: &spacetune_ir::Node) -> u64 {
+    let first = node.inputs.first().map(|&x| graph.shape(x));
+    match (&node.op, first) {
+        (Prim::Linear { .. }, Some(s)) => s.elements(),
+        (_, Some(s)) => s.c,
+        (_, None) => 0,
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fixed forever.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn symmetric(&mut self) -> f32 {
+        let unit = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+        2.0 * unit - 1.0
+    }
+}
