@@ -1,10 +1,10 @@
-//! Build script: bakes libtorch's library directory into the binary's rpath.
-//!
-//! tch links libtorch dynamically but sets no rpath, so without this `cargo run` and
-//! `cargo test` would need LD_LIBRARY_PATH. torch-sys (a direct dependency for exactly this
-//! reason) exports the directory it linked against as DEP_TCH_LIBTORCH_LIB.
+//! Build script: the same run-time library paths as the backends crate (libtorch, ONNX
+//! Runtime, TVM), for this package's binary, tests and benches.
+#[path = "backends/link.rs"]
+mod link;
+
 fn main() {
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    }
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=backends/link.rs");
+    link::emit_links(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
 }

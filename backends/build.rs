@@ -1,10 +1,11 @@
-//! Build script: bakes libtorch's library directory into the binary's rpath.
-//!
-//! tch links libtorch dynamically but sets no rpath, so without this `cargo run` and
-//! `cargo test` would need LD_LIBRARY_PATH. torch-sys (a direct dependency for exactly this
-//! reason) exports the directory it linked against as DEP_TCH_LIBTORCH_LIB.
+//! Build script: bakes the run-time library locations into the binary, so `cargo run` and
+//! `cargo test` need no environment (see link.rs).
+#[path = "link.rs"]
+mod link;
+
 fn main() {
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    }
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=link.rs");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    link::emit_links(root.parent().expect("backends/ has a parent"));
 }

@@ -7,14 +7,14 @@
 //! kept in the [`cache`].
 
 pub mod cache;
-// pub mod exec;
+pub mod exec;
 pub mod measure;
 pub mod onnx;
-// pub mod ort;
+pub mod onnxrt;
 pub mod sim;
-// pub mod torch;
-// #[cfg(feature = "tvm")]
-// pub mod tvm;
+pub mod torch;
+#[cfg(feature = "tvm")]
+pub mod tvm;
 pub mod weights;
 
 use serde::{Deserialize, Serialize};
@@ -216,6 +216,11 @@ impl Options {
 pub fn lookup(name: &str, options: &Options) -> Result<Box<dyn Backend>> {
     Ok(match name {
         "sim" => Box::new(sim::Sim::from_options(options)?),
+        "ort" => Box::new(onnxrt::Ort::from_options(options)?),
+        "tch" => Box::new(torch::Tch::from_options(options)?),
+        "exec" => Box::new(exec::Exec::from_options(options)?),
+        #[cfg(feature = "tvm")]
+        "tvm" => Box::new(tvm::Tvm::from_options(options)?),
         other => return Err(BackendError::UnknownBackend(other.to_string())),
     })
 }

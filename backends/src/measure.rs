@@ -238,11 +238,23 @@ pub fn measure_all(
         let mut timed: Vec<(usize, Box<dyn Runner + '_>)> = Vec::new();
         let mut results: Vec<(usize, std::result::Result<Latency, String>)> = Vec::new();
         for &i in chunk {
-            match backend.prepare(&lowered[i]) {
-                Ok(Timing::Reported(l)) => results.push((i, Ok(l))),
-                Ok(Timing::Timed(r)) => timed.push((i, r)),
-                Err(e) => results.push((i, Err(e.to_string()))),
-            }
+            // A reported latency (or a failure) is final at once: save it before the next
+            // network starts, so an interrupted run keeps it.
+            let latency = match backend.prepare(&lowered[i]) {
+                Ok(Timing::Timed(r)) => {
+                    timed.push((i, r));
+                    continue;
+                }
+                Ok(Timing::Reported(l)) => Ok(l),
+                Err(e) => Err(e.to_string()),
+            };
+            outcomes[i] = Some(record(
+                cache,
+                &fingerprint,
+                &lowered[i],
+                latency,
+                &mut progress,
+            )?);
         }
         if !timed.is_empty() {
             let (indices, mut runners): (Vec<usize>, Vec<_>) = timed.into_iter().unzip();
@@ -264,24 +276,38 @@ pub fn measure_all(
                 results.push((i, l.map_err(|e| e.to_string())));
             }
         }
-        results.sort_by_key(|(i, _)| *i);
         for (i, latency) in results {
-            let l = &lowered[i];
-            cache.put(&fingerprint, l, &latency)?;
-            let o = Outcome {
-                id: l.id.clone(),
-                hash: l.hash.clone(),
-                cached: false,
+            outcomes[i] = Some(record(
+                cache,
+                &fingerprint,
+                &lowered[i],
                 latency,
-            };
-            progress(&o);
-            outcomes[i] = Some(o);
+                &mut progress,
+            )?);
         }
     }
     Ok(outcomes
         .into_iter()
         .map(|o| o.expect("every network has an outcome"))
         .collect())
+}
+
+fn record(
+    cache: &Cache,
+    fingerprint: &crate::Fingerprint,
+    l: &Lowered,
+    latency: std::result::Result<Latency, String>,
+    progress: &mut impl FnMut(&Outcome),
+) -> Result<Outcome> {
+    cache.put(fingerprint, l, &latency)?;
+    let o = Outcome {
+        id: l.id.clone(),
+        hash: l.hash.clone(),
+        cached: false,
+        latency,
+    };
+    progress(&o);
+    Ok(o)
 }
 
 /// Times one network alone with the protocol (no cache): for probes and micro-benchmarks.

@@ -156,15 +156,15 @@ impl Builder<'_> {
                 } else {
                     "AveragePool"
                 };
-                let mut attrs = vec![
+                // AveragePool leaves count_include_pad at its default, 0: padding is not
+                // counted (NAS-Bench-201's convention; tch does the same). It cannot be
+                // written out: the messages are proto3-generated, so an int 0 is dropped and
+                // some readers (TVM's) reject an attribute without a value.
+                let attrs = vec![
                     ints("kernel_shape", &[k, k]),
                     ints("strides", &[stride, stride]),
                     ints("pads", &[pad, pad, pad, pad]),
                 ];
-                if kind == "AveragePool" {
-                    // Padding is not counted (NAS-Bench-201's convention); tch does the same.
-                    attrs.push(int("count_include_pad", 0));
-                }
                 self.op(kind, &[x], out, attrs);
             }
             Prim::GlobalAvgPool => self.op("GlobalAveragePool", &[x], out, vec![]),
@@ -204,7 +204,7 @@ impl Builder<'_> {
                     self.param(i, "expand.bias")?,
                 );
                 let (p, r, a, e, s) = (n("pool"), n("reduce"), n("act"), n("expand"), n("gate"));
-                self.op("GlobalAveragePool", &[x.clone()], &p, vec![]);
+                self.op("GlobalAveragePool", std::slice::from_ref(&x), &p, vec![]);
                 self.op(
                     "Conv",
                     &[p, w1, b1],
@@ -343,4 +343,32 @@ fn ints_i64(name: &str, v: &[i64]) -> AttributeProto {
         ints: v.to_vec(),
         ..attr(name, AttributeType::INTS)
     }
+}
+
+/// One line per ONNX node (`n7 = Conv(n6, n7.weight) kernel_shape=[3,3] ...`): the text form
+/// of a lowered model, for snapshots and for reading what a backend receives.
+pub fn summary(bytes: &[u8]) -> Result<String, BackendError> {
+    let model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| BackendError::Unsupported(format!("not an ONNX model: {e}")))?;
+    let mut out = String::new();
+    for node in &model.graph.node {
+        let attrs: Vec<String> = node
+            .attribute
+            .iter()
+            .map(|a| match a.type_.enum_value() {
+                Ok(AttributeType::INT) => format!("{}={}", a.name, a.i),
+                Ok(AttributeType::FLOAT) => format!("{}={}", a.name, a.f),
+                Ok(AttributeType::INTS) => format!("{}={:?}", a.name, a.ints),
+                _ => a.name.clone(),
+            })
+            .collect();
+        out.push_str(&format!(
+            "{} = {}({}) {}\n",
+            node.output.join(", "),
+            node.op_type,
+            node.input.join(", "),
+            attrs.join(" ")
+        ));
+    }
+    Ok(out)
 }

@@ -98,6 +98,13 @@ pub fn input_channels(graph: &Graph, node: &spacetune_ir::Node) -> u64 {
     }
 }
 
+/// `batch` seeded standard-ish inputs (uniform, unit variance) of shape `shape`, NCHW.
+pub fn random_input(shape: spacetune_ir::Shape, batch: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64(seed);
+    let n = batch * shape.elements() as usize;
+    (0..n).map(|_| 3f32.sqrt() * rng.symmetric()).collect()
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fixed forever.
 struct SplitMix64(u64);
 

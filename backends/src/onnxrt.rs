@@ -1,0 +1,157 @@
+//! `ort`: ONNX Runtime on the CPU, through the `ort` crate with the library loaded at run
+//! time from the project's venv (the PyPI `onnxruntime` wheel).
+
+use crate::weights::Weights;
+use crate::{
+    network_hash, onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner,
+    Timing,
+};
+use ::ort::session::{builder::GraphOptimizationLevel, Session};
+use ::ort::value::Tensor;
+use spacetune_ir::{Handle, Network};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Loads the ONNX Runtime library once per process.
+pub fn init() -> Result<()> {
+    static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let path = std::env::var("ORT_DYLIB_PATH")
+            .ok()
+            .or(option_env!("SPACETUNE_ORT_DYLIB").map(String::from))
+            .ok_or("no ONNX Runtime library: run scripts/setup.sh or set ORT_DYLIB_PATH")?;
+        ::ort::init_from(&path)
+            .with_name("spacetune")
+            .commit()
+            .map(|_| ())
+            .map_err(|e| format!("loading ONNX Runtime from {path}: {e}"))
+    })
+    .clone()
+    .map_err(BackendError::Runtime)
+}
+
+pub struct Ort {
+    /// Graph optimisations (fusion, layout transforms) on, or off to see what they buy.
+    pub optimize: bool,
+    pub threads: usize,
+    pub seed: u64,
+}
+
+impl Ort {
+    pub fn from_options(options: &Options) -> Result<Ort> {
+        options.only("ort", &["opt", "threads", "seed"])?;
+        let optimize = match options.get("opt").unwrap_or("all") {
+            "all" => true,
+            "disabled" => false,
+            other => {
+                return Err(BackendError::Option(format!(
+                    "ort: opt must be all or disabled, not `{other}`"
+                )))
+            }
+        };
+        Ok(Ort {
+            optimize,
+            threads: options.number("threads", 1)?,
+            seed: options.number("seed", 0)?,
+        })
+    }
+
+    /// A session for ONNX bytes with this backend's settings.
+    pub fn session(&self, model: &[u8]) -> Result<Session> {
+        init()?;
+        let level = if self.optimize {
+            GraphOptimizationLevel::Level3
+        } else {
+            GraphOptimizationLevel::Disable
+        };
+        let rt = |e: ::ort::Error| BackendError::Runtime(e.to_string());
+        Session::builder()
+            .map_err(rt)?
+            .with_optimization_level(level)
+            .map_err(rt)?
+            .with_intra_threads(self.threads)
+            .map_err(rt)?
+            .with_inter_threads(1)
+            .map_err(rt)?
+            .with_parallel_execution(false)
+            .map_err(rt)?
+            .commit_from_memory(model)
+            .map_err(rt)
+    }
+}
+
+/// Runs ONNX bytes once on `input` (NCHW) and returns the output, for agreement checks.
+pub fn infer(backend: &Ort, model: &[u8], dims: [usize; 4], input: Vec<f32>) -> Result<Vec<f32>> {
+    let mut session = backend.session(model)?;
+    let rt = |e: ::ort::Error| BackendError::Runtime(e.to_string());
+    let x = Tensor::from_array((dims, input)).map_err(rt)?;
+    let outputs = session.run(::ort::inputs![onnx::INPUT => x]).map_err(rt)?;
+    let (_, data) = outputs[onnx::OUTPUT]
+        .try_extract_tensor::<f32>()
+        .map_err(rt)?;
+    Ok(data.to_vec())
+}
+
+struct OrtRunner {
+    session: Session,
+    input: Tensor<f32>,
+}
+
+impl Runner for OrtRunner {
+    fn once(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        let outputs = self
+            .session
+            .run(::ort::inputs![onnx::INPUT => &self.input])
+            .map_err(|e| BackendError::Runtime(e.to_string()))?;
+        let elapsed = start.elapsed();
+        drop(outputs);
+        Ok(elapsed)
+    }
+}
+
+impl Backend for Ort {
+    fn name(&self) -> &str {
+        "ort"
+    }
+    fn fingerprint(&self) -> Fingerprint {
+        let mut options = std::collections::BTreeMap::new();
+        options.insert(
+            "opt".into(),
+            if self.optimize { "all" } else { "disabled" }.into(),
+        );
+        options.insert("seed".into(), self.seed.to_string());
+        let runtime = option_env!("SPACETUNE_ORT_DYLIB")
+            .and_then(|p| {
+                p.rsplit_once(".so.")
+                    .map(|(_, v)| format!("onnxruntime {v}"))
+            })
+            .unwrap_or_else(|| "onnxruntime".into());
+        Fingerprint {
+            backend: "ort".into(),
+            runtime,
+            options,
+            threads: self.threads,
+        }
+    }
+    fn lower(&self, net: &Network) -> Result<Lowered> {
+        let graph = net.graph.pruned();
+        let weights = Weights::random(&graph, self.seed);
+        let bytes = onnx::export(&graph, &weights, 1)?;
+        Ok(Lowered {
+            id: net.id.clone(),
+            hash: network_hash(&graph, 1),
+            text: onnx::summary(&bytes)?,
+            graph,
+            bytes,
+        })
+    }
+    fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
+        let session = self.session(&lowered.bytes)?;
+        let s = lowered.graph.shape(Handle::new(0));
+        let dims = [1usize, s.c as usize, s.h as usize, s.w as usize];
+        let input = Tensor::from_array((dims, vec![0.5f32; s.elements() as usize]))
+            .map_err(|e| BackendError::Runtime(e.to_string()))?;
+        Ok(Timing::Timed(Box::new(OrtRunner { session, input })))
+    }
+}

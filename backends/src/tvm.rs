@@ -1,0 +1,195 @@
+//! `tvm`: Apache TVM 0.27. A Python helper compiles the ONNX model (Relax frontend,
+//! `tvm.compile`, target x86-64-v3, the default fusing pipeline or the plain one) to a
+//! shared library, cached by network hash; Rust loads it with `tvm-ffi` and times the Relax
+//! VM's `main` in-process.
+
+use crate::weights::Weights;
+use crate::{
+    network_hash, onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner,
+    Timing,
+};
+use spacetune_ir::{Handle, Network};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tvm_ffi::{Any, Function, Module, Tensor};
+
+const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tvm_compile.py");
+/// TVM's version, part of the fingerprint and of the compiled-module cache key.
+pub const VERSION: &str = "0.27.0.post1";
+const DL_CPU: i32 = 1;
+const POOLED_ALLOCATOR: i32 = 2;
+
+pub struct Tvm {
+    /// TVM's default pipeline (FuseOps + FuseTIR) or the same without fusion.
+    pub fuse: bool,
+    pub threads: usize,
+    pub seed: u64,
+    pub cache_dir: PathBuf,
+}
+
+fn ffi(e: tvm_ffi::Error) -> BackendError {
+    BackendError::Runtime(format!("tvm: {e:?}"))
+}
+
+impl Tvm {
+    pub fn from_options(options: &Options) -> Result<Tvm> {
+        options.only("tvm", &["pipeline", "threads", "seed", "cache"])?;
+        let fuse = match options.get("pipeline").unwrap_or("fuse") {
+            "fuse" => true,
+            "plain" => false,
+            other => {
+                return Err(BackendError::Option(format!(
+                    "tvm: pipeline must be fuse or plain, not `{other}`"
+                )))
+            }
+        };
+        Ok(Tvm {
+            fuse,
+            threads: options.number("threads", 1)?,
+            seed: options.number("seed", 0)?,
+            cache_dir: PathBuf::from(options.get("cache").unwrap_or(".spacetune/tvm")),
+        })
+    }
+
+    fn pipeline(&self) -> &'static str {
+        if self.fuse {
+            "fuse"
+        } else {
+            "plain"
+        }
+    }
+
+    /// The compiled library for a lowered network, compiling it on a cache miss.
+    pub fn compile(&self, lowered: &Lowered) -> Result<PathBuf> {
+        let name = format!(
+            "{}-{}-s{}-tvm{VERSION}",
+            lowered.hash,
+            self.pipeline(),
+            self.seed
+        );
+        let so = self.cache_dir.join(format!("{name}.so"));
+        if so.exists() {
+            return Ok(so);
+        }
+        std::fs::create_dir_all(&self.cache_dir).map_err(BackendError::io(format!(
+            "creating {}",
+            self.cache_dir.display()
+        )))?;
+        let model = self.cache_dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, &lowered.bytes)
+            .map_err(BackendError::io(format!("writing {}", model.display())))?;
+        // Written beside, then renamed: a killed compile never leaves a truncated library.
+        let partial = self.cache_dir.join(format!("{name}.partial.so"));
+        let python = std::env::var("SPACETUNE_PYTHON")
+            .ok()
+            .unwrap_or_else(|| env!("SPACETUNE_TVM_PYTHON").to_string());
+        let out = Command::new(&python)
+            .arg(HELPER)
+            .arg(&model)
+            .arg(&partial)
+            .arg("--pipeline")
+            .arg(self.pipeline())
+            .env("TVM_NUM_THREADS", self.threads.to_string())
+            .output()
+            .map_err(BackendError::io(format!("running {python} {HELPER}")))?;
+        let _ = std::fs::remove_file(&model);
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
+            return Err(BackendError::Runtime(format!(
+                "TVM could not compile {}:\n{}",
+                lowered.id,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        std::fs::rename(&partial, &so)
+            .map_err(BackendError::io(format!("renaming to {}", so.display())))?;
+        Ok(so)
+    }
+
+    /// Loads a compiled library into a Relax VM on the CPU; returns its `main`.
+    pub fn load(&self, so: &std::path::Path) -> Result<Function> {
+        // TVM's CPU thread pool reads this when it starts (first VM in the process).
+        std::env::set_var("TVM_NUM_THREADS", self.threads.to_string());
+        let lib = Module::load_from_file(so.to_string_lossy()).map_err(ffi)?;
+        let vm: Module = lib
+            .get_function("vm_load_executable")
+            .map_err(ffi)?
+            .call_tuple(())
+            .map_err(ffi)?
+            .try_into()
+            .map_err(ffi)?;
+        vm.get_function("vm_initialization")
+            .map_err(ffi)?
+            .call_tuple((DL_CPU, 0i32, POOLED_ALLOCATOR))
+            .map_err(ffi)?;
+        vm.get_function("main").map_err(ffi)
+    }
+}
+
+/// Runs a compiled library once on `input` (NCHW), for agreement checks.
+pub fn infer(main: &Function, dims: [i64; 4], input: &[f32]) -> Result<Vec<f32>> {
+    let x = Tensor::from_slice(input, &dims).map_err(ffi)?;
+    let y: Tensor = main
+        .call_tuple((&x,))
+        .map_err(ffi)?
+        .try_into()
+        .map_err(ffi)?;
+    Ok(y.data_as_slice::<f32>().map_err(ffi)?.to_vec())
+}
+
+struct TvmRunner {
+    main: Function,
+    input: Tensor,
+}
+
+impl Runner for TvmRunner {
+    fn once(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        let y: Any = self.main.call_tuple((&self.input,)).map_err(ffi)?;
+        let elapsed = start.elapsed();
+        drop(y);
+        Ok(elapsed)
+    }
+}
+
+impl Backend for Tvm {
+    fn name(&self) -> &str {
+        "tvm"
+    }
+    fn fingerprint(&self) -> Fingerprint {
+        let mut options = std::collections::BTreeMap::new();
+        options.insert("pipeline".into(), self.pipeline().into());
+        options.insert("target".into(), "llvm -mcpu=x86-64-v3".into());
+        options.insert("seed".into(), self.seed.to_string());
+        Fingerprint {
+            backend: "tvm".into(),
+            runtime: format!("apache-tvm {VERSION}"),
+            options,
+            threads: self.threads,
+        }
+    }
+    fn lower(&self, net: &Network) -> Result<Lowered> {
+        let graph = net.graph.pruned();
+        let weights = Weights::random(&graph, self.seed);
+        let bytes = onnx::export(&graph, &weights, 1)?;
+        Ok(Lowered {
+            id: net.id.clone(),
+            hash: network_hash(&graph, 1),
+            text: onnx::summary(&bytes)?,
+            graph,
+            bytes,
+        })
+    }
+    fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
+        let main = self.load(&self.compile(lowered)?)?;
+        let s = lowered.graph.shape(Handle::new(0));
+        let input = Tensor::from_slice(
+            &vec![0.5f32; s.elements() as usize],
+            &[1, s.c as i64, s.h as i64, s.w as i64],
+        )
+        .map_err(ffi)?;
+        Ok(Timing::Timed(Box::new(TvmRunner { main, input })))
+    }
+}
