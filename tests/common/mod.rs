@@ -65,3 +65,11 @@ macro_rules! snapshot {
         })
     };
 }
+
+/// Compiles a file of the repository that must compile.
+pub fn module(file: &str) -> spacetune::ir::Module {
+    expect_ok(
+        spacetune::compile(&root().join(file), Default::default()),
+        file,
+    )
+}

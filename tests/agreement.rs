@@ -1,0 +1,151 @@
+//! Agreement: the same network with the same weights computes the same outputs on tch, ONNX
+//! Runtime and TVM, for every block family of the examples.
+
+mod common;
+
+use common::module;
+use spacetune::backends::onnxrt::{self, Ort};
+use spacetune::backends::torch::{calibrated_weights, TchNet};
+use spacetune::backends::tvm::{self, Tvm};
+use spacetune::backends::weights::{random_input, Weights};
+use spacetune::backends::{network_hash, onnx, Lowered};
+use spacetune::ir::{Graph, Handle, Network};
+
+/// Outputs of tch, ort and tvm for one network.
+fn outputs(graph: &Graph, weights: &Weights, id: &str, dir: &std::path::Path) -> [Vec<f32>; 3] {
+    let s = graph.shape(Handle::new(0));
+    let x = random_input(s, 1, 11);
+    let dims = [1, s.c as i64, s.h as i64, s.w as i64];
+
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = TchNet::new(&vs.root(), graph, weights).unwrap();
+    let input = tch::Tensor::from_slice(&x).view(dims);
+    let y = tch::no_grad(|| net.forward_t(&input, false));
+    let by_tch = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
+
+    let bytes = onnx::export(graph, weights, 1).unwrap();
+    let ort = Ort {
+        optimize: true,
+        threads: 1,
+        seed: 0,
+    };
+    let udims = dims.map(|d| d as usize);
+    let by_ort = onnxrt::infer(&ort, &bytes, udims, x.clone()).unwrap();
+
+    let tvm = Tvm {
+        fuse: true,
+        threads: 1,
+        seed: 0,
+        cache_dir: dir.to_path_buf(),
+    };
+    let lowered = Lowered {
+        id: id.into(),
+        hash: format!("agree-{}", network_hash(graph, 1)),
+        graph: graph.clone(),
+        text: String::new(),
+        bytes,
+    };
+    let main = tvm.load(&tvm.compile(&lowered).unwrap()).unwrap();
+    let by_tvm = tvm::infer(&main, dims, &x).unwrap();
+    [by_tch, by_ort, by_tvm]
+}
+
+fn check(file: &str, pick: impl Fn(&Network) -> bool, what: &str) {
+    let m = module(file);
+    let net = m
+        .networks
+        .iter()
+        .find(|n| pick(n))
+        .unwrap_or_else(|| panic!("{file} has no network for {what}"));
+    let graph = net.graph.pruned();
+    let weights = calibrated_weights(&graph, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let [t, o, v] = outputs(&graph, &weights, &net.id, dir.path());
+    let classes = graph.shapes.last().unwrap().c as usize;
+    assert_eq!(t.len(), classes, "{what}: tch output size");
+    let scale = t.iter().fold(1f32, |m, x| m.max(x.abs()));
+    let mean = t.iter().sum::<f32>() / t.len() as f32;
+    let spread = t.iter().map(|x| (x - mean).abs()).fold(0f32, f32::max);
+    // Outputs that are all alike would agree trivially.
+    assert!(spread > 1e-2, "{what}: degenerate outputs {t:?}");
+    for (name, other) in [("ort", &o), ("tvm", &v)] {
+        assert_eq!(other.len(), t.len(), "{what}: {name} output size");
+        let diff = t
+            .iter()
+            .zip(other.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!(
+            "{what} ({}): max |tch - {name}| = {diff:.2e} (scale {scale:.2})",
+            net.id
+        );
+        assert!(
+            diff <= 1e-4 * scale,
+            "{what}: tch and {name} differ by {diff} (outputs of scale {scale})\ntch {t:?}\n{name} {other:?}"
+        );
+    }
+}
+
+#[test]
+fn mbconv_with_squeeze_excite_and_every_primitive() {
+    check(
+        "tests/in/all_ops.space",
+        |_| true,
+        "MBConv+SE, hswish, shuffle, pools",
+    );
+}
+
+#[test]
+fn mbconv() {
+    check(
+        "examples/bbssp_cifar_mobile.space",
+        |n| n.key.starts_with("mbconv_k7_e6"),
+        "MBConv k7 e6",
+    );
+}
+
+#[test]
+fn res_two_branch() {
+    check(
+        "examples/bbssp_cifar_res.space",
+        |n| n.key.contains("res_d4_k5"),
+        "Res two-branch",
+    );
+}
+
+#[test]
+fn vgg_stack() {
+    check(
+        "examples/bbssp_cifar_vgg.space",
+        |n| n.key.contains("vgg_ks1-3-3-3"),
+        "VGG stack",
+    );
+}
+
+#[test]
+fn fbnet_group_conv_and_shuffle() {
+    check(
+        "examples/fbnet22.space",
+        |n| n.key.contains("_g2"),
+        "FBNet group conv + shuffle",
+    );
+}
+
+#[test]
+fn nb201_cell_with_pruned_edges() {
+    check(
+        "examples/nb201.space",
+        |n| n.key.starts_with("e01=zero"),
+        "NB201 cell, a none edge",
+    );
+    check(
+        "examples/nb201.space",
+        |n| n.key.contains("avgpool"),
+        "NB201 cell, an avg-pool edge",
+    );
+}
+
+#[test]
+fn darts_style_cell_with_concat() {
+    check("tests/in/cell_concat.space", |_| true, "concat cell");
+}
