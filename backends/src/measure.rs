@@ -310,6 +310,36 @@ fn record(
     Ok(o)
 }
 
+/// Times networks side by side: interleaved in the same windows, with the first one as the
+/// drift reference, so their latencies can be compared with each other (fusion probes,
+/// micro-benchmarks). No cache.
+pub fn measure_together(
+    backend: &dyn Backend,
+    lowered: &[Lowered],
+    p: &Protocol,
+) -> Result<Vec<Latency>> {
+    let mut reported: Vec<Option<Latency>> = Vec::new();
+    let mut runners = Vec::new();
+    for l in lowered {
+        match backend.prepare(l)? {
+            Timing::Reported(l) => reported.push(Some(l)),
+            Timing::Timed(r) => {
+                reported.push(None);
+                runners.push(r);
+            }
+        }
+    }
+    let reference = (!runners.is_empty()).then_some(0);
+    let mut timed = time_chunk(runners, reference, p).into_iter();
+    reported
+        .into_iter()
+        .map(|r| match r {
+            Some(l) => Ok(l),
+            None => timed.next().expect("one result per runner"),
+        })
+        .collect()
+}
+
 /// Times one network alone with the protocol (no cache): for probes and micro-benchmarks.
 pub fn measure_one(backend: &dyn Backend, lowered: &Lowered, p: &Protocol) -> Result<Latency> {
     match backend.prepare(lowered)? {

@@ -17,6 +17,8 @@ use tvm_ffi::{Any, Function, Module, Tensor};
 const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tvm_compile.py");
 /// TVM's version, part of the fingerprint and of the compiled-module cache key.
 pub const VERSION: &str = "0.27.0.post1";
+/// Bumped whenever the helper's pipeline changes, so cached libraries are not reused.
+const HELPER_REVISION: u32 = 2;
 const DL_CPU: i32 = 1;
 const POOLED_ALLOCATOR: i32 = 2;
 
@@ -63,7 +65,7 @@ impl Tvm {
     /// The compiled library for a lowered network, compiling it on a cache miss.
     pub fn compile(&self, lowered: &Lowered) -> Result<PathBuf> {
         let name = format!(
-            "{}-{}-s{}-tvm{VERSION}",
+            "{}-{}-s{}-tvm{VERSION}-h{HELPER_REVISION}",
             lowered.hash,
             self.pipeline(),
             self.seed
@@ -162,6 +164,7 @@ impl Backend for Tvm {
         let mut options = std::collections::BTreeMap::new();
         options.insert("pipeline".into(), self.pipeline().into());
         options.insert("target".into(), "llvm -mcpu=x86-64-v3".into());
+        options.insert("helper".into(), HELPER_REVISION.to_string());
         options.insert("seed".into(), self.seed.to_string());
         Fingerprint {
             backend: "tvm".into(),
