@@ -8,8 +8,9 @@
 //! - ONNX Runtime is loaded at run time (`load-dynamic`) from the project's venv; its path
 //!   becomes SPACETUNE_ORT_DYLIB (ORT_DYLIB_PATH still wins at run time).
 //! - TVM: `libtvm_runtime.so` registers the Relax VM loaders when it is loaded, and nothing
-//!   references a symbol of it, so it is linked `--no-as-needed` with an rpath; tvm-ffi's
-//!   own library gets an rpath too.
+//!   references a symbol of it, so it is linked `--no-as-needed` with an rpath — and so is
+//!   libtvm_ffi, which libtvm_runtime needs: a binary's run path does not serve its
+//!   libraries' own dependencies, so the binary must load it itself.
 use std::path::{Path, PathBuf};
 
 fn site_packages(root: &Path) -> Option<PathBuf> {
@@ -44,6 +45,8 @@ pub fn emit_links(root: &Path) {
         let ffi_lib = site.join("tvm_ffi/lib");
         println!("cargo:rustc-link-search=native={}", tvm_lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-search=native={}", ffi_lib.display());
+        println!("cargo:rustc-link-arg=-ltvm_ffi");
         println!("cargo:rustc-link-arg=-ltvm_runtime");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", tvm_lib.display());
