@@ -221,10 +221,11 @@ fn write_results(
         })
         .collect();
     let json = serde_json::json!({ "fingerprint": fingerprint, "networks": json_rows });
-    let path = base.with_extension("json");
+    // `base` ends in `.<backend>`: append, do not replace, the extension.
+    let path = PathBuf::from(format!("{}.json", base.display()));
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    let path = base.with_extension("csv");
+    let path = PathBuf::from(format!("{}.csv", base.display()));
     let mut w =
         csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
     w.write_record([
