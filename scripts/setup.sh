@@ -33,15 +33,15 @@ if [ ! -f "$torch/torch/lib/libtorch_cpu.so" ]; then
 fi
 ln -sfn "$torch" "$root/.deps/libtorch"
 
-# 3. Python venv for the TVM and ONNX Runtime backends (apache-tvm-ffi pinned: 0.1.15
-#    segfaults in tuning).
+# 3. Python venv for the TVM and ONNX Runtime backends, pinned: the measurement cache keys
+#    on runtime versions (apache-tvm-ffi 0.1.15 also segfaults in tuning).
 venv="$cache/venv"
-stamp="$venv/.spacetune-1"
+stamp="$venv/.spacetune-2"
 if [ ! -f "$stamp" ]; then
     say "installing the Python venv (TVM 0.27, ONNX Runtime) into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check \
-        apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1 onnx onnxruntime
+        apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1 onnx==1.23.2 onnxruntime==1.32.0
     "$venv/bin/python" -c "import tvm, onnx, onnxruntime" >/dev/null
     touch "$stamp"
 fi

@@ -1,7 +1,9 @@
 """Compiles an ONNX model to a shared library with Apache TVM (Relax) for spacetune's `tvm`
 backend: `python tvm_compile.py MODEL.onnx OUT.so --pipeline fuse|plain`.
 
-`fuse` is TVM's default CPU pipeline (FuseOps + FuseTIR); `plain` is the same pipeline
+`fuse` is TVM's default CPU pipeline, `relax.get_default_pipeline(target)` for llvm
+(FuseOps + FuseTIR) — note that `tvm.compile(relax_pipeline="default")` on a CPU target
+takes the generic build pipeline, which does not fuse at all; `plain` is the CPU pipeline
 without the two fusion passes, so every op runs as its own kernel and the effect of fusion
 can be measured. Parameters are embedded as constants.
 

@@ -116,6 +116,21 @@ impl Latency {
     }
 }
 
+impl Latency {
+    /// Multiplies every time by `factor` (a drift correction).
+    pub fn scale(&mut self, factor: f64) {
+        self.p10_ms *= factor;
+        self.median_ms *= factor;
+        self.mean_ms *= factor;
+        self.var_ms2 *= factor * factor;
+        if let Some(layers) = &mut self.per_layer {
+            for l in layers {
+                l.ms *= factor;
+            }
+        }
+    }
+}
+
 /// Time spent in one part of the network (a searchable layer, a fixed part, a cell).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerTime {

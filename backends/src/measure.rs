@@ -6,7 +6,9 @@
 //! of seconds; medians of back-to-back runs then differ by 10–28% between test and retest,
 //! low quantiles by 0.7–5%. So: warm up; interleave the networks of a chunk in windows, so
 //! each network's samples are spread over time; time a reference network in every window
-//! and divide out its drift; report the 10th percentile; stop when another window no longer
+//! and divide out its drift, and scale every chunk so the reference keeps the latency of its
+//! first measurement (the machine may be in another state from one chunk to the next);
+//! report the 10th percentile; stop when another window no longer
 //! moves the estimate, or when the budget is spent; flag networks whose windows disagree.
 
 use crate::cache::Cache;
@@ -234,6 +236,11 @@ pub fn measure_all(
             None => todo.push(i),
         }
     }
+    // The reference's latency every chunk is scaled to (see below).
+    let mut anchor = match reference {
+        Some(r) => cache.get(&fingerprint, &r.hash)?.map(|l| l.p10_ms),
+        None => None,
+    };
     for chunk in todo.chunks(protocol.chunk.max(1)) {
         let mut timed: Vec<(usize, Box<dyn Runner + '_>)> = Vec::new();
         let mut results: Vec<(usize, std::result::Result<Latency, String>)> = Vec::new();
@@ -268,8 +275,22 @@ pub fn measure_all(
                 }
             }
             let latencies = time_chunk(runners, reference_at, protocol);
+            // Chunk-to-chunk drift: the reference's p10 in this chunk against its anchor
+            // (its first measurement, the cached one) scales the whole chunk.
+            let chunk_reference = reference_at
+                .and_then(|r| latencies.get(r))
+                .and_then(|l| l.as_ref().ok())
+                .map(|l| l.p10_ms);
+            if anchor.is_none() {
+                anchor = chunk_reference;
+            }
+            let factor = match (anchor, chunk_reference) {
+                (Some(a), Some(c)) if protocol.normalise && c > 0.0 => a / c,
+                _ => 1.0,
+            };
             for (i, l) in indices.into_iter().zip(latencies) {
                 let l = l.and_then(|mut l| {
+                    l.scale(factor);
                     l.per_layer = backend.profile(&lowered[i])?;
                     Ok(l)
                 });

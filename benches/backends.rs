@@ -1,0 +1,214 @@
+//! Benchmark of the backends, written as JSON to `target/bench/backends.json`
+//! (`cargo bench --bench backends`):
+//! - throughput: networks measured per minute on the BBSSP CIFAR Mobile space, per backend
+//!   (fresh cache; TVM's figure includes compiling, on a subset);
+//! - test-retest: the same SSBNs measured twice, the relative difference per network, for
+//!   the protocol's p10 and, for comparison, the median;
+//! - overhead: spacetune's in-process timing of SSBN_0 against the runtime's own Python timer
+//!   for the same model (ORT: an `InferenceSession.run` loop; TVM: `time_evaluator`), as
+//!   the ratio of p10s. Target ≤ 1.05.
+
+use spacetune::backends::cache::Cache;
+use spacetune::backends::measure::{measure_all, measure_one, Protocol};
+use spacetune::backends::tvm::Tvm;
+use spacetune::backends::{lookup, Backend, Latency, Lowered, Options};
+use spacetune::ir::{Handle, Module, Network};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const SPACE: &str = "examples/bbssp_cifar_mobile.space";
+/// TVM compiles every network (seconds each): it is timed on the first few SSBNs.
+const TVM_SUBSET: usize = 12;
+/// Alternations of spacetune's timer and the runtime's in the overhead comparison.
+const PAIRS: usize = 7;
+
+fn backend(name: &str, pairs: &[String]) -> Box<dyn Backend> {
+    lookup(name, &Options::parse(pairs).unwrap()).unwrap()
+}
+
+/// Measures `nets` with a fresh cache; returns the latencies and the wall time in seconds.
+fn run(b: &dyn Backend, nets: &[&Network]) -> (Vec<Latency>, f64) {
+    let start = Instant::now();
+    let lowered: Vec<Lowered> = nets.iter().map(|n| b.lower(n).unwrap()).collect();
+    let cache = Cache::in_memory().unwrap();
+    let outcomes = measure_all(
+        b,
+        &lowered,
+        Some(&lowered[0]),
+        &Protocol::default(),
+        &cache,
+        |_| {},
+    )
+    .unwrap();
+    let latencies = outcomes.into_iter().map(|o| o.latency.unwrap()).collect();
+    (latencies, start.elapsed().as_secs_f64())
+}
+
+/// Relative test-retest differences |a − b| / mean, summarised.
+fn retest(a: &[f64], b: &[f64]) -> serde_json::Value {
+    let mut d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / ((x + y) / 2.0))
+        .collect();
+    d.sort_by(f64::total_cmp);
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    serde_json::json!({
+        "mean_pct": 100.0 * mean,
+        "median_pct": 100.0 * d[d.len() / 2],
+        "p90_pct": 100.0 * d[(d.len() * 9) / 10],
+        "max_pct": 100.0 * d[d.len() - 1],
+    })
+}
+
+fn python() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps/venv/bin/python")
+        .display()
+        .to_string()
+}
+
+fn python_timer(kind: &str, path: &Path, runs: usize, shape: &str) -> f64 {
+    let out = Command::new(python())
+        .arg("benches/py/runtime_timers.py")
+        .arg(kind)
+        .arg(path)
+        .arg(runs.to_string())
+        .env("SPACETUNE_INPUT_SHAPE", shape)
+        .env("TVM_NUM_THREADS", "1")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["p10_ms"].as_f64().unwrap()
+}
+
+/// spacetune's p10 and the runtime's p10 for the same model, alternating (ours, theirs,
+/// ours, ...) so each pair sees the same machine state; the ratio is the median over pairs.
+fn overhead(ours: impl Fn() -> f64, theirs: impl Fn() -> f64) -> serde_json::Value {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..PAIRS {
+        a.push(ours());
+        b.push(theirs());
+    }
+    let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
+    ratios.sort_by(f64::total_cmp);
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    serde_json::json!({
+        "spacetune_p10_ms": a,
+        "runtime_p10_ms": b,
+        "pair_ratios": ratios,
+        "ratio": ratios[ratios.len() / 2],
+        "ratio_of_best": min(&a) / min(&b),
+    })
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(&root).expect("repository root");
+    let m: Module = spacetune::compile(Path::new(SPACE), Default::default())
+        .result
+        .expect("the example compiles");
+    let all: Vec<&Network> = m.networks.iter().collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let tvm_cache = format!("cache={}", tmp.path().join("tvm").display());
+    let mut throughput = Vec::new();
+    let mut retests = serde_json::Map::new();
+
+    for (name, opts, nets) in [
+        ("sim", vec![], &all[..]),
+        ("ort", vec![], &all[..]),
+        ("tch", vec![], &all[..]),
+        ("tvm", vec![tvm_cache.clone()], &all[..TVM_SUBSET]),
+    ] {
+        let b = backend(name, &opts);
+        let (first, secs) = run(b.as_ref(), nets);
+        let per_minute = nets.len() as f64 / secs * 60.0;
+        println!(
+            "{name:<4} {} networks in {secs:.1} s: {per_minute:.0} networks/minute",
+            nets.len()
+        );
+        let mut row = serde_json::json!({
+            "backend": name,
+            "fingerprint": b.fingerprint().to_string(),
+            "networks": nets.len(),
+            "seconds": secs,
+            "networks_per_minute": per_minute,
+        });
+        if name != "sim" {
+            // The retest: a second full run (for TVM the libraries are compiled already, so
+            // this run's rate is the one of timing alone).
+            let (second, secs2) = run(b.as_ref(), nets);
+            row["retest_seconds"] = secs2.into();
+            row["networks_per_minute_warm"] = (nets.len() as f64 / secs2 * 60.0).into();
+            let p10 = |v: &[Latency]| v.iter().map(|l| l.p10_ms).collect::<Vec<_>>();
+            let med = |v: &[Latency]| v.iter().map(|l| l.median_ms).collect::<Vec<_>>();
+            let r = serde_json::json!({
+                "p10": retest(&p10(&first), &p10(&second)),
+                "median": retest(&med(&first), &med(&second)),
+                "noisy_flags": first.iter().chain(&second).filter(|l| l.noisy).count(),
+            });
+            println!("     test-retest {}", r);
+            retests.insert(name.to_string(), r);
+        }
+        throughput.push(row);
+    }
+
+    // Overhead against the runtimes' own timers, on SSBN_0.
+    let base = all[0];
+    let s = base.graph.shape(Handle::new(0));
+    let shape = format!("1,{},{},{}", s.c, s.h, s.w);
+    // Longer windows than the default: both sides should time about as many runs.
+    let protocol = Protocol {
+        min_windows: 8,
+        max_windows: 16,
+        window_ms: 40.0,
+        ..Protocol::default()
+    };
+
+    let ort = backend("ort", &[]);
+    let lowered = ort.lower(base).unwrap();
+    let model = tmp.path().join("ssbn0.onnx");
+    std::fs::write(&model, &lowered.bytes).unwrap();
+    let runs = 1500;
+    let ort_overhead = overhead(
+        || {
+            measure_one(ort.as_ref(), &lowered, &protocol)
+                .unwrap()
+                .p10_ms
+        },
+        || python_timer("ort", &model, runs, &shape),
+    );
+    println!("ort overhead {ort_overhead}");
+
+    let tvm = Tvm::from_options(&Options::parse(&[tvm_cache]).unwrap()).unwrap();
+    let lowered = tvm.lower(base).unwrap();
+    let library = tvm.compile(&lowered).unwrap();
+    let tvm_overhead = overhead(
+        || measure_one(&tvm, &lowered, &protocol).unwrap().p10_ms,
+        || python_timer("tvm", &library, 100, &shape),
+    );
+    println!("tvm overhead {tvm_overhead}");
+
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let json = serde_json::json!({
+        "benchmark": "backends: throughput, test-retest, timing overhead",
+        "space": SPACE,
+        "protocol": protocol,
+        "throughput": throughput,
+        "test_retest": retests,
+        "overhead": { "ort": ort_overhead, "tvm": tvm_overhead },
+    });
+    std::fs::write(
+        out.join("backends.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .expect("write");
+    println!("wrote target/bench/backends.json");
+}
