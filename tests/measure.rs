@@ -107,7 +107,11 @@ fn a_killed_run_resumes_and_measures_only_the_rest() {
     child.kill().unwrap(); // SIGKILL: no chance to flush or clean up
     child.wait().unwrap();
 
-    let backend = lookup("exec", &Options::parse(&[command.clone()]).unwrap()).unwrap();
+    let backend = lookup(
+        "exec",
+        &Options::parse(std::slice::from_ref(&command)).unwrap(),
+    )
+    .unwrap();
     let stored = Cache::open(&dir.path().join("m.db"))
         .unwrap()
         .count(&backend.fingerprint())

@@ -351,8 +351,10 @@ impl Graph {
 
 impl Graph {
     /// The graph a backend actually runs: `zero` nodes lose their inputs (they are constants),
-    /// additions drop their zero terms, `skip` nodes are bypassed, and nodes that no longer
-    /// reach the output are removed. Shapes and regions follow the nodes that stay.
+    /// ops that keep zeros zero (convs without bias, activations with f(0) = 0, pools,
+    /// shuffles) become constant zeros when they read one, additions drop their zero terms,
+    /// `skip` nodes are bypassed, and nodes that no longer reach the output are removed.
+    /// Batch norm and linear layers (a shift, a bias) stop the propagation. Shapes and regions follow the nodes that stay.
     ///
     /// NB201-style cells need this: a `none` edge makes a whole sub-graph dead, and a backend
     /// timing the unpruned graph would charge for work no compiler would keep.
@@ -367,7 +369,27 @@ impl Graph {
             let is_zero = |j: usize| ops[j].op == Prim::Zero;
             let mut op = node.op.clone();
             let mut kept: Vec<usize> = inputs.clone();
+            // Ops that map zeros to zeros (no bias, no shift) on a constant-zero input are
+            // constant zeros themselves: a `none` edge silences what only reads it.
+            let zero_in = !inputs.is_empty() && inputs.iter().all(|&j| is_zero(j));
+            let keeps_zero = matches!(
+                node.op,
+                Prim::Relu
+                    | Prim::Relu6
+                    | Prim::Hswish
+                    | Prim::Conv { .. }
+                    | Prim::MaxPool { .. }
+                    | Prim::AvgPool { .. }
+                    | Prim::GlobalAvgPool
+                    | Prim::ChannelShuffle { .. }
+                    | Prim::SqueezeExcite { .. }
+                    | Prim::Concat
+            );
             match node.op {
+                _ if zero_in && keeps_zero => {
+                    op = Prim::Zero;
+                    kept.clear();
+                }
                 Prim::Zero => kept.clear(),
                 Prim::Identity => alias[i] = inputs[0],
                 Prim::Add => {
