@@ -19,7 +19,7 @@ use std::time::Instant;
 
 const SPACE: &str = "examples/bbssp_cifar_mobile.space";
 /// TVM compiles every network (seconds each): it is timed on the first few SSBNs.
-const TVM_SUBSET: usize = 12;
+const TVM_SUBSET: usize = 8;
 /// Alternations of spacetune's timer and the runtime's in the overhead comparison.
 const PAIRS: usize = 7;
 

@@ -9,7 +9,8 @@
 //! and divide out its drift, and scale every chunk so the reference keeps the latency of its
 //! first measurement (the machine may be in another state from one chunk to the next);
 //! report the 10th percentile; stop when another window no longer
-//! moves the estimate, or when the budget is spent; flag networks whose windows disagree.
+//! moves the estimate, or when the budget is spent; leave out windows caught in a slow state;
+//! flag networks whose windows disagree.
 
 use crate::cache::Cache;
 use crate::{Backend, BackendError, Latency, Lowered, Result, Runner, Timing};
@@ -35,6 +36,9 @@ pub struct Protocol {
     pub noisy_spread: f64,
     /// Divide each window's samples by the reference network's drift in that window.
     pub normalise: bool,
+    /// Windows whose p10 exceeds the network's best window's by more than this (relative)
+    /// were caught in a slow machine state and are left out.
+    pub slow_window: f64,
 }
 
 impl Default for Protocol {
@@ -49,6 +53,7 @@ impl Default for Protocol {
             chunk: 8,
             noisy_spread: 0.10,
             normalise: true,
+            slow_window: 0.05,
         }
     }
 }
@@ -187,11 +192,21 @@ pub fn time_chunk<'a>(
         .into_iter()
         .map(|s| {
             let s = s?;
-            let samples = s.samples(&drift, s.windows.len());
             let p10s: Vec<f64> = s
                 .windows
                 .iter()
                 .map(|(w, xs)| quantile(xs, 0.1) / drift[*w])
+                .collect();
+            // Windows caught in a slow state (p10 well above the network's best window) are
+            // left out of the statistics; the noise flag still sees every window.
+            let best = p10s.iter().copied().fold(f64::INFINITY, f64::min);
+            let drift = &drift;
+            let samples: Vec<f64> = s
+                .windows
+                .iter()
+                .zip(&p10s)
+                .filter(|(_, &w)| w <= best * (1.0 + p.slow_window))
+                .flat_map(|((w, xs), _)| xs.iter().map(move |x| x / drift[*w]))
                 .collect();
             Ok(summarise(&samples, &p10s, p.noisy_spread))
         })
