@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod measure;
+mod profile;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,8 @@ enum Command {
     Measure(measure::MeasureArgs),
     /// Write one network as ONNX (with seeded random weights) or as IR JSON
     Export(measure::ExportArgs),
+    /// Train SSBN_0, fine-tune every SSBN from it, record validation accuracies (resumable)
+    Profile(profile::ProfileArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,6 +198,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             measure::export(&m, &args)?;
+        }
+        Command::Profile(args) => {
+            let Some(m) = load(&args.file, None, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            profile::profile(&m, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -25,6 +25,16 @@ CREATE TABLE IF NOT EXISTS measurements (
     measured_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (fingerprint, network_hash)
 );
+CREATE TABLE IF NOT EXISTS accuracies (
+    task TEXT NOT NULL,
+    network_hash TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    arch_key TEXT NOT NULL,
+    accuracy REAL NOT NULL,
+    seconds REAL NOT NULL,
+    measured_at TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (task, network_hash)
+);
 ";
 
 impl Cache {
@@ -122,6 +132,37 @@ impl Cache {
                 per_layer,
                 failure,
             ],
+        )?;
+        Ok(())
+    }
+
+    /// A recorded accuracy for a network under a training task (data set, budget, seed —
+    /// the caller's canonical description).
+    pub fn accuracy(&self, task: &str, hash: &str) -> Result<Option<f64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT accuracy FROM accuracies WHERE task = ?1 AND network_hash = ?2",
+                params![task, hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn put_accuracy(
+        &self,
+        task: &str,
+        hash: &str,
+        id: &str,
+        key: &str,
+        accuracy: f64,
+        seconds: f64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO accuracies
+             (task, network_hash, network_id, arch_key, accuracy, seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![task, hash, id, key, accuracy, seconds],
         )?;
         Ok(())
     }

@@ -7,12 +7,14 @@
 //! kept in the [`cache`].
 
 pub mod cache;
+pub mod data;
 pub mod exec;
 pub mod measure;
 pub mod onnx;
 pub mod onnxrt;
 pub mod sim;
 pub mod torch;
+pub mod train;
 #[cfg(feature = "tvm")]
 pub mod tvm;
 pub mod weights;

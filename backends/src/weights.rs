@@ -65,7 +65,7 @@ impl Weights {
     /// Seeded random parameters for every node of `graph`. The generator is spacetune's own
     /// (SplitMix64), so a seed means the same weights in every version and on every machine.
     pub fn random(graph: &Graph, seed: u64) -> Weights {
-        let mut rng = SplitMix64(seed ^ 0x5eed_5eed_5eed_5eed);
+        let mut rng = Rng::new(seed ^ 0x5eed_5eed_5eed_5eed);
         let mut params = BTreeMap::new();
         for (h, node) in graph.nodes.iter() {
             let cin = input_channels(graph, node);
@@ -100,16 +100,20 @@ pub fn input_channels(graph: &Graph, node: &spacetune_ir::Node) -> u64 {
 
 /// `batch` seeded standard-ish inputs (uniform, unit variance) of shape `shape`, NCHW.
 pub fn random_input(shape: spacetune_ir::Shape, batch: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix64(seed);
+    let mut rng = Rng::new(seed);
     let n = batch * shape.elements() as usize;
     (0..n).map(|_| 3f32.sqrt() * rng.symmetric()).collect()
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fixed forever.
-struct SplitMix64(u64);
+/// spacetune's random numbers: SplitMix64 (Steele, Lea, Flood 2014) — tiny, fast, and fixed
+/// forever, so a seed means the same weights, splits and batch order in every version.
+pub struct Rng(u64);
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -117,8 +121,79 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
     /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        let unit = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+    pub fn symmetric(&mut self) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         2.0 * unit - 1.0
     }
+    /// Uniform in 0..n (n > 0), by rejection so there is no modulo bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return x % n;
+            }
+        }
+    }
+    /// A uniformly random permutation of 0..n (Fisher–Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+        v
+    }
+}
+
+/// BBSSP's fine-tuning start: weights for `to` taken from `from` (a network over the same
+/// skeleton) wherever the node matches — the same region, the same position inside it, the
+/// same op with the same parameter shapes — except in `fresh`, whose nodes keep `to`'s
+/// initial weights. Returns the weights and how many parameters were carried over.
+pub fn transfer(
+    from: &Graph,
+    from_weights: &Weights,
+    to: &Graph,
+    to_weights: &Weights,
+    fresh: Option<spacetune_ir::Region>,
+) -> (Weights, usize) {
+    use std::collections::HashMap;
+    let positions = |g: &Graph| {
+        let mut seen: HashMap<spacetune_ir::Region, usize> = HashMap::new();
+        g.nodes
+            .iter()
+            .map(|(h, _)| {
+                let r = g.regions[h.index()];
+                let k = seen.entry(r).or_default();
+                *k += 1;
+                (r, *k - 1)
+            })
+            .collect::<Vec<_>>()
+    };
+    let from_at: HashMap<(spacetune_ir::Region, usize), usize> = positions(from)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, i))
+        .collect();
+    let mut out = to_weights.clone();
+    let mut carried = 0;
+    for ((h, node), pos) in to.nodes.iter().zip(positions(to)) {
+        if Some(pos.0) == fresh {
+            continue;
+        }
+        let Some(&j) = from_at.get(&pos) else {
+            continue;
+        };
+        if from.nodes[spacetune_ir::Handle::new(j)].op != node.op {
+            continue;
+        }
+        let cin = input_channels(to, node);
+        for (suffix, dims, _) in param_specs(&node.op, cin) {
+            if let Some(p) = from_weights.get(j, suffix).filter(|p| p.dims == dims) {
+                out.params
+                    .insert(format!("n{}.{suffix}", h.index()), p.clone());
+                carried += 1;
+            }
+        }
+    }
+    (out, carried)
 }
