@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod measure;
 mod profile;
+mod select;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,8 @@ enum Command {
     Export(measure::ExportArgs),
     /// Train SSBN_0, fine-tune every SSBN from it, record validation accuracies (resumable)
     Profile(profile::ProfileArgs),
+    /// Score every SSBN (accuracy, latency), pick the winning space, write it reduced as DSL
+    Select(select::SelectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -204,6 +207,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             profile::profile(&m, &args)?;
+        }
+        Command::Select(args) => {
+            let Some(m) = load(&args.file, None, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            select::select(&m, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,7 @@ pub mod pass;
 pub mod pipeline;
 pub mod prims;
 pub mod resolve;
+pub mod select;
 pub mod skeleton;
 pub mod validate;
 
