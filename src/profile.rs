@@ -125,6 +125,7 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
     );
     let start = Instant::now();
     let mut rows = Vec::new();
+    let mut reused = 0;
     for (s, info) in m.checked.iter().enumerate() {
         if args.space.as_deref().is_some_and(|n| n != info.name) {
             continue;
@@ -176,7 +177,10 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
             let hash = network_hash(&graph, 1);
             let t = Instant::now();
             let acc = match cache.accuracy(&task, &hash)? {
-                Some(a) => a,
+                Some(a) => {
+                    reused += 1;
+                    a
+                }
                 None => {
                     bar.set_message(net.id.clone());
                     let acc = if net.ssbn == Ssbn::Base {
@@ -213,6 +217,11 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
     }
     write(&args.out, m, &args.file, &rows)?;
     summarise(&rows, start.elapsed().as_secs_f64());
+    println!(
+        "{} networks: {} profiled now, {reused} from the database",
+        rows.len(),
+        rows.len() - reused
+    );
     Ok(())
 }
 

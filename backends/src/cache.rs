@@ -167,6 +167,14 @@ impl Cache {
         Ok(())
     }
 
+    /// Accuracies recorded, under every task.
+    pub fn accuracy_count(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM accuracies", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
     /// Rows (successes and failures) stored under `f`.
     pub fn count(&self, f: &Fingerprint) -> Result<usize> {
         let key = self.key(f)?;
