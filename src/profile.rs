@@ -51,6 +51,9 @@ pub struct ProfileArgs {
     /// Only this space (by name)
     #[arg(long)]
     pub space: Option<String>,
+    /// Train and evaluate SSBN_0 only (e.g. to see how much the seed moves its accuracy)
+    #[arg(long)]
+    pub base_only: bool,
     #[arg(long, default_value = ".spacetune/measurements.db")]
     pub db: PathBuf,
     #[arg(long, default_value = "spacetune-out")]
@@ -133,7 +136,7 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
         let nets: Vec<&Network> = m
             .networks
             .iter()
-            .filter(|n| n.space as usize == s)
+            .filter(|n| n.space as usize == s && (!args.base_only || n.ssbn == Ssbn::Base))
             .collect();
         let Some(base) = nets.iter().find(|n| n.ssbn == Ssbn::Base) else {
             continue;
