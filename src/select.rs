@@ -21,16 +21,17 @@ pub struct SelectArgs {
     pub backend: String,
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
     pub options: Vec<String>,
-    /// λ: weight of latency in the cost (latency in ms)
-    #[arg(long, default_value_t = SelectParams::default().lambda)]
-    pub lambda: f64,
-    #[arg(long, default_value_t = SelectParams::default().thres)]
-    pub thres: f64,
-    #[arg(long, default_value_t = SelectParams::default().scale)]
-    pub scale: f64,
-    /// Picks a space needs to win
-    #[arg(short = 'n', long = "picks", default_value_t = SelectParams::default().n)]
-    pub n: usize,
+    /// λ: weight of latency in the cost (latency in ms). The knobs default to the file's
+    /// `select` line, then to the authors' values (thres 0.8, scale 2, λ 0.01, N 60)
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    #[arg(long)]
+    pub thres: Option<f64>,
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Picks a space needs to win (N)
+    #[arg(short = 'n', long = "picks")]
+    pub n: Option<usize>,
     #[arg(long, default_value = ".spacetune/measurements.db")]
     pub db: PathBuf,
     #[arg(long, default_value = "spacetune-out")]
@@ -115,11 +116,14 @@ pub fn select(m: &Module, args: &SelectArgs) -> Result<()> {
             latency.insert(n.id.clone(), l.p10_ms);
         }
     }
+    // Command line, then the file's `select` line, then the authors' values.
+    let file = |name: &str| m.select.iter().find(|k| k.name == name).map(|k| k.value);
+    let d = SelectParams::default();
     let params = SelectParams {
-        thres: args.thres,
-        scale: args.scale,
-        lambda: args.lambda,
-        n: args.n,
+        thres: args.thres.or(file("thres")).unwrap_or(d.thres),
+        scale: args.scale.or(file("scale")).unwrap_or(d.scale),
+        lambda: args.lambda.or(file("lambda")).unwrap_or(d.lambda),
+        n: args.n.or(file("picks").map(|v| v as usize)).unwrap_or(d.n),
     };
     let selection = run_select(m, &accuracy, &latency, &params).map_err(anyhow::Error::msg)?;
     let space = m

@@ -13,6 +13,8 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::input_decl => "`input`",
         Rule::classes_decl => "`classes`",
         Rule::let_decl => "`let`",
+        Rule::select_decl | Rule::kw_select => "`select`",
+        Rule::select_knob => "a knob like `lambda=0.01`",
         Rule::block_def => "`block`",
         Rule::cell_def => "`cell`",
         Rule::space_def => "`space`",

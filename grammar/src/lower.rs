@@ -99,6 +99,7 @@ impl Lowerer {
                     let e = self.expr(kids(item).next().unwrap());
                     self.module.classes = Some(e);
                 }
+                Rule::select_decl => self.select(item),
                 Rule::let_decl => {
                     let span = self.span(&item);
                     let mut inner = kids(item);
@@ -177,6 +178,59 @@ impl Lowerer {
         let sub_dir = canonical.parent().map(Path::to_path_buf);
         self.file_items(sources, id, sub_dir.as_deref(), false);
         self.import_stack.pop();
+    }
+
+    /// `select thres=0.8 scale=2 lambda=0.01 picks=60`: known knobs, each once, in range.
+    fn select(&mut self, pair: Pair<Rule>) {
+        for knob in kids(pair) {
+            let span = self.span(&knob);
+            let mut inner = kids(knob);
+            let name_pair = inner.next().unwrap();
+            let name = name_pair.as_str().to_string();
+            let name_span = self.span(&name_pair);
+            let value_pair = inner.next().unwrap();
+            let text = value_pair.as_str().to_string();
+            let value: f64 = text.parse().unwrap_or(f64::NAN);
+            if !spacetune_ir::SELECT_KNOBS.contains(&name.as_str()) {
+                let mut d = Diagnostic::error(format!("`select` has no knob `{name}`"))
+                    .with_label(name_span, "unknown knob")
+                    .with_note(format!("knobs: {}", spacetune_ir::SELECT_KNOBS.join(", ")));
+                if let Some(s) = suggest_knob(&name) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                self.error(d);
+                continue;
+            }
+            if let Some(prev) = self.module.select.iter().find(|k| k.name == name) {
+                let prev = prev.span;
+                self.error(
+                    Diagnostic::error(format!("`{name}` is set twice"))
+                        .with_label(span, "again here")
+                        .with_label(prev, "first here"),
+                );
+                continue;
+            }
+            let bad = match name.as_str() {
+                "picks" if value < 1.0 || value.fract() != 0.0 => {
+                    Some("a whole number of at least 1")
+                }
+                "scale" if value <= 0.0 => Some("positive"),
+                _ => None,
+            };
+            if let Some(want) = bad {
+                self.error(
+                    Diagnostic::error(format!("`{name}` must be {want}"))
+                        .with_label(self.span(&value_pair), format!("`{text}` is not")),
+                );
+                continue;
+            }
+            self.module.select.push(spacetune_ir::SelectKnob {
+                name,
+                value,
+                text,
+                span,
+            });
+        }
     }
 
     fn input(&mut self, pair: Pair<Rule>) {
@@ -670,7 +724,7 @@ fn kids(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
     pair.into_inner().filter(|p| {
         !matches!(
             p.as_rule(),
-            Rule::kw_if | Rule::kw_else | Rule::kw_for | Rule::kw_in
+            Rule::kw_if | Rule::kw_else | Rule::kw_for | Rule::kw_in | Rule::kw_select
         )
     })
 }
@@ -692,4 +746,29 @@ fn binary_op(text: &str) -> BinaryOp {
         "or" => BinaryOp::Or,
         other => unreachable!("the grammar has no operator `{other}`"),
     }
+}
+
+/// The knob `name` was probably meant to be: one edit (insertion, deletion, substitution)
+/// away.
+fn suggest_knob(name: &str) -> Option<&'static str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let here = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(here + 1);
+                prev = here;
+            }
+        }
+        row[b.len()]
+    };
+    spacetune_ir::SELECT_KNOBS
+        .iter()
+        .copied()
+        .find(|k| distance(name, k) == 1)
 }

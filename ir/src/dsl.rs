@@ -61,6 +61,14 @@ impl Printer<'_> {
         if let Some(classes) = m.classes {
             let _ = writeln!(header, "classes {}", print_expr(m, classes));
         }
+        if !m.select.is_empty() {
+            let knobs: Vec<String> = m
+                .select
+                .iter()
+                .map(|k| format!("{}={}", k.name, k.text))
+                .collect();
+            let _ = writeln!(header, "select {}", knobs.join(" "));
+        }
         for (_, l) in m.lets.iter() {
             let _ = writeln!(header, "let {} = {}", l.name, print_expr(m, l.value));
         }

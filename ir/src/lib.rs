@@ -94,6 +94,8 @@ pub struct Module {
     pub phase: Phase,
     pub input: Option<InputDecl>,
     pub classes: Option<Handle<Expr>>,
+    /// `select thres=0.8 ...`: the file's selection knobs, in source order.
+    pub select: Vec<SelectKnob>,
     pub imports: Arena<Import>,
     pub lets: Arena<Let>,
     pub blocks: Arena<BlockDef>,
@@ -115,6 +117,19 @@ pub struct Module {
     /// Side table of `expand`: the SSBNs of every space, in order.
     pub networks: Vec<Network>,
 }
+
+/// One selection knob set in the file (`select lambda=0.02`); the value is a number literal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectKnob {
+    pub name: String,
+    pub value: f64,
+    /// The literal as written, so printing is faithful.
+    pub text: String,
+    pub span: Span,
+}
+
+/// The knobs `select` accepts.
+pub const SELECT_KNOBS: &[&str] = &["thres", "scale", "lambda", "picks"];
 
 impl Module {
     pub fn new() -> Self {
