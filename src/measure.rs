@@ -4,9 +4,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use spacetune::backends::{
-    self, cache::Cache, measure::Outcome, measure::Protocol, weights::Weights, Lowered,
+    self, cache::Cache, measure::Outcome, measure::Protocol, weights::Weights, Backend, Lowered,
 };
-use spacetune::ir::{Module, Ssbn};
+use spacetune::ir::{Module, Network, Ssbn};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -84,6 +84,41 @@ pub fn export(m: &Module, args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar in spacetune's style (`measure`, `profile`).
+pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64).with_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// Measures the networks of one space through the cache, with its SSBN_0 as the drift
+/// reference.
+pub fn measure_space(
+    backend: &dyn Backend,
+    nets: &[&Network],
+    protocol: &Protocol,
+    cache: &Cache,
+    progress: impl FnMut(&Outcome),
+) -> Result<Vec<Outcome>> {
+    let lowered: Vec<Lowered> = nets
+        .iter()
+        .map(|n| backend.lower(n))
+        .collect::<Result<_, _>>()?;
+    let reference = nets
+        .iter()
+        .position(|n| n.ssbn == Ssbn::Base)
+        .map(|i| &lowered[i]);
+    Ok(backends::measure::measure_all(
+        backend, &lowered, reference, protocol, cache, progress,
+    )?)
+}
+
 pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
     let options = backends::Options::parse(&args.options)?;
     let backend = backends::lookup(&args.backend, &options)?;
@@ -112,36 +147,14 @@ pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
         .iter()
         .filter(|n| spaces.contains(&n.space))
         .collect();
-    let bar = ProgressBar::new(nets.len() as u64).with_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("measure {}", backend.name()));
+    let bar = progress_bar(nets.len(), format!("measure {}", backend.name()));
     let mut rows: Vec<(String, String, String, Outcome)> = Vec::new();
     for &s in &spaces {
-        let in_space: Vec<_> = nets.iter().filter(|n| n.space == s).collect();
-        let lowered: Vec<Lowered> = in_space
-            .iter()
-            .map(|n| backend.lower(n))
-            .collect::<Result<_, _>>()?;
-        let reference = in_space
-            .iter()
-            .position(|n| n.ssbn == Ssbn::Base)
-            .map(|i| &lowered[i]);
-        let outcomes = backends::measure::measure_all(
-            backend.as_ref(),
-            &lowered,
-            reference,
-            &protocol,
-            &cache,
-            |o| {
-                bar.set_message(o.id.clone());
-                bar.inc(1);
-            },
-        )?;
+        let in_space: Vec<_> = nets.iter().copied().filter(|n| n.space == s).collect();
+        let outcomes = measure_space(backend.as_ref(), &in_space, &protocol, &cache, |o| {
+            bar.set_message(o.id.clone());
+            bar.inc(1);
+        })?;
         let space = m.checked[s as usize].name.clone();
         for (n, o) in in_space.iter().zip(outcomes) {
             rows.push((space.clone(), n.id.clone(), n.key.clone(), o));

@@ -5,7 +5,6 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use spacetune::backends::{
     cache::Cache,
@@ -149,14 +148,7 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
             println!("space {}: {note}", info.name);
         }
         let tune_set = train_set.subset(args.finetune_subset, args.seed ^ 2);
-        let bar = ProgressBar::new(nets.len() as u64).with_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("profile {}", info.name));
+        let bar = crate::measure::progress_bar(nets.len(), format!("profile {}", info.name));
 
         // SSBN_0: trained once; its checkpoint is what every fine-tuning starts from.
         let base_hash = network_hash(&base_graph, 1);
@@ -218,7 +210,7 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
         }
         bar.finish_and_clear();
     }
-    write(&args.out, m, &args.file, &rows)?;
+    write(&args.out, &args.file, &rows)?;
     summarise(&rows, start.elapsed().as_secs_f64());
     println!(
         "{} networks: {} profiled now, {reused} from the database",
@@ -228,12 +220,7 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
     Ok(())
 }
 
-fn write(
-    out: &Path,
-    _m: &Module,
-    file: &Path,
-    rows: &[(String, String, String, f64)],
-) -> Result<()> {
+fn write(out: &Path, file: &Path, rows: &[(String, String, String, f64)]) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let stem = file
         .file_stem()

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use spacetune::backends::{self, cache::Cache, measure::Protocol, Lowered};
-use spacetune::ir::{dsl, Module, Ssbn};
+use spacetune::backends::{self, cache::Cache, measure::Protocol};
+use spacetune::ir::{dsl, Module};
 use spacetune::pass::select::{select as run_select, SelectParams, Selection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,18 +93,9 @@ pub fn select(m: &Module, args: &SelectArgs) -> Result<()> {
     let mut latency = HashMap::new();
     for s in 0..m.checked.len() as u32 {
         let nets: Vec<_> = m.networks.iter().filter(|n| n.space == s).collect();
-        let lowered: Vec<Lowered> = nets
-            .iter()
-            .map(|n| backend.lower(n))
-            .collect::<Result<_, _>>()?;
-        let reference = nets
-            .iter()
-            .position(|n| n.ssbn == Ssbn::Base)
-            .map(|i| &lowered[i]);
-        let outcomes = backends::measure::measure_all(
+        let outcomes = crate::measure::measure_space(
             backend.as_ref(),
-            &lowered,
-            reference,
+            &nets,
             &Protocol::default(),
             &cache,
             |_| {},
@@ -141,12 +132,12 @@ pub fn select(m: &Module, args: &SelectArgs) -> Result<()> {
             text
         );
     }
-    write(args, m, &selection, &text)?;
+    write(args, &selection, &text)?;
     report(m, space, &selection);
     Ok(())
 }
 
-fn write(args: &SelectArgs, _m: &Module, s: &Selection, text: &str) -> Result<()> {
+fn write(args: &SelectArgs, s: &Selection, text: &str) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let stem = args
         .file

@@ -8,10 +8,8 @@
 //! `[{"region": "layer3", "ms": 0.21}, ...]` with regions `input`, `fixed<i>`, `layer<i>`,
 //! `cell<i>`. A timeout, a non-zero exit or malformed output fails that network only.
 
-use crate::weights::Weights;
 use crate::{
-    network_hash, onnx, Backend, BackendError, Fingerprint, Latency, LayerTime, Lowered, Options,
-    Result, Timing,
+    onnx, Backend, BackendError, Fingerprint, Latency, LayerTime, Lowered, Options, Result, Timing,
 };
 use serde::Deserialize;
 use spacetune_ir::{Network, Region};
@@ -175,16 +173,7 @@ impl Backend for Exec {
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {
-        let graph = net.graph.pruned();
-        let weights = Weights::random(&graph, self.seed);
-        let bytes = onnx::export(&graph, &weights, 1)?;
-        Ok(Lowered {
-            id: net.id.clone(),
-            hash: network_hash(&graph, 1),
-            text: onnx::summary(&bytes)?,
-            graph,
-            bytes,
-        })
+        onnx::lower(net, self.seed)
     }
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
         Ok(Timing::Reported(self.run(lowered)?))

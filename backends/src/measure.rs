@@ -258,7 +258,6 @@ pub fn measure_all(
     };
     for chunk in todo.chunks(protocol.chunk.max(1)) {
         let mut timed: Vec<(usize, Box<dyn Runner + '_>)> = Vec::new();
-        let mut results: Vec<(usize, std::result::Result<Latency, String>)> = Vec::new();
         for &i in chunk {
             // A reported latency (or a failure) is final at once: save it before the next
             // network starts, so an interrupted run keeps it.
@@ -304,22 +303,21 @@ pub fn measure_all(
                 _ => 1.0,
             };
             for (i, l) in indices.into_iter().zip(latencies) {
-                let l = l.and_then(|mut l| {
-                    l.scale(factor);
-                    l.per_layer = backend.profile(&lowered[i])?;
-                    Ok(l)
-                });
-                results.push((i, l.map_err(|e| e.to_string())));
+                let latency = l
+                    .and_then(|mut l| {
+                        l.scale(factor);
+                        l.per_layer = backend.profile(&lowered[i])?;
+                        Ok(l)
+                    })
+                    .map_err(|e| e.to_string());
+                outcomes[i] = Some(record(
+                    cache,
+                    &fingerprint,
+                    &lowered[i],
+                    latency,
+                    &mut progress,
+                )?);
             }
-        }
-        for (i, latency) in results {
-            outcomes[i] = Some(record(
-                cache,
-                &fingerprint,
-                &lowered[i],
-                latency,
-                &mut progress,
-            )?);
         }
     }
     Ok(outcomes

@@ -17,6 +17,21 @@ const IR_VERSION: i64 = 8;
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "output";
 
+/// The lowering every ONNX-consuming backend shares (ort, tvm, exec): the pruned graph with
+/// seeded random weights, as ONNX bytes with their one-line-per-node text form.
+pub fn lower(net: &spacetune_ir::Network, seed: u64) -> Result<crate::Lowered, BackendError> {
+    let graph = net.graph.pruned();
+    let weights = Weights::random(&graph, seed);
+    let bytes = export(&graph, &weights, 1)?;
+    Ok(crate::Lowered {
+        id: net.id.clone(),
+        hash: crate::network_hash(&graph, 1),
+        text: summary(&bytes)?,
+        graph,
+        bytes,
+    })
+}
+
 /// Serialises `graph` (batch `batch`, float32, NCHW) with `weights` into ONNX bytes.
 /// Nodes keep their index in the names (`n7`, `n7.weight`) so profiles map back to the IR.
 pub fn export(graph: &Graph, weights: &Weights, batch: u64) -> Result<Vec<u8>, BackendError> {

@@ -1,11 +1,7 @@
 //! `ort`: ONNX Runtime on the CPU, through the `ort` crate with the library loaded at run
 //! time from the project's venv (the PyPI `onnxruntime` wheel).
 
-use crate::weights::Weights;
-use crate::{
-    network_hash, onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner,
-    Timing,
-};
+use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
 use ::ort::session::{builder::GraphOptimizationLevel, Session};
 use ::ort::value::Tensor;
 use spacetune_ir::{Handle, Network};
@@ -135,16 +131,7 @@ impl Backend for Ort {
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {
-        let graph = net.graph.pruned();
-        let weights = Weights::random(&graph, self.seed);
-        let bytes = onnx::export(&graph, &weights, 1)?;
-        Ok(Lowered {
-            id: net.id.clone(),
-            hash: network_hash(&graph, 1),
-            text: onnx::summary(&bytes)?,
-            graph,
-            bytes,
-        })
+        onnx::lower(net, self.seed)
     }
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
         let session = self.session(&lowered.bytes)?;

@@ -282,7 +282,6 @@ impl Engine {
 struct Kernel {
     engine: Engine,
     nodes: Vec<usize>,
-    fused_add: bool,
 }
 
 impl Kernel {
@@ -421,14 +420,19 @@ fn schedule(graph: &Graph, fuse: bool) -> Vec<Kernel> {
                     .inputs
                     .iter()
                     .filter_map(|x| absorbing(x.index(), &owner, &kernels))
-                    .filter(|&k| !kernels[k].fused_add)
+                    // A kernel takes at most one add into its write-back.
+                    .filter(|&k| {
+                        !kernels[k]
+                            .nodes
+                            .iter()
+                            .any(|&n| graph.nodes[Handle::new(n)].op == Prim::Add)
+                    })
                     .max()
                     // The host runs last among the add's producers, or it would read an
                     // operand that is not computed yet.
                     .filter(|&k| node.inputs.iter().all(|x| owner[x.index()] <= Some(k)));
                 if let Some(k) = host.filter(|_| fuse) {
                     kernels[k].nodes.push(i);
-                    kernels[k].fused_add = true;
                     owner[i] = Some(k);
                     continue;
                 }
@@ -441,7 +445,6 @@ fn schedule(graph: &Graph, fuse: bool) -> Vec<Kernel> {
             kernels.push(Kernel {
                 engine,
                 nodes: vec![i],
-                fused_add: false,
             });
         }
     }

@@ -3,11 +3,7 @@
 //! shared library, cached by network hash; Rust loads it with `tvm-ffi` and times the Relax
 //! VM's `main` in-process.
 
-use crate::weights::Weights;
-use crate::{
-    network_hash, onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner,
-    Timing,
-};
+use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
 use spacetune_ir::{Handle, Network};
 use std::path::PathBuf;
 use std::process::Command;
@@ -174,16 +170,7 @@ impl Backend for Tvm {
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {
-        let graph = net.graph.pruned();
-        let weights = Weights::random(&graph, self.seed);
-        let bytes = onnx::export(&graph, &weights, 1)?;
-        Ok(Lowered {
-            id: net.id.clone(),
-            hash: network_hash(&graph, 1),
-            text: onnx::summary(&bytes)?,
-            graph,
-            bytes,
-        })
+        onnx::lower(net, self.seed)
     }
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
         let main = self.load(&self.compile(lowered)?)?;
