@@ -15,6 +15,26 @@ pub const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
 pub const INPUT: &str = "input";
+
+/// The ONNX name of the graph input at node `index`: `input` for the network input (node
+/// 0), `input<index>` for the extra operands of a kernel timed alone.
+pub fn input_name(index: usize) -> String {
+    if index == 0 {
+        INPUT.to_string()
+    } else {
+        format!("{INPUT}{index}")
+    }
+}
+
+/// The graph's inputs (every `input` node, in order) with their shapes.
+pub fn inputs(graph: &Graph) -> Vec<(String, Shape)> {
+    graph
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.op == Prim::Input)
+        .map(|(h, _)| (input_name(h.index()), graph.shape(h)))
+        .collect()
+}
 pub const OUTPUT: &str = "output";
 
 /// The lowering every ONNX-consuming backend shares (ort, tvm, exec): the pruned graph with
@@ -58,19 +78,20 @@ pub fn export(graph: &Graph, weights: &Weights, batch: u64) -> Result<Vec<u8>, B
         let inputs: Vec<String> = node
             .inputs
             .iter()
-            .map(|x| {
-                if x.index() == 0 {
-                    INPUT.to_string()
-                } else {
-                    format!("n{}", x.index())
-                }
+            .map(|x| match graph.nodes[*x].op {
+                Prim::Input => input_name(x.index()),
+                _ => format!("n{}", x.index()),
             })
             .collect();
         let out = graph.shape(h);
         b.node(i, &node.op, &inputs, &name, out)?;
     }
-    let first = graph.shape(spacetune_ir::Handle::new(0));
-    b.graph.input.push(value_info(INPUT, batch as i64, first));
+    for (h, node) in graph.nodes.iter() {
+        if node.op == Prim::Input {
+            let info = value_info(&input_name(h.index()), batch as i64, graph.shape(h));
+            b.graph.input.push(info);
+        }
+    }
     b.graph.output.push(value_info(
         OUTPUT,
         batch as i64,

@@ -4,7 +4,7 @@
 use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
 use ::ort::session::{builder::GraphOptimizationLevel, Session};
 use ::ort::value::Tensor;
-use spacetune_ir::{Handle, Network};
+use spacetune_ir::Network;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ pub fn infer(backend: &Ort, model: &[u8], dims: [usize; 4], input: Vec<f32>) -> 
 
 struct OrtRunner {
     session: Session,
-    input: Tensor<f32>,
+    inputs: Vec<(String, Tensor<f32>)>,
 }
 
 impl Runner for OrtRunner {
@@ -98,7 +98,12 @@ impl Runner for OrtRunner {
         let start = Instant::now();
         let outputs = self
             .session
-            .run(::ort::inputs![onnx::INPUT => &self.input])
+            .run(
+                self.inputs
+                    .iter()
+                    .map(|(name, x)| (name.as_str(), x))
+                    .collect::<Vec<_>>(),
+            )
             .map_err(|e| BackendError::Runtime(e.to_string()))?;
         let elapsed = start.elapsed();
         drop(outputs);
@@ -135,10 +140,15 @@ impl Backend for Ort {
     }
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
         let session = self.session(&lowered.bytes)?;
-        let s = lowered.graph.shape(Handle::new(0));
-        let dims = [1usize, s.c as usize, s.h as usize, s.w as usize];
-        let input = Tensor::from_array((dims, vec![0.5f32; s.elements() as usize]))
-            .map_err(|e| BackendError::Runtime(e.to_string()))?;
-        Ok(Timing::Timed(Box::new(OrtRunner { session, input })))
+        let inputs = onnx::inputs(&lowered.graph)
+            .into_iter()
+            .map(|(name, s)| {
+                let dims = [1usize, s.c as usize, s.h as usize, s.w as usize];
+                Tensor::from_array((dims, vec![0.5f32; s.elements() as usize]))
+                    .map(|x| (name, x))
+                    .map_err(|e| BackendError::Runtime(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Timing::Timed(Box::new(OrtRunner { session, inputs })))
     }
 }

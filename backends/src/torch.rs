@@ -19,6 +19,11 @@ impl TchNet {
     /// Builds the module under `path`, initialised from `weights` (seeded random ones for
     /// timing, trained ones to resume or fine-tune). Running statistics are not trainable.
     pub fn new(path: &nn::Path, graph: &Graph, weights: &Weights) -> Result<TchNet> {
+        if graph.nodes.iter().skip(1).any(|(_, n)| n.op == Prim::Input) {
+            return Err(crate::BackendError::Unsupported(
+                "tch runs networks with one input; this graph has several".into(),
+            ));
+        }
         let mut params = Vec::with_capacity(graph.nodes.len());
         for (h, node) in graph.nodes.iter() {
             let cin = input_channels(graph, node);

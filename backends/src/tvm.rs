@@ -4,11 +4,11 @@
 //! VM's `main` in-process.
 
 use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
-use spacetune_ir::{Handle, Network};
+use spacetune_ir::Network;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tvm_ffi::{Any, Function, Module, Tensor};
+use tvm_ffi::{Any, AnyView, Function, Module, Tensor};
 
 const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tvm_compile.py");
 /// TVM's version, part of the fingerprint and of the compiled-module cache key.
@@ -139,13 +139,14 @@ pub fn infer(main: &Function, dims: [i64; 4], input: &[f32]) -> Result<Vec<f32>>
 
 struct TvmRunner {
     main: Function,
-    input: Tensor,
+    inputs: Vec<Tensor>,
 }
 
 impl Runner for TvmRunner {
     fn once(&mut self) -> Result<Duration> {
+        let args: Vec<AnyView> = self.inputs.iter().map(AnyView::from).collect();
         let start = Instant::now();
-        let y: Any = self.main.call_tuple((&self.input,)).map_err(ffi)?;
+        let y: Any = self.main.call_packed(&args).map_err(ffi)?;
         let elapsed = start.elapsed();
         drop(y);
         Ok(elapsed)
@@ -174,12 +175,17 @@ impl Backend for Tvm {
     }
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
         let main = self.load(&self.compile(lowered)?)?;
-        let s = lowered.graph.shape(Handle::new(0));
-        let input = Tensor::from_slice(
-            &vec![0.5f32; s.elements() as usize],
-            &[1, s.c as i64, s.h as i64, s.w as i64],
-        )
-        .map_err(ffi)?;
-        Ok(Timing::Timed(Box::new(TvmRunner { main, input })))
+        // Relax's `main` takes the graph inputs in ONNX order.
+        let inputs = onnx::inputs(&lowered.graph)
+            .into_iter()
+            .map(|(_, s)| {
+                Tensor::from_slice(
+                    &vec![0.5f32; s.elements() as usize],
+                    &[1, s.c as i64, s.h as i64, s.w as i64],
+                )
+                .map_err(ffi)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Timing::Timed(Box::new(TvmRunner { main, inputs })))
     }
 }

@@ -19,8 +19,9 @@
 //! # Phases
 //!
 //! [`Phase`] only moves forward: `Parsed` (templates only) → `Checked` (decisions and
-//! shapes, every candidate known to build in every place it can go) → `Expanded` (SSBNs).
-//! Later phases (measured, annotated, selected, chosen) belong to later passes.
+//! shapes, every candidate known to build in every place it can go) → `Expanded` (SSBNs) →
+//! `Annotated` (a latency table per space: every (decision, option) with its corrected and
+//! naive cost on one backend). Later phases (selected, chosen) belong to later passes.
 //!
 //! # Invariants
 //!
@@ -42,6 +43,7 @@
 pub mod arena;
 pub mod diag;
 pub mod dsl;
+pub mod latency;
 pub mod network;
 pub mod print;
 pub mod space_info;
@@ -51,6 +53,7 @@ pub mod value;
 
 pub use arena::{Arena, Handle};
 pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use latency::{LutEntry, LutRow, ShareSource, SpaceLut};
 pub use network::{Cost, Graph, Node, Prim, Region, Shape};
 pub use space_info::{
     Alternative, Decision, DecisionKind, Network, Resolved, SlotShapes, SpaceInfo, Ssbn,
@@ -69,6 +72,8 @@ pub enum Phase {
     Parsed,
     Checked,
     Expanded,
+    /// Latency tables attached (`correct`).
+    Annotated,
 }
 
 impl Phase {
@@ -77,6 +82,7 @@ impl Phase {
             Phase::Parsed => "parsed",
             Phase::Checked => "checked",
             Phase::Expanded => "expanded",
+            Phase::Annotated => "annotated",
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct Module {
     pub checked: Vec<SpaceInfo>,
     /// Side table of `expand`: the SSBNs of every space, in order.
     pub networks: Vec<Network>,
+    /// Side table of `correct`: one latency table per space, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luts: Vec<SpaceLut>,
 }
 
 /// One selection knob set in the file (`select lambda=0.02`); the value is a number literal.

@@ -458,15 +458,7 @@ impl Graph {
     /// A graph holding only the network input.
     pub fn with_input(shape: Shape) -> Graph {
         let mut g = Graph::default();
-        g.nodes.append(
-            Node {
-                op: Prim::Input,
-                inputs: Vec::new(),
-            },
-            crate::Span::default(),
-        );
-        g.shapes.push(shape);
-        g.regions.push(Region::Input);
+        g.input(shape);
         g
     }
 
@@ -490,5 +482,64 @@ impl Graph {
         self.shapes.push(shape);
         self.regions.push(region);
         Ok(h)
+    }
+}
+
+impl Graph {
+    /// The nodes for which `keep(index)` holds, as a network of their own (for timing a
+    /// part of a network alone: a layer, a fixed part, one kernel). Every value they read
+    /// from outside the set becomes an input of the new graph, in order of first use, so
+    /// the first one is node 0. All ops get region `Fixed(0)`: what runs, not where it came
+    /// from, decides the new graph's content hash, so equal parts share one measurement.
+    /// `None` when no op is kept.
+    pub fn extract(&self, keep: impl Fn(usize) -> bool) -> Option<Graph> {
+        let mut g = Graph::default();
+        let mut map: Vec<Option<Handle<Node>>> = vec![None; self.nodes.len()];
+        let mut any = false;
+        for (h, node) in self.nodes.iter() {
+            if !keep(h.index()) || node.op == Prim::Input {
+                continue;
+            }
+            any = true;
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for &x in &node.inputs {
+                let mapped = match map[x.index()] {
+                    Some(m) => m,
+                    None => {
+                        let m = g.input(self.shape(x));
+                        map[x.index()] = Some(m);
+                        m
+                    }
+                };
+                inputs.push(mapped);
+            }
+            let m = g.nodes.append(
+                Node {
+                    op: node.op.clone(),
+                    inputs,
+                },
+                crate::Span::default(),
+            );
+            g.shapes.push(self.shape(h));
+            g.regions.push(Region::Fixed(0));
+            map[h.index()] = Some(m);
+        }
+        any.then_some(g)
+    }
+}
+
+impl Graph {
+    /// Appends another network input (a kernel timed alone may read several tensors).
+    pub fn input(&mut self, shape: Shape) -> Handle<Node> {
+        let h = self.nodes.append(
+            Node {
+                op: Prim::Input,
+                inputs: Vec::new(),
+            },
+            crate::Span::default(),
+        );
+        self.shapes.push(shape);
+        self.regions.push(Region::Input);
+        h
     }
 }

@@ -59,6 +59,33 @@ impl fmt::Display for Module {
                 writeln!(f, "{}", NetworkLine(n))?;
             }
         }
+        for lut in &self.luts {
+            let info = &self.checked[lut.space as usize];
+            writeln!(f)?;
+            writeln!(f, "; latency {} on {}", info.name, lut.backend)?;
+            let naive = |x: Option<f64>| x.map_or(String::new(), |v| format!(" naive={v:.4}"));
+            writeln!(
+                f,
+                "lut base={:.4} fixed={:.4}{} shares={:?}",
+                lut.base_ms,
+                lut.fixed_ms,
+                naive(lut.fixed_naive_ms),
+                lut.shares
+            )?;
+            for row in &lut.rows {
+                let d = &info.decisions[crate::Handle::new(row.decision as usize)];
+                writeln!(f, "lut d{} {} share={:.4}", row.decision, d.name, row.share_ms)?;
+                for (j, e) in row.options.iter().enumerate() {
+                    writeln!(
+                        f,
+                        "    [{j}] {} corrected={:.4}{}",
+                        d.options[j].token,
+                        e.corrected_ms,
+                        naive(e.naive_ms)
+                    )?;
+                }
+            }
+        }
         Ok(())
     }
 }

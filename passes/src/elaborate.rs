@@ -102,6 +102,9 @@ pub struct Builder<'m> {
     pub graph: Graph,
     pub region: Region,
     pub named: Vec<(String, Resolved)>,
+    /// Every cell edge filled by a named choice: the choice, the edge's input shape and
+    /// frame (for timing an option alone where it is used).
+    pub edge_uses: Vec<(String, Shape, Frame)>,
     stack: Vec<Handle<BlockDef>>,
 }
 
@@ -113,6 +116,7 @@ impl<'m> Builder<'m> {
             graph: Graph::default(),
             region: Region::Input,
             named,
+            edge_uses: Vec::new(),
             stack: Vec::new(),
         }
     }

@@ -7,6 +7,8 @@ pub mod check;
 pub mod elaborate;
 pub mod eval;
 pub mod expand;
+pub mod kernels;
+pub mod latency;
 pub mod pass;
 pub mod pipeline;
 pub mod prims;

@@ -337,7 +337,11 @@ fn build_cell(
             let span = m.edges.span(e);
             let named = b.named.clone();
             let result = match edge_choice(m, edge, &named) {
-                Some((_, r)) => b.resolved(r, Frame { out, stride: 1 }, from, span),
+                Some((name, r)) => {
+                    let frame = Frame { out, stride: 1 };
+                    b.edge_uses.push((name.to_string(), b.shape(from), frame));
+                    b.resolved(r, frame, from, span)
+                }
                 None => b.pipeline(&edge.op, from, env),
             }?;
             incoming.push(result);

@@ -1,0 +1,407 @@
+//! The kernel model: a network as an egg term, a backend's detected fusion rules as
+//! directional rewrites that build fused kernels, and extraction of the kernels the backend
+//! runs — each one a small network of its own that can be timed once and reused.
+//!
+//! # Terms
+//!
+//! Node `i` of the pruned graph becomes `(op a<i> child…)`: the leaf `a<i>` names the node
+//! (its primitive and shapes live in the graph), so two ops with equal shapes but their own
+//! weights stay two e-classes. Network inputs are leaves `in<i>`, constant zeros `zero<i>`.
+//! A fused kernel is one e-node whose operator joins its ops with `+` (`conv+bn+relu`); its
+//! children are the ops' name leaves, then the tensors it reads from outside (the first op's
+//! inputs, then one per `add` further down the chain).
+//!
+//! # Shared values
+//!
+//! A value read by more than one op is wrapped once in `(share x)`, and every reader reads
+//! the `share`. No rewrite matches through a `share`, so a value that other ops need is never
+//! fused away into one of its readers — a compiler cannot do that without computing it twice.
+//!
+//! # Cost
+//!
+//! Extraction picks, per e-class, the e-node that needs the fewest kernels (egg's tree
+//! extractor; a shared sub-term adds the same count to every alternative of a class, so the
+//! choice is the same as a DAG-aware one). The *latency* of the extracted term is then
+//! summed over its DAG: egg's extraction hash-conses the result, so each kernel — including
+//! the producer of a residual input read by the block and by its skip — is counted once,
+//! however many readers it has.
+
+use egg::{define_language, rewrite, Extractor, Id, RecExpr, Rewrite, Runner, Symbol};
+use serde::{Deserialize, Serialize};
+use spacetune_ir::{Graph, Node, Prim, Shape};
+use std::collections::{BTreeMap, BTreeSet};
+
+define_language! {
+    /// A network as the kernel model sees it.
+    pub enum Term {
+        Op(Symbol, Vec<Id>),
+    }
+}
+
+/// A backend's fusion rules: ordered pairs `(A, B)` of op names (`Prim::name`) for which
+/// A followed by B runs as one kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FusionRules {
+    pub fused: BTreeSet<(String, String)>,
+}
+
+impl FusionRules {
+    pub fn fuses(&self, a: &str, b: &str) -> bool {
+        self.fused.contains(&(a.to_string(), b.to_string()))
+    }
+}
+
+/// Ops a chain can hold: one output, one input (or two for `add`). `concat` (any number of
+/// inputs) and constants are never fused.
+fn fusible(op: &str) -> bool {
+    !matches!(op, "input" | "zero" | "concat" | "skip")
+}
+
+/// The longest chain of ops fused into one kernel the model builds.
+pub const MAX_CHAIN: usize = 4;
+
+/// The rewrites of `rules` over the op names in `ops`: every chain of up to [`MAX_CHAIN`]
+/// ops whose neighbours are fused pairs, with at most two `add`s.
+pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term, ()>> {
+    let ops: Vec<&String> = ops.iter().filter(|o| fusible(o)).collect();
+    let mut chains: Vec<Vec<&str>> = ops.iter().map(|o| vec![o.as_str()]).collect();
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < chains.len() {
+        let chain = chains[k].clone();
+        k += 1;
+        if chain.len() >= MAX_CHAIN {
+            continue;
+        }
+        let last = *chain.last().expect("chains are not empty");
+        for &b in &ops {
+            if !rules.fuses(last, b) {
+                continue;
+            }
+            let adds = chain.iter().filter(|&&o| o == "add").count() + usize::from(b == "add");
+            if adds > 2 {
+                continue;
+            }
+            let externals = externals(&chain);
+            let attrs: Vec<String> = (0..chain.len()).map(|i| format!("?a{i}")).collect();
+            let ext: Vec<String> = (0..externals).map(|i| format!("?e{i}")).collect();
+            let inner = format!("({} {} {})", chain.join("+"), attrs.join(" "), ext.join(" "));
+            let mut fused = chain.clone();
+            fused.push(b.as_str());
+            let name = fused.join("+");
+            let mut searchers = Vec::new();
+            if b == "add" {
+                let result = format!("({name} {} ?b {} ?y)", attrs.join(" "), ext.join(" "));
+                searchers.push((format!("(add ?b {inner} ?y)"), result.clone()));
+                searchers.push((format!("(add ?b ?y {inner})"), result));
+            } else {
+                let result = format!("({name} {} ?b {})", attrs.join(" "), ext.join(" "));
+                searchers.push((format!("({b} ?b {inner})"), result));
+            }
+            for (i, (lhs, rhs)) in searchers.into_iter().enumerate() {
+                let lhs: egg::Pattern<Term> = lhs.parse().expect("generated patterns parse");
+                let rhs: egg::Pattern<Term> = rhs.parse().expect("generated patterns parse");
+                out.push(rewrite!(format!("{name}#{i}"); lhs => rhs));
+            }
+            chains.push(fused);
+        }
+    }
+    out
+}
+
+/// Tensors a chain reads from outside: its first op's inputs, plus one per later `add`.
+fn externals(chain: &[&str]) -> usize {
+    let first = if chain[0] == "add" { 2 } else { 1 };
+    first + chain[1..].iter().filter(|&&o| o == "add").count()
+}
+
+/// `graph` (pruned) as a term; the root is the output node.
+pub fn term(graph: &Graph) -> RecExpr<Term> {
+    let mut readers = vec![0usize; graph.nodes.len()];
+    for (_, n) in graph.nodes.iter() {
+        for x in &n.inputs {
+            readers[x.index()] += 1;
+        }
+    }
+    let mut expr = RecExpr::default();
+    // The id consumers read for each node: the node itself, its `share`, or (for skips)
+    // whatever it forwards.
+    let mut value: Vec<Id> = Vec::with_capacity(graph.nodes.len());
+    for (h, n) in graph.nodes.iter() {
+        let i = h.index();
+        let id = match n.op {
+            Prim::Input => expr.add(Term::Op(format!("in{i}").into(), vec![])),
+            Prim::Zero => expr.add(Term::Op(format!("zero{i}").into(), vec![])),
+            Prim::Identity => {
+                value.push(value[n.inputs[0].index()]);
+                continue;
+            }
+            ref op => {
+                let mut children = vec![expr.add(Term::Op(format!("a{i}").into(), vec![]))];
+                children.extend(n.inputs.iter().map(|x| value[x.index()]));
+                expr.add(Term::Op(op.name().into(), children))
+            }
+        };
+        let read_as = if readers[i] > 1 && !matches!(n.op, Prim::Input | Prim::Zero) {
+            expr.add(Term::Op("share".into(), vec![id]))
+        } else {
+            id
+        };
+        value.push(read_as);
+    }
+    expr
+}
+
+/// One kernel the backend runs: its ops (node indices of the network, in order) and the
+/// network nodes whose values it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// `conv+bn+relu`.
+    pub name: String,
+    pub ops: Vec<usize>,
+    pub reads: Vec<usize>,
+}
+
+impl Kernel {
+    /// The kernel as a network of its own: one input per tensor it reads, its ops chained
+    /// as in the network, regions `Fixed(0)` (so equal kernels get equal content hashes).
+    pub fn graph(&self, net: &Graph) -> Graph {
+        let mut g = Graph::default();
+        let inputs: Vec<_> = self.reads.iter().map(|&r| g.input(net.shapes[r])).collect();
+        let mut next = inputs.iter().copied();
+        let mut cur = None;
+        for &op in &self.ops {
+            let node = &net.nodes[spacetune_ir::Handle::<Node>::new(op)];
+            let mut args: Vec<_> = cur.into_iter().collect();
+            while args.len() < node.inputs.len() {
+                args.push(next.next().expect("a kernel reads what its ops need"));
+            }
+            let h = g
+                .push(node.op.clone(), &args, spacetune_ir::Region::Fixed(0))
+                .expect("a kernel's ops have the network's shapes");
+            cur = Some(h);
+        }
+        g
+    }
+}
+
+/// What the kernel model makes of one network.
+#[derive(Clone, Debug)]
+pub struct Kernels {
+    pub kernels: Vec<Kernel>,
+    /// E-graph size after saturation, for reports.
+    pub egraph_nodes: usize,
+}
+
+/// The kernels a backend with `rules` runs for `graph` (pruned).
+pub fn kernels(graph: &Graph, rules: &FusionRules) -> Kernels {
+    let start = term(graph);
+    let ops: BTreeSet<String> = graph
+        .nodes
+        .iter()
+        .map(|(_, n)| n.op.name().to_string())
+        .collect();
+    let runner = Runner::default()
+        .with_iter_limit(MAX_CHAIN + 2)
+        .with_node_limit(200_000)
+        .with_expr(&start)
+        .run(&rewrites(rules, &ops));
+    let root = runner.roots[0];
+    let extractor = Extractor::new(&runner.egraph, KernelCount);
+    let (_, best) = extractor.find_best(root);
+    Kernels {
+        kernels: read_kernels(&best),
+        egraph_nodes: runner.egraph.total_number_of_nodes(),
+    }
+}
+
+/// Extraction cost: the number of kernels.
+struct KernelCount;
+
+impl egg::CostFunction<Term> for KernelCount {
+    type Cost = f64;
+    fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &Term, mut costs: C) -> f64 {
+        let Term::Op(op, children) = enode;
+        let own = if children.is_empty() || op.as_str() == "share" {
+            0.0
+        } else {
+            1.0
+        };
+        children.iter().fold(own, |acc, &c| acc + costs(c))
+    }
+}
+
+/// The kernels of an extracted term, each once (the term is hash-consed).
+fn read_kernels(expr: &RecExpr<Term>) -> Vec<Kernel> {
+    let nodes = expr.as_ref();
+    // The network node whose value each term node stands for.
+    let mut source: Vec<usize> = Vec::with_capacity(nodes.len());
+    let mut kernels = Vec::new();
+    let index = |s: &str, prefix: &str| s.strip_prefix(prefix).and_then(|n| n.parse().ok());
+    for Term::Op(op, children) in nodes {
+        let op = op.as_str();
+        if children.is_empty() {
+            let i = index(op, "a")
+                .or_else(|| index(op, "in"))
+                .or_else(|| index(op, "zero"))
+                .expect("leaves name a node");
+            source.push(i);
+            continue;
+        }
+        if op == "share" {
+            source.push(source[usize::from(children[0])]);
+            continue;
+        }
+        let n_ops = op.split('+').count();
+        let ops: Vec<usize> = children[..n_ops]
+            .iter()
+            .map(|&c| source[usize::from(c)])
+            .collect();
+        let reads = children[n_ops..]
+            .iter()
+            .map(|&c| source[usize::from(c)])
+            .collect();
+        source.push(*ops.last().expect("a kernel has ops"));
+        kernels.push(Kernel {
+            name: op.to_string(),
+            ops,
+            reads,
+        });
+    }
+    kernels
+}
+
+/// Kernel counts by name, for reports and tests (`{"conv+bn+relu": 3, "add": 1}`).
+pub fn census(kernels: &[Kernel]) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for k in kernels {
+        *c.entry(k.name.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+/// A shape-level description of a kernel, for reports.
+pub fn describe(k: &Kernel, net: &Graph) -> String {
+    let reads: Vec<String> = k.reads.iter().map(|&r| net.shapes[r].to_string()).collect();
+    let out: Shape = net.shapes[*k.ops.last().expect("a kernel has ops")];
+    format!("{}({}) -> {out}", k.name, reads.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spacetune_ir::Region;
+
+    fn rules(pairs: &[(&str, &str)]) -> FusionRules {
+        FusionRules {
+            fused: pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    fn conv(out: u64) -> Prim {
+        Prim::Conv {
+            out,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+            dilation: 1,
+        }
+    }
+
+    /// in → conv → bn → relu
+    fn chain() -> Graph {
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let r = Region::Fixed(0);
+        let c = g.push(conv(8), &[spacetune_ir::Handle::new(0)], r).unwrap();
+        let b = g.push(Prim::BatchNorm, &[c], r).unwrap();
+        g.push(Prim::Relu, &[b], r).unwrap();
+        g
+    }
+
+    fn names(k: &Kernels) -> Vec<&str> {
+        k.kernels.iter().map(|k| k.name.as_str()).collect()
+    }
+
+    #[test]
+    fn conv_bn_relu_fuses_into_one_kernel() {
+        let k = kernels(&chain(), &rules(&[("conv", "bn"), ("bn", "relu")]));
+        assert_eq!(names(&k), ["conv+bn+relu"]);
+        assert_eq!(k.kernels[0].ops, [1, 2, 3]);
+        assert_eq!(k.kernels[0].reads, [0]);
+    }
+
+    #[test]
+    fn without_rules_every_op_is_a_kernel() {
+        let k = kernels(&chain(), &FusionRules::default());
+        assert_eq!(names(&k), ["conv", "bn", "relu"]);
+    }
+
+    #[test]
+    fn a_missing_link_splits_the_chain() {
+        let k = kernels(&chain(), &rules(&[("bn", "relu")]));
+        assert_eq!(names(&k), ["conv", "bn+relu"]);
+    }
+
+    /// in → conv → bn → add(bn, in) → relu: a residual block.
+    fn residual() -> Graph {
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let (r, x) = (Region::Fixed(0), spacetune_ir::Handle::new(0));
+        let c = g.push(conv(8), &[x], r).unwrap();
+        let b = g.push(Prim::BatchNorm, &[c], r).unwrap();
+        let a = g.push(Prim::Add, &[b, x], r).unwrap();
+        g.push(Prim::Relu, &[a], r).unwrap();
+        g
+    }
+
+    #[test]
+    fn residual_add_joins_the_kernel_and_reads_the_skip() {
+        let all = rules(&[("conv", "bn"), ("bn", "add"), ("add", "relu")]);
+        let k = kernels(&residual(), &all);
+        assert_eq!(names(&k), ["conv+bn+add+relu"]);
+        assert_eq!(k.kernels[0].reads, [0, 0]);
+        let g = k.kernels[0].graph(&residual());
+        assert_eq!(g.nodes.len(), 6, "two inputs and four ops:\n{g}");
+        let k = kernels(&residual(), &rules(&[("conv", "bn"), ("add", "relu")]));
+        assert_eq!(names(&k), ["conv+bn", "add+relu"]);
+    }
+
+    /// A value with two readers is computed once: it is not fused into either reader, and
+    /// the kernel producing it is listed (and so costed) once.
+    #[test]
+    fn shared_values_stay_kernel_outputs() {
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let (r, x) = (Region::Fixed(0), spacetune_ir::Handle::new(0));
+        let c = g.push(conv(8), &[x], r).unwrap();
+        let b = g.push(Prim::BatchNorm, &[c], r).unwrap();
+        let left = g.push(Prim::Relu, &[b], r).unwrap();
+        let c2 = g.push(conv(8), &[left], r).unwrap();
+        g.push(Prim::Add, &[c2, b], r).unwrap();
+        let all = rules(&[("conv", "bn"), ("bn", "relu"), ("conv", "add")]);
+        let k = kernels(&g, &all);
+        assert_eq!(
+            census(&k.kernels),
+            BTreeMap::from([
+                ("conv+add".to_string(), 1),
+                ("conv+bn".to_string(), 1),
+                ("relu".to_string(), 1)
+            ])
+        );
+    }
+
+    /// Two ops with equal shapes and inputs but their own weights are two kernels.
+    #[test]
+    fn equal_ops_on_one_input_are_not_merged() {
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let (r, x) = (Region::Fixed(0), spacetune_ir::Handle::new(0));
+        let a = g.push(conv(8), &[x], r).unwrap();
+        let b = g.push(conv(8), &[x], r).unwrap();
+        g.push(Prim::Add, &[a, b], r).unwrap();
+        let k = kernels(&g, &rules(&[("conv", "add")]));
+        assert_eq!(census(&k.kernels).values().sum::<usize>(), 2, "{:?}", names(&k));
+        assert!(names(&k).contains(&"conv+add"));
+    }
+}

@@ -1,0 +1,315 @@
+//! Latency tables: the parts of a space as networks of their own (for the naive table),
+//! the `correct` pass that builds BBSSP's layer-adaptive table from whole-network
+//! measurements, and the figures that say how well a predictor matches measured latency.
+
+use crate::elaborate::{Builder, Frame};
+use crate::pass::Pass;
+use crate::skeleton::{self, FillLayers};
+use serde::{Deserialize, Serialize};
+use spacetune_ir::*;
+use std::collections::BTreeMap;
+
+/// The parts of a space's networks that a naive table times one by one.
+#[derive(Clone, Debug)]
+pub struct Standalone {
+    /// The fixed parts of SSBN_0 (stem, reductions, head), each alone.
+    pub fixed: Vec<Graph>,
+    /// Per decision, per option: one graph per place the option is used (a layer; every
+    /// cell edge a named choice fills). An option that computes nothing there (a skip, a
+    /// `none` edge) has no graphs. `None` for a value choice, which has no block of its own.
+    pub options: Vec<Option<Vec<Vec<Graph>>>>,
+}
+
+/// A graph worth timing: the pruned graph, if anything but inputs, skips and zeros is left.
+fn computing(g: &Graph) -> Option<Graph> {
+    let pruned = g.pruned();
+    let computes = pruned
+        .nodes
+        .iter()
+        .any(|(_, n)| !matches!(n.op, Prim::Input | Prim::Identity | Prim::Zero));
+    computes.then_some(pruned)
+}
+
+/// Every option of every decision of space `space`, built alone on its real input shape.
+pub fn standalone(m: &Module, space: u32) -> Result<Standalone, Diagnostics> {
+    let info = &m.checked[space as usize];
+    let defaults: Vec<u32> = info.decisions.iter().map(|(_, d)| d.default).collect();
+    let named: Vec<(String, Resolved)> = info
+        .decisions
+        .iter()
+        .filter(|(_, d)| d.kind == DecisionKind::Named)
+        .map(|(_, d)| (d.name.clone(), d.options[d.default as usize].resolved.clone()))
+        .collect();
+    // SSBN_0 once more, to learn where each named choice is used and with what shapes.
+    let chosen = info
+        .decisions
+        .iter()
+        .filter(|(_, d)| matches!(d.kind, DecisionKind::Layer(_)))
+        .map(|(_, d)| &d.options[d.default as usize])
+        .collect();
+    let mut b = Builder::new(m, named.clone());
+    skeleton::walk(&mut b, &mut FillLayers { chosen })?;
+    let uses = std::mem::take(&mut b.edge_uses);
+    let base = crate::expand::build(m, info, &defaults)?.pruned();
+    let fixed_regions: std::collections::BTreeSet<Region> = base
+        .regions
+        .iter()
+        .copied()
+        .filter(|r| matches!(r, Region::Fixed(_)))
+        .collect();
+    let fixed = fixed_regions
+        .into_iter()
+        .filter_map(|r| base.extract(|i| base.regions[i] == r))
+        .collect();
+
+    let alone = |option: &Alternative, input: Shape, frame: Frame, region: Region| {
+        let mut b = Builder::new(m, named.clone());
+        let x = b.input(input, option.span);
+        b.region = region;
+        b.resolved(&option.resolved, frame, x, option.span)?;
+        Ok::<_, Diagnostic>(computing(&b.graph))
+    };
+    let mut options = Vec::new();
+    for (_, d) in info.decisions.iter() {
+        if d.options
+            .iter()
+            .any(|o| matches!(o.resolved, Resolved::Value(_)))
+        {
+            options.push(None);
+            continue;
+        }
+        let mut per_option = Vec::new();
+        for option in &d.options {
+            let mut graphs = Vec::new();
+            match d.kind {
+                DecisionKind::Layer(i) => {
+                    let slot = info
+                        .slots
+                        .iter()
+                        .find(|s| s.layer == i)
+                        .expect("check records every layer's slot");
+                    let frame = Frame {
+                        out: slot.output.c,
+                        stride: slot.stride,
+                    };
+                    graphs.extend(alone(option, slot.input, frame, Region::Layer(i))?);
+                }
+                DecisionKind::Named => {
+                    for (_, input, frame) in uses.iter().filter(|u| u.0 == d.name) {
+                        graphs.extend(alone(option, *input, *frame, Region::Fixed(0))?);
+                    }
+                }
+            }
+            per_option.push(graphs);
+        }
+        options.push(Some(per_option));
+    }
+    Ok(Standalone { fixed, options })
+}
+
+/// What was measured for one space, as `correct` needs it (milliseconds).
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    /// Lat(SSBN_0).
+    pub base_ms: f64,
+    /// Lat(SSBN_(i,j)) by (decision, option).
+    pub swaps: BTreeMap<(u32, u32), f64>,
+    /// The backend's per-layer profile of SSBN_0, if it has one.
+    pub profile: Option<Vec<(Region, f64)>>,
+    /// The standalone timings: the fixed parts summed, and per decision per option the
+    /// sum over its uses (`None` where a decision was not timed).
+    pub naive_fixed_ms: Option<f64>,
+    pub naive: Vec<Option<Vec<f64>>>,
+}
+
+/// `correct`: every (decision, option) of every measured space gets its corrected cost
+/// `t_i + (Lat(SSBN_(i,j)) − Lat(SSBN_0))` and, where timed, its naive cost; the tables
+/// become the module's `luts` side table.
+pub struct Correct {
+    /// The backend fingerprint, as text.
+    pub backend: String,
+    /// Per space (index into `checked`), its measurements.
+    pub measured: Vec<(u32, Measured)>,
+}
+
+impl Pass for Correct {
+    fn name(&self) -> &'static str {
+        "correct"
+    }
+    fn run(&self, m: &mut Module) -> Result<(), Diagnostics> {
+        assert!(m.phase >= Phase::Expanded, "correct runs after expand");
+        let mut luts = Vec::new();
+        for (space, measured) in &self.measured {
+            luts.push(table(m, *space, &self.backend, measured)?);
+        }
+        m.luts = luts;
+        m.advance(Phase::Annotated);
+        Ok(())
+    }
+}
+
+/// BBSSP's table for one space.
+pub fn table(
+    m: &Module,
+    space: u32,
+    backend: &str,
+    x: &Measured,
+) -> Result<SpaceLut, Diagnostics> {
+    let info = &m.checked[space as usize];
+    let decisions: Vec<&Decision> = info.decisions.iter().map(|(_, d)| d).collect();
+    let span = info.space.map_or(m.skeleton_span, |h| m.spaces.span(h));
+    let naive_default = |i: usize| -> Option<f64> {
+        let d = decisions[i];
+        x.naive.get(i)?.as_ref().map(|o| o[d.default as usize])
+    };
+    // The shares t_i: any split that sums to Lat(SSBN_0) gives the same predictions; a
+    // profile or the standalone timings make the table's entries meaningful one by one.
+    let layers_profiled = x.profile.as_ref().filter(|p| {
+        decisions.iter().all(|d| match d.kind {
+            DecisionKind::Layer(i) => p.iter().any(|(r, _)| *r == Region::Layer(i)),
+            DecisionKind::Named => false,
+        })
+    });
+    let (shares, source): (Vec<f64>, ShareSource) = if let Some(p) = layers_profiled {
+        let total: f64 = p.iter().map(|(_, ms)| ms).sum();
+        let scale = if total > 0.0 { x.base_ms / total } else { 0.0 };
+        let shares = decisions
+            .iter()
+            .map(|d| match d.kind {
+                DecisionKind::Layer(i) => p
+                    .iter()
+                    .filter(|(r, _)| *r == Region::Layer(i))
+                    .map(|(_, ms)| ms * scale)
+                    .sum(),
+                DecisionKind::Named => 0.0,
+            })
+            .collect();
+        (shares, ShareSource::Profile)
+    } else if let (Some(fixed), Some(parts)) = (
+        x.naive_fixed_ms,
+        (0..decisions.len())
+            .map(naive_default)
+            .collect::<Option<Vec<f64>>>(),
+    ) {
+        let total = fixed + parts.iter().sum::<f64>();
+        let scale = if total > 0.0 { x.base_ms / total } else { 0.0 };
+        (
+            parts.iter().map(|t| t * scale).collect(),
+            ShareSource::Standalone,
+        )
+    } else {
+        let even = x.base_ms / (decisions.len() + 1) as f64;
+        (vec![even; decisions.len()], ShareSource::Even)
+    };
+    let mut rows = Vec::new();
+    for (i, d) in decisions.iter().enumerate() {
+        let mut options = Vec::new();
+        for j in 0..d.options.len() as u32 {
+            let delta = if j == d.default {
+                0.0
+            } else {
+                let lat = x.swaps.get(&(i as u32, j)).ok_or_else(|| {
+                    Diagnostic::error(format!(
+                        "no latency for SSBN {}-{i}-{j}: the corrected table needs every SSBN \
+                         of space `{}` measured",
+                        info.name, info.name
+                    ))
+                    .with_label(span, "this space")
+                })?;
+                lat - x.base_ms
+            };
+            options.push(LutEntry {
+                corrected_ms: shares[i] + delta,
+                naive_ms: x
+                    .naive
+                    .get(i)
+                    .and_then(|o| o.as_ref())
+                    .map(|o| o[j as usize]),
+            });
+        }
+        rows.push(LutRow {
+            decision: i as u32,
+            share_ms: shares[i],
+            options,
+        });
+    }
+    Ok(SpaceLut {
+        space,
+        backend: backend.to_string(),
+        base_ms: x.base_ms,
+        fixed_ms: x.base_ms - shares.iter().sum::<f64>(),
+        fixed_naive_ms: x.naive_fixed_ms,
+        shares: source,
+        rows,
+    })
+}
+
+/// How well predictions match measurements.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub n: usize,
+    /// Mean absolute percentage error, %.
+    pub mape: f64,
+    /// Root mean square percentage error, %.
+    pub rmspe: f64,
+    /// Share of networks predicted within ±5% and ±10%, in [0, 1].
+    pub within5: f64,
+    pub within10: f64,
+    /// Kendall's τ between predicted and measured order (τ-a; 1 = same ranking).
+    pub kendall_tau: f64,
+    /// Mean signed error, % (positive: over-predicts).
+    pub bias: f64,
+}
+
+pub fn agreement(predicted: &[f64], measured: &[f64]) -> Agreement {
+    let n = predicted.len().min(measured.len());
+    let errors: Vec<f64> = (0..n)
+        .map(|k| (predicted[k] - measured[k]) / measured[k] * 100.0)
+        .collect();
+    let nf = n.max(1) as f64;
+    let within = |pct: f64| errors.iter().filter(|e| e.abs() <= pct).count() as f64 / nf;
+    let mut concordant = 0i64;
+    let mut pairs = 0i64;
+    for a in 0..n {
+        for b in a + 1..n {
+            let s = (predicted[a] - predicted[b]).signum() * (measured[a] - measured[b]).signum();
+            concordant += s as i64;
+            pairs += 1;
+        }
+    }
+    Agreement {
+        n,
+        mape: errors.iter().map(|e| e.abs()).sum::<f64>() / nf,
+        rmspe: (errors.iter().map(|e| e * e).sum::<f64>() / nf).sqrt(),
+        within5: within(5.0),
+        within10: within(10.0),
+        kendall_tau: if pairs > 0 {
+            concordant as f64 / pairs as f64
+        } else {
+            0.0
+        },
+        bias: errors.iter().sum::<f64>() / nf,
+    }
+}
+
+/// The least-squares line `measured ≈ a + b·predicted` (for calibrating a predictor on
+/// measured SSBNs). With fewer than two distinct predictions, only the offset is fitted.
+pub fn fit_line(predicted: &[f64], measured: &[f64]) -> (f64, f64) {
+    let n = predicted.len().min(measured.len()) as f64;
+    if n == 0.0 {
+        return (0.0, 1.0);
+    }
+    let mx = predicted.iter().sum::<f64>() / n;
+    let my = measured.iter().sum::<f64>() / n;
+    let sxx: f64 = predicted.iter().map(|x| (x - mx).powi(2)).sum();
+    let sxy: f64 = predicted
+        .iter()
+        .zip(measured)
+        .map(|(x, y)| (x - mx) * (y - my))
+        .sum();
+    if sxx <= 1e-12 * mx.abs().max(1e-12) {
+        return (my - mx, 1.0);
+    }
+    let b = sxy / sxx;
+    (my - b * mx, b)
+}
