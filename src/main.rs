@@ -9,6 +9,7 @@ use spacetune::{compile, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod latency;
 mod measure;
 mod profile;
 mod select;
@@ -54,6 +55,12 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Score every SSBN (accuracy, latency), pick the winning space, write it reduced as DSL
     Select(select::SelectArgs),
+    /// Detect a backend's fusion rules (nn-Meter's test on the op pairs of a file) and
+    /// print the rules stored for it
+    FusionRules(latency::FusionArgs),
+    /// Score the latency predictors (naive, corrected, kernel model, ...) on random
+    /// networks of a space measured whole
+    LatencyEval(latency::EvalArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -213,6 +220,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             select::select(&m, &args)?;
+        }
+        Command::FusionRules(args) => {
+            let m = match &args.file {
+                Some(file) => match load(file, None, dump)? {
+                    Some(m) => Some(m),
+                    None => return Ok(ExitCode::FAILURE),
+                },
+                None => None,
+            };
+            latency::fusion_rules(m.as_ref(), &args)?;
+        }
+        Command::LatencyEval(args) => {
+            let Some(m) = load(&args.file, None, dump)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            latency::latency_eval(&m, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)

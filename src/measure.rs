@@ -41,6 +41,15 @@ pub enum ProtocolChoice {
     Quick,
 }
 
+impl ProtocolChoice {
+    pub fn protocol(self) -> Protocol {
+        match self {
+            ProtocolChoice::Default => Protocol::default(),
+            ProtocolChoice::Quick => Protocol::quick(),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct ExportArgs {
     pub file: PathBuf,
@@ -122,10 +131,7 @@ pub fn measure_space(
 pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
     let options = backends::Options::parse(&args.options)?;
     let backend = backends::lookup(&args.backend, &options)?;
-    let protocol = match args.protocol {
-        ProtocolChoice::Default => Protocol::default(),
-        ProtocolChoice::Quick => Protocol::quick(),
-    };
+    let protocol = args.protocol.protocol();
     let cache = Cache::open(&args.db)
         .with_context(|| format!("opening the measurement database {}", args.db.display()))?;
     let spaces: Vec<u32> = (0..m.checked.len() as u32)
@@ -161,11 +167,7 @@ pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
-    let stem = args
-        .file
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "space".into());
+    let stem = crate::latency::stem(&args.file);
     let base = args.out.join(format!("{stem}.{}", backend.name()));
     write_results(&base, &backend.fingerprint(), &rows)?;
     let failed = rows.iter().filter(|r| r.3.latency.is_err()).count();

@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS accuracies (
     measured_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (task, network_hash)
 );
+CREATE TABLE IF NOT EXISTS fusion_pairs (
+    fingerprint TEXT NOT NULL REFERENCES fingerprints(id),
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    measured_at TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (fingerprint, a, b)
+);
 ";
 
 impl Cache {
@@ -173,6 +181,36 @@ impl Cache {
             .conn
             .query_row("SELECT COUNT(*) FROM accuracies", [], |r| r.get(0))?;
         Ok(n as usize)
+    }
+
+    /// Records the fusion test of the op pair `a → b` under `f` (`verdict` is the caller's
+    /// JSON: times, place, outcome), replacing an earlier one.
+    pub fn put_fusion_pair(&self, f: &Fingerprint, a: &str, b: &str, verdict: &str) -> Result<()> {
+        let key = self.key(f)?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO fusion_pairs (fingerprint, a, b, verdict)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![key, a, b, verdict],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets every fusion-test verdict stored under `f` (before testing afresh).
+    pub fn clear_fusion_pairs(&self, f: &Fingerprint) -> Result<()> {
+        let key = self.key(f)?;
+        self.conn
+            .execute("DELETE FROM fusion_pairs WHERE fingerprint = ?1", params![key])?;
+        Ok(())
+    }
+
+    /// Every fusion-test verdict stored under `f`, ordered by pair.
+    pub fn fusion_pairs(&self, f: &Fingerprint) -> Result<Vec<String>> {
+        let key = self.key(f)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT verdict FROM fusion_pairs WHERE fingerprint = ?1 ORDER BY a, b")?;
+        let rows = stmt.query_map(params![key], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Rows (successes and failures) stored under `f`.

@@ -38,8 +38,8 @@ define_language! {
     }
 }
 
-/// A backend's fusion rules: ordered pairs `(A, B)` of op names (`Prim::name`) for which
-/// A followed by B runs as one kernel.
+/// A backend's fusion rules: ordered pairs `(A, B)` for which A followed by B runs as one
+/// kernel. B is an op name (`Prim::name`); A is an op name or a fused chain (`conv+bn`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FusionRules {
     pub fused: BTreeSet<(String, String)>,
@@ -61,7 +61,8 @@ fn fusible(op: &str) -> bool {
 pub const MAX_CHAIN: usize = 4;
 
 /// The rewrites of `rules` over the op names in `ops`: every chain of up to [`MAX_CHAIN`]
-/// ops whose neighbours are fused pairs, with at most two `add`s.
+/// ops that the rules build one op at a time (`conv`, then `(conv, bn)`, then
+/// `(conv+bn, relu)`), with at most two `add`s.
 pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term, ()>> {
     let ops: Vec<&String> = ops.iter().filter(|o| fusible(o)).collect();
     let mut chains: Vec<Vec<&str>> = ops.iter().map(|o| vec![o.as_str()]).collect();
@@ -73,9 +74,9 @@ pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term
         if chain.len() >= MAX_CHAIN {
             continue;
         }
-        let last = *chain.last().expect("chains are not empty");
+        let joined = chain.join("+");
         for &b in &ops {
-            if !rules.fuses(last, b) {
+            if !rules.fuses(&joined, b) {
                 continue;
             }
             let adds = chain.iter().filter(|&&o| o == "add").count() + usize::from(b == "add");
@@ -328,7 +329,7 @@ mod tests {
 
     #[test]
     fn conv_bn_relu_fuses_into_one_kernel() {
-        let k = kernels(&chain(), &rules(&[("conv", "bn"), ("bn", "relu")]));
+        let k = kernels(&chain(), &rules(&[("conv", "bn"), ("conv+bn", "relu")]));
         assert_eq!(names(&k), ["conv+bn+relu"]);
         assert_eq!(k.kernels[0].ops, [1, 2, 3]);
         assert_eq!(k.kernels[0].reads, [0]);
@@ -344,6 +345,11 @@ mod tests {
     fn a_missing_link_splits_the_chain() {
         let k = kernels(&chain(), &rules(&[("bn", "relu")]));
         assert_eq!(names(&k), ["conv", "bn+relu"]);
+        // bn→relu fused after a lone bn says nothing about after conv+bn: two kernels
+        // either way, never conv+bn+relu.
+        let k = kernels(&chain(), &rules(&[("conv", "bn"), ("bn", "relu")]));
+        assert_eq!(k.kernels.len(), 2);
+        assert!(!names(&k).contains(&"conv+bn+relu"));
     }
 
     /// in → conv → bn → add(bn, in) → relu: a residual block.
@@ -359,7 +365,7 @@ mod tests {
 
     #[test]
     fn residual_add_joins_the_kernel_and_reads_the_skip() {
-        let all = rules(&[("conv", "bn"), ("bn", "add"), ("add", "relu")]);
+        let all = rules(&[("conv", "bn"), ("conv+bn", "add"), ("conv+bn+add", "relu")]);
         let k = kernels(&residual(), &all);
         assert_eq!(names(&k), ["conv+bn+add+relu"]);
         assert_eq!(k.kernels[0].reads, [0, 0]);
@@ -380,7 +386,7 @@ mod tests {
         let left = g.push(Prim::Relu, &[b], r).unwrap();
         let c2 = g.push(conv(8), &[left], r).unwrap();
         g.push(Prim::Add, &[c2, b], r).unwrap();
-        let all = rules(&[("conv", "bn"), ("bn", "relu"), ("conv", "add")]);
+        let all = rules(&[("conv", "bn"), ("conv+bn", "relu"), ("conv", "add")]);
         let k = kernels(&g, &all);
         assert_eq!(
             census(&k.kernels),

@@ -7,6 +7,7 @@ pub mod check;
 pub mod elaborate;
 pub mod eval;
 pub mod expand;
+pub mod fusion;
 pub mod kernels;
 pub mod latency;
 pub mod pass;

@@ -1,0 +1,195 @@
+//! Black-box fusion-rule detection (nn-Meter's test): for every ordered pair of op types
+//! that meet in a space — A's output read by B — time A alone, B alone and A→B at a
+//! representative place; the pair is fused when `T_A + T_B − T_AB > 0.5·min(T_A, T_B)`.
+//! A fused pair becomes a chain A+B that is tested against its readers in turn (up to
+//! [`crate::kernels::MAX_CHAIN`] ops): compilers fuse in context (an activation into a
+//! conv's epilogue, not necessarily after a lone batch norm), and the test sees that.
+//! This module builds the probe networks and applies the test; timing is the caller's.
+
+use crate::kernels::FusionRules;
+use serde::{Deserialize, Serialize};
+use spacetune_ir::{Graph, Module, Prim, Region, Shape};
+use std::collections::BTreeMap;
+
+/// The three networks that decide one pair.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub a: String,
+    pub b: String,
+    /// `conv(16x32x32) -> bn`: where the pair was taken from, for reports.
+    pub place: String,
+    pub alone_a: Graph,
+    pub alone_b: Graph,
+    pub pair: Graph,
+}
+
+/// One pair's verdict, with the times it rests on (ms, net of the per-call cost).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairRule {
+    pub a: String,
+    pub b: String,
+    pub place: String,
+    pub t_a: f64,
+    pub t_b: f64,
+    pub t_ab: f64,
+    pub fused: bool,
+}
+
+/// Savings below this share of T_AB are within one network's test-retest noise.
+pub const NOISE_MARGIN: f64 = 0.02;
+
+/// nn-Meter's criterion: the pair saves more than half of its cheaper op — and more than
+/// [`NOISE_MARGIN`] of the pair, or a tiny op next to a large one would be "fused" by the
+/// large one's noise alone.
+pub fn fused(t_a: f64, t_b: f64, t_ab: f64) -> bool {
+    let saved = t_a + t_b - t_ab;
+    saved > 0.5 * t_a.min(t_b) && saved > NOISE_MARGIN * t_ab
+}
+
+/// A network that does next to nothing (one value copied): its latency is the per-call
+/// cost every probe pays once, subtracted before the test.
+pub fn empty() -> Graph {
+    let mut g = Graph::with_input(Shape::new(1, 1, 1));
+    g.push(Prim::Identity, &[spacetune_ir::Handle::new(0)], Region::Fixed(0))
+        .expect("identity takes any shape");
+    g
+}
+
+/// The probes for every op type B that reads the output of a chain of ops in the module's
+/// networks: `chains` are op-name chains (`["conv", "bn"]`); B is any op reading the last
+/// op of an occurrence of the chain (each op of the chain reading the one before). Round
+/// one of detection passes every single op; later rounds pass the chains found fused, so
+/// conv→bn→relu is tested as (conv+bn)→relu, not only as bn→relu out of context. Each pair
+/// is probed where it occurs with the median output size (representative, not extreme).
+pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
+    type Place = (u64, String, usize, Vec<usize>, usize);
+    let mut graphs: Vec<Graph> = m.networks.iter().map(|n| n.graph.pruned()).collect();
+    graphs.dedup_by(|x, y| x.nodes.len() == y.nodes.len() && x.shapes == y.shapes);
+    let mut seen: BTreeMap<(String, String), Vec<Place>> = BTreeMap::new();
+    let skip = |op: &Prim| matches!(op, Prim::Input | Prim::Zero | Prim::Identity);
+    for (gi, g) in graphs.iter().enumerate() {
+        for (hb, nb) in g.nodes.iter() {
+            if skip(&nb.op) {
+                continue;
+            }
+            for &ha in &nb.inputs {
+                for chain in chains {
+                    let Some(path) = chain_ending_at(g, ha.index(), chain) else {
+                        continue;
+                    };
+                    let key = (chain.join("+"), nb.op.name().to_string());
+                    let places = seen.entry(key).or_default();
+                    // A few places per pair are enough to pick a median from.
+                    if places.len() < 64 {
+                        let shape = g.shape(ha);
+                        let place = format!("{} -> {} at {shape}", chain.join("+"), nb.op);
+                        places.push((shape.elements(), place, gi, path, hb.index()));
+                    }
+                }
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|((a, b), mut places)| {
+            places.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.cmp(&y.1)));
+            let (_, place, gi, path, ib) = places.swap_remove(places.len() / 2);
+            let g = &graphs[gi];
+            let f = scale_for(&g.extract(|i| i == ib || path.contains(&i)).expect("ops kept"));
+            let part = |keep: &dyn Fn(usize) -> bool| {
+                rescaled(&g.extract(keep).expect("a probe keeps at least one op"), f)
+            };
+            Probe {
+                alone_a: part(&|i| path.contains(&i)),
+                alone_b: part(&|i| i == ib),
+                pair: part(&|i| i == ib || path.contains(&i)),
+                a,
+                b,
+                place: if f > 1 {
+                    format!("{place} (maps grown x{f})")
+                } else {
+                    place
+                },
+            }
+        })
+        .collect()
+}
+
+/// Elements of the largest tensor of a probe, at least: smaller probes run in a few
+/// microseconds, where timer resolution and per-call costs drown what fusion saves (a
+/// CIFAR-sized batch norm is under a microsecond). Fusion rules are about op types, so the
+/// probe keeps its ops and channels and grows its feature maps.
+pub const PROBE_ELEMENTS: u64 = 1 << 19;
+
+/// The spatial factor that brings the probe's largest tensor to [`PROBE_ELEMENTS`] (1 for
+/// probes with a `linear`, whose weights grow with the map it flattens).
+fn scale_for(g: &Graph) -> u64 {
+    if g.nodes.iter().any(|(_, n)| matches!(n.op, Prim::Linear { .. })) {
+        return 1;
+    }
+    let largest = g.shapes.iter().map(|s| s.elements()).max().unwrap_or(1).max(1);
+    let mut f = 1;
+    while largest * f * f < PROBE_ELEMENTS && f < 64 {
+        f += 1;
+    }
+    f
+}
+
+/// `g` with every input's height and width multiplied by `f`, shapes inferred again.
+fn rescaled(g: &Graph, f: u64) -> Graph {
+    let mut out = Graph::default();
+    for (h, n) in g.nodes.iter() {
+        if n.op == Prim::Input {
+            let s = g.shape(h);
+            out.input(Shape::new(s.c, s.h * f, s.w * f));
+        } else {
+            out.push(n.op.clone(), &n.inputs, g.regions[h.index()])
+                .expect("growing the feature maps keeps every op valid");
+        }
+    }
+    out
+}
+
+/// The nodes of an occurrence of `chain` whose last op is node `last`, first to last.
+fn chain_ending_at(g: &Graph, last: usize, chain: &[String]) -> Option<Vec<usize>> {
+    let mut path = vec![last];
+    let mut at = last;
+    for (k, name) in chain.iter().enumerate().rev() {
+        let node = &g.nodes[spacetune_ir::Handle::new(at)];
+        if node.op.name() != name || matches!(node.op, Prim::Input | Prim::Zero | Prim::Identity)
+        {
+            return None;
+        }
+        if k > 0 {
+            at = node
+                .inputs
+                .iter()
+                .map(|h| h.index())
+                .find(|&i| g.nodes[spacetune_ir::Handle::new(i)].op.name() == chain[k - 1])?;
+            path.push(at);
+        }
+    }
+    path.reverse();
+    Some(path)
+}
+
+/// Every op name in the module's networks, each as a chain of one (round one of detection).
+pub fn single_ops(m: &Module) -> Vec<Vec<String>> {
+    let names: std::collections::BTreeSet<&str> = m
+        .networks
+        .iter()
+        .flat_map(|n| n.graph.nodes.iter().map(|(_, x)| x.op.name()))
+        .filter(|&n| !matches!(n, "input" | "zero" | "skip"))
+        .collect();
+    names.into_iter().map(|n| vec![n.to_string()]).collect()
+}
+
+/// The rule table from pair verdicts.
+pub fn rules(pairs: &[PairRule]) -> FusionRules {
+    FusionRules {
+        fused: pairs
+            .iter()
+            .filter(|p| p.fused)
+            .map(|p| (p.a.clone(), p.b.clone()))
+            .collect(),
+    }
+}

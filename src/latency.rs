@@ -1,0 +1,675 @@
+//! `spacetune fusion-rules` and `spacetune latency-eval`: black-box fusion detection, the
+//! latency tables (naive, BBSSP's corrected one, the egg kernel model) and how well each
+//! predicts the latency of random networks measured whole.
+
+use crate::measure::{measure_space, progress_bar, ProtocolChoice};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use spacetune::backends::{
+    self, cache::Cache, measure::measure_all, measure::measure_together, measure::Protocol,
+    weights::Rng, Backend, Lowered,
+};
+use spacetune::ir::{Graph, Module, Network, Ssbn};
+use spacetune::pass::fusion::{self, PairRule};
+use spacetune::pass::kernels::{self, FusionRules};
+use spacetune::pass::latency::{self, agreement, fit_line, Agreement, Correct, Measured};
+use spacetune::pass::Pass;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Where measurements come from: a backend, its options, the database, the protocol.
+#[derive(Args)]
+pub struct BackendArgs {
+    /// sim, ort, tvm, tch or exec
+    #[arg(long, default_value = "sim")]
+    pub backend: String,
+    /// A backend option, key=value (repeatable; see `spacetune measure --help`)
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    #[arg(long, default_value = ".spacetune/measurements.db")]
+    pub db: PathBuf,
+    #[arg(long, value_enum, default_value = "default")]
+    pub protocol: ProtocolChoice,
+}
+
+impl BackendArgs {
+    fn open(&self) -> Result<(Box<dyn Backend>, Cache, Protocol)> {
+        let options = backends::Options::parse(&self.options)?;
+        let backend = backends::lookup(&self.backend, &options)?;
+        let cache = Cache::open(&self.db)
+            .with_context(|| format!("opening the measurement database {}", self.db.display()))?;
+        Ok((backend, cache, self.protocol.protocol()))
+    }
+}
+
+#[derive(Args)]
+pub struct FusionArgs {
+    /// A .space file whose op pairs to test; without one, print what is stored
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub on: BackendArgs,
+    /// Test pairs again even if a verdict is stored
+    #[arg(long)]
+    pub redo: bool,
+}
+
+/// Tests every op pair of `m` that has no stored verdict (all of them with `redo`), then
+/// every fused chain against its readers, round by round, and returns every verdict stored
+/// for the backend.
+pub fn detect(
+    m: Option<&Module>,
+    backend: &dyn Backend,
+    cache: &Cache,
+    protocol: &Protocol,
+    redo: bool,
+) -> Result<Vec<PairRule>> {
+    let Some(m) = m else {
+        return stored_pairs(cache, backend);
+    };
+    if redo {
+        cache.clear_fusion_pairs(&backend.fingerprint())?;
+    }
+    let mut chains = fusion::single_ops(m);
+    let mut tested = HashSet::new();
+    for _round in 1..kernels::MAX_CHAIN {
+        let stored = stored_pairs(cache, backend)?;
+        let probes = fusion::probes(m, &chains);
+        let todo: Vec<&fusion::Probe> = probes
+            .iter()
+            .filter(|p| tested.insert((p.a.clone(), p.b.clone())))
+            .filter(|p| !stored.iter().any(|s| s.a == p.a && s.b == p.b))
+            .collect();
+        if !todo.is_empty() {
+            test_pairs(&todo, backend, cache, protocol)?;
+        }
+        // The next round extends the chains found fused in this one.
+        let stored = stored_pairs(cache, backend)?;
+        chains = probes
+            .iter()
+            .filter(|p| stored.iter().any(|s| s.a == p.a && s.b == p.b && s.fused))
+            .map(|p| p.a.split('+').chain([p.b.as_str()]).map(String::from).collect())
+            .collect();
+        if chains.is_empty() {
+            break;
+        }
+    }
+    stored_pairs(cache, backend)
+}
+
+fn test_pairs(
+    todo: &[&fusion::Probe],
+    backend: &dyn Backend,
+    cache: &Cache,
+    protocol: &Protocol,
+) -> Result<()> {
+    let fingerprint = backend.fingerprint();
+    eprintln!(
+        "fusion test: {} op pairs on {fingerprint} ({} networks)",
+        todo.len(),
+        3 * todo.len() + 1
+    );
+    let mut nets = vec![Network::fixed("empty", fusion::empty())];
+    for p in todo {
+        let id = |part: &str| format!("{}-{}-{part}", p.a, p.b);
+        nets.push(Network::fixed(id("a"), p.alone_a.clone()));
+        nets.push(Network::fixed(id("b"), p.alone_b.clone()));
+        nets.push(Network::fixed(id("ab"), p.pair.clone()));
+    }
+    let lowered: Vec<Lowered> = nets
+        .iter()
+        .map(|n| backend.lower(n))
+        .collect::<Result<_, _>>()?;
+    // All probes interleaved, so machine drift hits A, B and A→B alike; and twice, keeping
+    // each network's better run, so one slow spell does not decide a verdict. (Compiled
+    // artefacts are cached: the second run only times.)
+    let mut t: Vec<f64> = vec![f64::INFINITY; lowered.len()];
+    for _ in 0..2 {
+        for (best, l) in t.iter_mut().zip(measure_together(backend, &lowered, protocol)?) {
+            *best = best.min(l.p10_ms);
+        }
+    }
+    // The per-call cost every probe pays once, so that T_A + T_B does not count it twice.
+    let call = t[0];
+    for (k, p) in todo.iter().enumerate() {
+        let net = |i: usize| (t[1 + 3 * k + i] - call).max(0.0);
+        let (t_a, t_b, t_ab) = (net(0), net(1), net(2));
+        let verdict = PairRule {
+            a: p.a.clone(),
+            b: p.b.clone(),
+            place: p.place.clone(),
+            t_a,
+            t_b,
+            t_ab,
+            fused: fusion::fused(t_a, t_b, t_ab),
+        };
+        cache.put_fusion_pair(&fingerprint, &p.a, &p.b, &serde_json::to_string(&verdict)?)?;
+    }
+    Ok(())
+}
+
+fn stored_pairs(cache: &Cache, backend: &dyn Backend) -> Result<Vec<PairRule>> {
+    cache
+        .fusion_pairs(&backend.fingerprint())?
+        .iter()
+        .map(|s| serde_json::from_str(s).context("a stored fusion verdict does not parse"))
+        .collect()
+}
+
+pub fn print_pairs(pairs: &[PairRule]) {
+    println!(
+        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>7}  verdict  place",
+        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves"
+    );
+    for p in pairs {
+        let saved = p.t_a + p.t_b - p.t_ab;
+        let of_min = saved / p.t_a.min(p.t_b).max(1e-9);
+        println!(
+            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}%  {:<7}  {}",
+            p.a,
+            p.b,
+            p.t_a,
+            p.t_b,
+            p.t_ab,
+            100.0 * of_min,
+            if p.fused { "fused" } else { "-" },
+            p.place
+        );
+    }
+    let n = pairs.iter().filter(|p| p.fused).count();
+    println!(
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50%)",
+        pairs.len()
+    );
+}
+
+pub fn fusion_rules(m: Option<&Module>, args: &FusionArgs) -> Result<()> {
+    let (backend, cache, protocol) = args.on.open()?;
+    let pairs = detect(m, backend.as_ref(), &cache, &protocol, args.redo)?;
+    println!("fusion rules of {}", backend.fingerprint());
+    if pairs.is_empty() {
+        println!("none stored; give a .space file to test its op pairs");
+    } else {
+        print_pairs(&pairs);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub on: BackendArgs,
+    /// Random networks (not SSBNs) the predictors are scored on
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    /// Seed of the random networks
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Further random networks that choose the recommended predictor (not scored)
+    #[arg(long, default_value_t = 20)]
+    pub validate: usize,
+    /// Scored networks measured a second time, afresh, for the noise floor
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
+    /// Only this space (by name)
+    #[arg(long)]
+    pub space: Option<String>,
+    #[arg(long, default_value = "spacetune-out")]
+    pub out: PathBuf,
+}
+
+/// The predictors, in report order.
+pub const PREDICTORS: &[(&str, &str)] = &[
+    ("naive", "blocks timed alone, summed (FBNet, ProxylessNAS, OFA)"),
+    (
+        "naive+fit",
+        "naive, with a line a + b·naive fitted on the SSBNs (per-call and context costs)",
+    ),
+    (
+        "corrected",
+        "BBSSP: Lat(SSBN_0) + Σ_i (Lat(SSBN_(i,c_i)) − Lat(SSBN_0))",
+    ),
+    ("kernel", "egg kernel model: the kernels the backend runs, each timed alone"),
+    ("kernel+fit", "kernel model, with a line fitted on the SSBNs"),
+    (
+        "corrected+kernel",
+        "corrected, plus the kernel model's estimate of how the choices interact",
+    ),
+];
+
+/// One network's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub key: String,
+    pub measured_ms: f64,
+    /// By predictor, in [`PREDICTORS`] order (`None`: that predictor has no table here).
+    pub predicted_ms: Vec<Option<f64>>,
+    pub kernels: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub space: String,
+    pub backend: String,
+    pub samples: usize,
+    pub seed: u64,
+    pub ssbns: usize,
+    pub fusion_pairs: Vec<PairRule>,
+    pub distinct_kernels: usize,
+    /// Per predictor: agreement on the scored networks and on the validation networks.
+    pub predictors: Vec<(String, Option<Agreement>, Option<Agreement>)>,
+    pub recommended: String,
+    /// The noise floor: a second, independent measurement of some scored networks scored
+    /// like a predictor, and the mean coefficient of variation of the pairs.
+    pub repeat: Option<Agreement>,
+    pub repeat_cv: Option<f64>,
+    pub fit: BTreeMap<String, (f64, f64)>,
+    pub scored: Vec<Row>,
+    pub validation: Vec<Row>,
+}
+
+/// Random choice vectors of `info`: not SSBNs (at least two decisions off their default),
+/// all distinct, drawn uniformly per decision from one seeded stream.
+fn sample(info: &spacetune::ir::SpaceInfo, n: usize, seed: u64) -> Vec<Vec<u32>> {
+    let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
+    let possible: f64 = decisions.iter().map(|d| d.options.len() as f64).product();
+    let mut rng = Rng::new(seed);
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut tries = 0;
+    while out.len() < n && tries < 100 * n + 1000 && (seen.len() as f64) < possible {
+        tries += 1;
+        let c: Vec<u32> = decisions
+            .iter()
+            .map(|d| rng.below(d.options.len() as u64) as u32)
+            .collect();
+        let off = decisions
+            .iter()
+            .zip(&c)
+            .filter(|(d, &c)| d.default != c)
+            .count();
+        if off >= 2 && seen.insert(c.clone()) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Measures networks through the cache with SSBN_0 as the drift reference; fails naming
+/// the first network that could not be measured (everything measured stays in the cache).
+fn measure_nets(
+    backend: &dyn Backend,
+    nets: &[Network],
+    reference: &Lowered,
+    protocol: &Protocol,
+    cache: &Cache,
+    what: &str,
+) -> Result<Vec<f64>> {
+    let lowered: Vec<Lowered> = nets
+        .iter()
+        .map(|n| backend.lower(n))
+        .collect::<Result<_, _>>()?;
+    let bar = progress_bar(nets.len(), format!("{what} on {}", backend.name()));
+    let outcomes = measure_all(backend, &lowered, Some(reference), protocol, cache, |o| {
+        bar.set_message(o.id.clone());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    outcomes
+        .into_iter()
+        .map(|o| match o.latency {
+            Ok(l) => Ok(l.p10_ms),
+            Err(e) => bail!("{what}: network {} failed on {}: {e}", o.id, backend.name()),
+        })
+        .collect()
+}
+
+pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
+    let (backend, cache, protocol) = args.on.open()?;
+    let backend = backend.as_ref();
+    let spaces: Vec<u32> = (0..m.checked.len() as u32)
+        .filter(|&s| {
+            args.space
+                .as_deref()
+                .is_none_or(|n| m.checked[s as usize].name == n)
+        })
+        .collect();
+    if spaces.is_empty() {
+        bail!("no space `{}` in {}", args.space.as_deref().unwrap_or(""), args.file.display());
+    }
+    let pairs = detect(Some(m), backend, &cache, &protocol, false)?;
+    let rules = fusion::rules(&pairs);
+    let stem = stem(&args.file);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut reports = Vec::new();
+    let mut annotated = m.clone();
+    let mut measured_spaces = Vec::new();
+    for &s in &spaces {
+        let (report, measured) = eval_space(m, s, backend, &cache, &protocol, &rules, &pairs, args)?;
+        print_report(&report);
+        reports.push(report);
+        measured_spaces.push((s, measured));
+    }
+    Correct {
+        backend: backend.fingerprint().to_string(),
+        measured: measured_spaces,
+    }
+    .run(&mut annotated)
+    .map_err(|d| anyhow::anyhow!("correct: {:?}", d.0.first().map(|d| &d.message)))?;
+    let base = args.out.join(format!("{stem}.{}", backend.name()));
+    let json = PathBuf::from(format!("{}.latency.json", base.display()));
+    std::fs::write(&json, serde_json::to_string_pretty(&reports)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let ir = PathBuf::from(format!("{}.lut.ir", base.display()));
+    std::fs::write(&ir, annotated.to_string())
+        .with_context(|| format!("writing {}", ir.display()))?;
+    println!("wrote {} and {}", json.display(), ir.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval_space(
+    m: &Module,
+    s: u32,
+    backend: &dyn Backend,
+    cache: &Cache,
+    protocol: &Protocol,
+    rules: &FusionRules,
+    pairs: &[PairRule],
+    args: &EvalArgs,
+) -> Result<(Report, Measured)> {
+    let info = &m.checked[s as usize];
+    let ssbns: Vec<&Network> = m.networks.iter().filter(|n| n.space == s).collect();
+    let base_net = ssbns
+        .iter()
+        .find(|n| n.ssbn == Ssbn::Base)
+        .context("a space has an SSBN_0")?;
+    let reference = backend.lower(base_net)?;
+
+    // 1. The SSBNs, whole: BBSSP's measurements.
+    let bar = progress_bar(ssbns.len(), format!("SSBNs on {}", backend.name()));
+    let outcomes = measure_space(backend, &ssbns, protocol, cache, |o| {
+        bar.set_message(o.id.clone());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let mut ssbn_ms = Vec::new();
+    let mut measured = Measured::default();
+    for (n, o) in ssbns.iter().zip(&outcomes) {
+        let l = o
+            .latency
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("SSBN {} failed on {}: {e}", n.id, backend.name()))?;
+        ssbn_ms.push(l.p10_ms);
+        match n.ssbn {
+            Ssbn::Base => {
+                measured.base_ms = l.p10_ms;
+                measured.profile = l
+                    .per_layer
+                    .as_ref()
+                    .map(|p| p.iter().map(|t| (t.region, t.ms)).collect());
+            }
+            Ssbn::Swap { decision, option } => {
+                measured.swaps.insert((decision, option), l.p10_ms);
+            }
+        }
+    }
+
+    // 2. The naive table: every option alone, where it is used.
+    let alone = latency::standalone(m, s).map_err(|d| {
+        anyhow::anyhow!("building the blocks of `{}` alone: {:?}", info.name, d.0.first().map(|d| &d.message))
+    })?;
+    let mut alone_nets = Vec::new();
+    for (k, g) in alone.fixed.iter().enumerate() {
+        alone_nets.push(Network::fixed(format!("{}-fixed{k}", info.name), g.clone()));
+    }
+    for (i, options) in alone.options.iter().enumerate() {
+        for (j, uses) in options.iter().flatten().enumerate() {
+            for (k, g) in uses.iter().enumerate() {
+                alone_nets.push(Network::fixed(format!("{}-alone-{i}-{j}-{k}", info.name), g.clone()));
+            }
+        }
+    }
+    let alone_ms = measure_nets(backend, &alone_nets, &reference, protocol, cache, "blocks alone")?;
+    let mut next = alone_ms.iter().copied();
+    measured.naive_fixed_ms = Some(next.by_ref().take(alone.fixed.len()).sum());
+    measured.naive = alone
+        .options
+        .iter()
+        .map(|options| {
+            options.as_ref().map(|per_option| {
+                per_option
+                    .iter()
+                    .map(|uses| next.by_ref().take(uses.len()).sum())
+                    .collect()
+            })
+        })
+        .collect();
+    let lut = latency::table(m, s, &backend.fingerprint().to_string(), &measured)
+        .map_err(|d| anyhow::anyhow!("{:?}", d.0.first().map(|d| &d.message)))?;
+
+    // 3. Random networks: validation first in the stream's order would bias nothing, but
+    // scored networks come first so `--samples` alone picks the same ones.
+    let choices = sample(info, args.samples + args.validate, args.seed);
+    if choices.len() < args.samples + args.validate {
+        bail!(
+            "space `{}` has only {} networks that are not SSBNs; ask for fewer samples",
+            info.name,
+            choices.len()
+        );
+    }
+    let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
+    let random: Vec<Network> = choices
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let graph = spacetune::pass::expand::build(m, info, c).map_err(|d| {
+                anyhow::anyhow!("building a random network: {:?}", d.0.first().map(|d| &d.message))
+            })?;
+            let mut n = Network::fixed(format!("{}-r{k}", info.name), graph);
+            n.space = s;
+            n.key = spacetune::pass::expand::key(&decisions, c);
+            n.choices = c.clone();
+            Ok(n)
+        })
+        .collect::<Result<_>>()?;
+    let random_ms = measure_nets(backend, &random, &reference, protocol, cache, "random networks")?;
+
+    // 4. The kernel model over every network it is asked about.
+    let all: Vec<&Network> = ssbns.iter().copied().chain(random.iter()).collect();
+    let per_net: Vec<(Graph, kernels::Kernels)> = all
+        .iter()
+        .map(|n| {
+            let g = n.graph.pruned();
+            let k = kernels::kernels(&g, rules);
+            (g, k)
+        })
+        .collect();
+    let mut distinct: BTreeMap<String, Graph> = BTreeMap::new();
+    let mut kernel_keys: Vec<Vec<String>> = Vec::new();
+    for (g, ks) in &per_net {
+        let mut keys = Vec::new();
+        for k in &ks.kernels {
+            let kg = k.graph(g);
+            let key = backends::network_hash(&kg, 1);
+            distinct.entry(key.clone()).or_insert(kg);
+            keys.push(key);
+        }
+        kernel_keys.push(keys);
+    }
+    let kernel_nets: Vec<Network> = distinct
+        .iter()
+        .map(|(key, g)| Network::fixed(format!("kernel-{key}"), g.clone()))
+        .collect();
+    let kernel_ms = measure_nets(backend, &kernel_nets, &reference, protocol, cache, "kernels")?;
+    let by_key: BTreeMap<&String, f64> = distinct.keys().zip(kernel_ms).collect();
+    let kernel_pred: Vec<f64> = kernel_keys
+        .iter()
+        .map(|keys| keys.iter().map(|k| by_key[k]).sum())
+        .collect();
+
+    // 5. Predictions. Fits use the SSBNs only: they are what BBSSP measures anyway.
+    let n_ssbn = ssbns.len();
+    let naive_all: Vec<Option<f64>> = all.iter().map(|n| lut.naive(&n.choices)).collect();
+    let fit = |pred: &[f64]| fit_line(&pred[..n_ssbn], &ssbn_ms);
+    let naive_fit = naive_all
+        .iter()
+        .map(|x| *x)
+        .collect::<Option<Vec<f64>>>()
+        .map(|v| fit(&v));
+    let kernel_fit = fit(&kernel_pred);
+    // The kernel model's view of the SSBN deltas, to take out what the corrected table
+    // already knows and keep only the interaction of the choices.
+    let kernel_base = kernel_pred[0];
+    let kernel_swap: BTreeMap<(u32, u32), f64> = ssbns
+        .iter()
+        .zip(&kernel_pred)
+        .filter_map(|(n, &k)| match n.ssbn {
+            Ssbn::Swap { decision, option } => Some(((decision, option), k - kernel_base)),
+            Ssbn::Base => None,
+        })
+        .collect();
+    let predict = |idx: usize, n: &Network| -> Vec<Option<f64>> {
+        let corrected = lut.corrected(&n.choices);
+        let additive = kernel_base
+            + n.choices
+                .iter()
+                .enumerate()
+                .filter(|(i, &c)| decisions[*i].default != c)
+                .map(|(i, &c)| kernel_swap[&(i as u32, c)])
+                .sum::<f64>();
+        let interaction = kernel_fit.1 * (kernel_pred[idx] - additive);
+        vec![
+            naive_all[idx],
+            naive_all[idx].zip(naive_fit).map(|(x, (a, b))| a + b * x),
+            Some(corrected),
+            Some(kernel_pred[idx]),
+            Some(kernel_fit.0 + kernel_fit.1 * kernel_pred[idx]),
+            Some(corrected + interaction),
+        ]
+    };
+    let rows: Vec<Row> = random
+        .iter()
+        .enumerate()
+        .map(|(k, n)| Row {
+            id: n.id.clone(),
+            key: n.key.clone(),
+            measured_ms: random_ms[k],
+            predicted_ms: predict(n_ssbn + k, n),
+            kernels: per_net[n_ssbn + k].1.kernels.len(),
+        })
+        .collect();
+    let (scored, validation) = rows.split_at(args.samples);
+    let score = |rows: &[Row], p: usize| -> Option<Agreement> {
+        let pred: Option<Vec<f64>> = rows.iter().map(|r| r.predicted_ms[p]).collect();
+        let truth: Vec<f64> = rows.iter().map(|r| r.measured_ms).collect();
+        pred.filter(|_| !rows.is_empty()).map(|p| agreement(&p, &truth))
+    };
+    let predictors: Vec<(String, Option<Agreement>, Option<Agreement>)> = PREDICTORS
+        .iter()
+        .enumerate()
+        .map(|(p, (name, _))| (name.to_string(), score(scored, p), score(validation, p)))
+        .collect();
+    // The recommendation rests on the validation networks only.
+    let recommended = predictors
+        .iter()
+        .filter_map(|(name, _, v)| v.as_ref().map(|v| (name, v.mape)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| "corrected".into());
+
+    // 6. The noise floor: some scored networks again, measured afresh.
+    let (repeat, repeat_cv) = if args.repeat > 0 {
+        let again: Vec<Network> = random.iter().take(args.repeat.min(args.samples)).cloned().collect();
+        let fresh = Cache::in_memory()?;
+        let second = measure_nets(backend, &again, &reference, protocol, &fresh, "repeats")?;
+        let first = &random_ms[..second.len()];
+        let cv = first
+            .iter()
+            .zip(&second)
+            .map(|(a, b)| std::f64::consts::SQRT_2 * (a - b).abs() / (a + b))
+            .sum::<f64>()
+            / second.len().max(1) as f64;
+        (Some(agreement(&second, first)), Some(cv))
+    } else {
+        (None, None)
+    };
+
+    let mut fits = BTreeMap::new();
+    if let Some(f) = naive_fit {
+        fits.insert("naive+fit".to_string(), f);
+    }
+    fits.insert("kernel+fit".to_string(), kernel_fit);
+    let report = Report {
+        space: info.name.clone(),
+        backend: backend.fingerprint().to_string(),
+        samples: scored.len(),
+        seed: args.seed,
+        ssbns: n_ssbn,
+        fusion_pairs: pairs.to_vec(),
+        distinct_kernels: distinct.len(),
+        predictors,
+        recommended,
+        repeat,
+        repeat_cv,
+        fit: fits,
+        scored: scored.to_vec(),
+        validation: validation.to_vec(),
+    };
+    Ok((report, measured))
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "\nspace {} on {}: {} random networks scored (seed {}), {} SSBNs, {} distinct kernels, {} fused pairs",
+        r.space,
+        r.backend,
+        r.samples,
+        r.seed,
+        r.ssbns,
+        r.distinct_kernels,
+        r.fusion_pairs.iter().filter(|p| p.fused).count()
+    );
+    println!(
+        "{:<18} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9}",
+        "predictor", "MAPE%", "RMSPE%", "±5%", "±10%", "tau", "bias%", "val MAPE%"
+    );
+    let line = |name: &str, a: &Agreement, v: Option<&Agreement>| {
+        println!(
+            "{:<18} {:>7.2} {:>7.2} {:>6.1}% {:>6.1}% {:>7.3} {:>7.2} {:>9}",
+            name,
+            a.mape,
+            a.rmspe,
+            100.0 * a.within5,
+            100.0 * a.within10,
+            a.kendall_tau,
+            a.bias,
+            v.map_or("-".into(), |v| format!("{:.2}", v.mape))
+        )
+    };
+    for (name, a, v) in &r.predictors {
+        match a {
+            Some(a) => line(name, a, v.as_ref()),
+            None => println!("{name:<18} (no table: a decision is a value choice)"),
+        }
+    }
+    if let (Some(a), Some(cv)) = (&r.repeat, r.repeat_cv) {
+        line("(repeat)", a, None);
+        println!(
+            "noise floor: a second measurement of {} networks, mean CV {:.2}%",
+            a.n,
+            100.0 * cv
+        );
+    }
+    println!("recommended: {} (lowest MAPE on the validation networks)", r.recommended);
+}
+
+/// The stem of `path` for output names.
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "space".into())
+}
