@@ -63,30 +63,40 @@ impl fmt::Display for Module {
             let info = &self.checked[lut.space as usize];
             writeln!(f)?;
             writeln!(f, "; latency {} on {}", info.name, lut.backend)?;
-            let naive = |x: Option<f64>| x.map_or(String::new(), |v| format!(" naive={v:.4}"));
+            let naive = |x: Option<f64>| x.map_or(String::new(), |v| format!(" naive={}", Ms(v)));
             writeln!(
                 f,
-                "lut base={:.4} fixed={:.4}{} shares={:?}",
-                lut.base_ms,
-                lut.fixed_ms,
+                "lut base={} fixed={}{} shares={:?}",
+                Ms(lut.base_ms),
+                Ms(lut.fixed_ms),
                 naive(lut.fixed_naive_ms),
                 lut.shares
             )?;
             for row in &lut.rows {
                 let d = &info.decisions[crate::Handle::new(row.decision as usize)];
-                writeln!(f, "lut d{} {} share={:.4}", row.decision, d.name, row.share_ms)?;
+                writeln!(f, "lut d{} {} share={}", row.decision, d.name, Ms(row.share_ms))?;
                 for (j, e) in row.options.iter().enumerate() {
                     writeln!(
                         f,
-                        "    [{j}] {} corrected={:.4}{}",
+                        "    [{j}] {} corrected={}{}",
                         d.options[j].token,
-                        e.corrected_ms,
+                        Ms(e.corrected_ms),
                         naive(e.naive_ms)
                     )?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Milliseconds to 0.1 µs, with rounding residue (and −0) shown as 0.
+struct Ms(f64);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = if self.0.abs() < 5e-5 { 0.0 } else { self.0 };
+        write!(f, "{v:.4}")
     }
 }
 

@@ -1,0 +1,86 @@
+//! Black-box fusion-rule detection on every backend that can run here: the fusing
+//! configuration finds the fusions its compiler is known to do (conv→bn at least), the
+//! non-fusing configuration of the same backend finds (nearly) none.
+
+mod common;
+
+use spacetune::backends::{cache::Cache, lookup, Options};
+use spacetune::pass::fusion::PairRule;
+use std::process::Command;
+
+/// Detects the rules of `tests/spaces/fusion_probe.space` with `options` in a fresh
+/// database and returns the verdicts stored for that configuration.
+fn detect(backend: &str, options: &[&str]) -> Vec<PairRule> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spacetune"));
+    cmd.current_dir(common::root())
+        .args(["fusion-rules", "tests/spaces/fusion_probe.space", "--backend", backend])
+        .arg("--db")
+        .arg(&db);
+    for o in options {
+        cmd.args(["-o", o]);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pairs: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+    let b = lookup(backend, &Options::parse(&pairs).unwrap()).unwrap();
+    let rules: Vec<PairRule> = Cache::open(&db)
+        .unwrap()
+        .fusion_pairs(&b.fingerprint())
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    assert!(rules.len() >= 8, "every op pair of the space is tested");
+    rules
+}
+
+fn fused(rules: &[PairRule]) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|r| r.fused)
+        .map(|r| format!("{}->{}", r.a, r.b))
+        .collect()
+}
+
+fn check(backend: &str, fusing: &[&str], plain: &[&str], expect: &[&str]) {
+    let on = fused(&detect(backend, fusing));
+    for e in expect {
+        assert!(on.iter().any(|f| f == e), "{backend} {fusing:?}: {e} not detected in {on:?}");
+    }
+    let off = fused(&detect(backend, plain));
+    assert!(
+        off.len() <= 1,
+        "{backend} {plain:?} does not fuse, yet the test found {off:?}"
+    );
+}
+
+#[test]
+fn sim_rules_follow_its_fusion_policy() {
+    // The preset's compiler fuses bn and the activation into the conv and an add into its
+    // producer; with fuse=off only on-chip hand-over remains (at most one pair shows it).
+    check(
+        "sim",
+        &["fuse=on"],
+        &["fuse=off"],
+        &["conv->bn", "conv+bn->relu", "conv+bn->relu6", "conv+bn->add"],
+    );
+}
+
+#[test]
+fn ort_rules_fold_batch_norm_only_when_optimising() {
+    check("ort", &["opt=all"], &["opt=disabled"], &["conv->bn"]);
+}
+
+#[cfg(feature = "tvm")]
+#[test]
+fn tvm_rules_fuse_only_in_the_fusing_pipeline() {
+    check("tvm", &["pipeline=fuse"], &["pipeline=plain"], &["conv->bn"]);
+}
