@@ -9,7 +9,9 @@
 //! weights stay two e-classes. Network inputs are leaves `in<i>`, constant zeros `zero<i>`.
 //! A fused kernel is one e-node whose operator joins its ops with `+` (`conv+bn+relu`); its
 //! children are the ops' name leaves, then the tensors it reads from outside (the first op's
-//! inputs, then one per `add` further down the chain).
+//! inputs, then one per `add` further down the chain). An `add` lists its operands in the
+//! order the network computes them, and only the last one's kernel may take the add: a
+//! kernel can add a tensor into its output only if that tensor already exists.
 //!
 //! # Shared values
 //!
@@ -92,8 +94,9 @@ pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term
             let name = fused.join("+");
             let mut searchers = Vec::new();
             if b == "add" {
+                // Terms list an add's operands in the order they are computed; only the
+                // kernel that runs last can take the add, when the other operand exists.
                 let result = format!("({name} {} ?b {} ?y)", attrs.join(" "), ext.join(" "));
-                searchers.push((format!("(add ?b {inner} ?y)"), result.clone()));
                 searchers.push((format!("(add ?b ?y {inner})"), result));
             } else {
                 let result = format!("({name} {} ?b {})", attrs.join(" "), ext.join(" "));
@@ -139,7 +142,12 @@ pub fn term(graph: &Graph) -> RecExpr<Term> {
             }
             ref op => {
                 let mut children = vec![expr.add(Term::Op(format!("a{i}").into(), vec![]))];
-                children.extend(n.inputs.iter().map(|x| value[x.index()]));
+                let mut inputs: Vec<usize> = n.inputs.iter().map(|x| x.index()).collect();
+                if matches!(op, Prim::Add) {
+                    // Operands in the order they are computed (see `rewrites`).
+                    inputs.sort_unstable();
+                }
+                children.extend(inputs.iter().map(|&x| value[x]));
                 expr.add(Term::Op(op.name().into(), children))
             }
         };
@@ -396,6 +404,22 @@ mod tests {
                 ("relu".to_string(), 1)
             ])
         );
+    }
+
+    /// Of two branches meeting in an add, the one computed last takes the add.
+    #[test]
+    fn the_add_goes_to_the_branch_computed_last() {
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let (r, x) = (Region::Fixed(0), spacetune_ir::Handle::new(0));
+        let c1 = g.push(conv(8), &[x], r).unwrap();
+        let first = g.push(Prim::BatchNorm, &[c1], r).unwrap();
+        let c2 = g.push(conv(8), &[x], r).unwrap();
+        let second = g.push(Prim::BatchNorm, &[c2], r).unwrap();
+        g.push(Prim::Add, &[second, first], r).unwrap();
+        let k = kernels(&g, &rules(&[("conv", "bn"), ("conv+bn", "add")]));
+        let fused = k.kernels.iter().find(|k| k.name == "conv+bn+add").unwrap();
+        assert_eq!(fused.ops, [c2.index(), second.index(), 5]);
+        assert_eq!(names(&k).len(), 2);
     }
 
     /// Two ops with equal shapes and inputs but their own weights are two kernels.
