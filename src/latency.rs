@@ -88,7 +88,12 @@ pub fn detect(
         chains = probes
             .iter()
             .filter(|p| stored.iter().any(|s| s.a == p.a && s.b == p.b && s.fused))
-            .map(|p| p.a.split('+').chain([p.b.as_str()]).map(String::from).collect())
+            .map(|p| {
+                p.a.split('+')
+                    .chain([p.b.as_str()])
+                    .map(String::from)
+                    .collect()
+            })
             .collect();
         if chains.is_empty() {
             break;
@@ -125,7 +130,10 @@ fn test_pairs(
     // artefacts are cached: the second run only times.)
     let mut t: Vec<f64> = vec![f64::INFINITY; lowered.len()];
     for _ in 0..2 {
-        for (best, l) in t.iter_mut().zip(measure_together(backend, &lowered, protocol)?) {
+        for (best, l) in t
+            .iter_mut()
+            .zip(measure_together(backend, &lowered, protocol)?)
+        {
             *best = best.min(l.p10_ms);
         }
     }
@@ -340,7 +348,11 @@ pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
         })
         .collect();
     if spaces.is_empty() {
-        bail!("no space `{}` in {}", args.space.as_deref().unwrap_or(""), args.file.display());
+        bail!(
+            "no space `{}` in {}",
+            args.space.as_deref().unwrap_or(""),
+            args.file.display()
+        );
     }
     let pairs = detect(Some(m), backend, &cache, &protocol, false)?;
     let rules = fusion::rules(&pairs);
@@ -351,7 +363,8 @@ pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
     let mut annotated = m.clone();
     let mut measured_spaces = Vec::new();
     for &s in &spaces {
-        let (report, measured) = eval_space(m, s, backend, &cache, &protocol, &rules, &pairs, args)?;
+        let (report, measured) =
+            eval_space(m, s, backend, &cache, &protocol, &rules, &pairs, args)?;
         print_report(&report);
         reports.push(report);
         measured_spaces.push((s, measured));
@@ -423,7 +436,11 @@ fn eval_space(
 
     // 2. The naive table: every option alone, where it is used.
     let alone = latency::standalone(m, s).map_err(|d| {
-        anyhow::anyhow!("building the blocks of `{}` alone: {:?}", info.name, d.0.first().map(|d| &d.message))
+        anyhow::anyhow!(
+            "building the blocks of `{}` alone: {:?}",
+            info.name,
+            d.0.first().map(|d| &d.message)
+        )
     })?;
     let mut alone_nets = Vec::new();
     for (k, g) in alone.fixed.iter().enumerate() {
@@ -432,11 +449,21 @@ fn eval_space(
     for (i, options) in alone.options.iter().enumerate() {
         for (j, uses) in options.iter().flatten().enumerate() {
             for (k, g) in uses.iter().enumerate() {
-                alone_nets.push(Network::fixed(format!("{}-alone-{i}-{j}-{k}", info.name), g.clone()));
+                alone_nets.push(Network::fixed(
+                    format!("{}-alone-{i}-{j}-{k}", info.name),
+                    g.clone(),
+                ));
             }
         }
     }
-    let alone_ms = measure_nets(backend, &alone_nets, &reference, protocol, cache, "blocks alone")?;
+    let alone_ms = measure_nets(
+        backend,
+        &alone_nets,
+        &reference,
+        protocol,
+        cache,
+        "blocks alone",
+    )?;
     let mut next = alone_ms.iter().copied();
     measured.naive_fixed_ms = Some(next.by_ref().take(alone.fixed.len()).sum());
     measured.naive = alone
@@ -470,7 +497,10 @@ fn eval_space(
         .enumerate()
         .map(|(k, c)| {
             let graph = spacetune::pass::expand::build(m, info, c).map_err(|d| {
-                anyhow::anyhow!("building a random network: {:?}", d.0.first().map(|d| &d.message))
+                anyhow::anyhow!(
+                    "building a random network: {:?}",
+                    d.0.first().map(|d| &d.message)
+                )
             })?;
             let mut n = Network::fixed(format!("{}-r{k}", info.name), graph);
             n.space = s;
@@ -479,7 +509,14 @@ fn eval_space(
             Ok(n)
         })
         .collect::<Result<_>>()?;
-    let random_ms = measure_nets(backend, &random, &reference, protocol, cache, "random networks")?;
+    let random_ms = measure_nets(
+        backend,
+        &random,
+        &reference,
+        protocol,
+        cache,
+        "random networks",
+    )?;
 
     // 4. The kernel model over every network it is asked about.
     let all: Vec<&Network> = ssbns.iter().copied().chain(random.iter()).collect();
@@ -511,7 +548,14 @@ fn eval_space(
             .iter()
             .map(|(key, g)| Network::fixed(format!("kernel-{key}"), g.clone())),
     );
-    let kernel_ms = measure_nets(backend, &kernel_nets, &reference, protocol, cache, "kernels")?;
+    let kernel_ms = measure_nets(
+        backend,
+        &kernel_nets,
+        &reference,
+        protocol,
+        cache,
+        "kernels",
+    )?;
     let call = kernel_ms[0];
     let by_key: BTreeMap<&String, f64> = distinct
         .keys()
@@ -577,7 +621,8 @@ fn eval_space(
     let score = |rows: &[Row], p: usize| -> Option<Agreement> {
         let pred: Option<Vec<f64>> = rows.iter().map(|r| r.predicted_ms[p]).collect();
         let truth: Vec<f64> = rows.iter().map(|r| r.measured_ms).collect();
-        pred.filter(|_| !rows.is_empty()).map(|p| agreement(&p, &truth))
+        pred.filter(|_| !rows.is_empty())
+            .map(|p| agreement(&p, &truth))
     };
     let predictors: Vec<(String, Option<Agreement>, Option<Agreement>)> = PREDICTORS
         .iter()
@@ -600,7 +645,11 @@ fn eval_space(
 
     // 6. The noise floor: some scored networks again, measured afresh.
     let (repeat, repeat_cv) = if args.repeat > 0 {
-        let again: Vec<Network> = random.iter().take(args.repeat.min(args.samples)).cloned().collect();
+        let again: Vec<Network> = random
+            .iter()
+            .take(args.repeat.min(args.samples))
+            .cloned()
+            .collect();
         let fresh = Cache::in_memory()?;
         let second = measure_nets(backend, &again, &reference, protocol, &fresh, "repeats")?;
         let first = &random_ms[..second.len()];

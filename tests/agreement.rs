@@ -37,6 +37,7 @@ fn outputs(graph: &Graph, weights: &Weights, id: &str, dir: &std::path::Path) ->
         threads: 1,
         seed: 0,
         cache_dir: dir.to_path_buf(),
+        jobs: 1,
     };
     let lowered = Lowered {
         id: id.into(),

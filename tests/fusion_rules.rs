@@ -15,7 +15,12 @@ fn detect(backend: &str, options: &[&str]) -> Vec<PairRule> {
     let db = dir.path().join("m.db");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spacetune"));
     cmd.current_dir(common::root())
-        .args(["fusion-rules", "tests/spaces/fusion_probe.space", "--backend", backend])
+        .args([
+            "fusion-rules",
+            "tests/spaces/fusion_probe.space",
+            "--backend",
+            backend,
+        ])
         .arg("--db")
         .arg(&db);
     for o in options {
@@ -53,7 +58,10 @@ fn fused(rules: &[PairRule]) -> Vec<String> {
 fn check(backend: &str, fusing: &[&str], plain: &[&str], expect: &[&str]) {
     let on = fused(&detect(backend, fusing));
     for e in expect {
-        assert!(on.iter().any(|f| f == e), "{backend} {fusing:?}: {e} not detected in {on:?}");
+        assert!(
+            on.iter().any(|f| f == e),
+            "{backend} {fusing:?}: {e} not detected in {on:?}"
+        );
     }
     let off = fused(&detect(backend, plain));
     assert!(
@@ -70,7 +78,12 @@ fn sim_rules_follow_its_fusion_policy() {
         "sim",
         &["fuse=on"],
         &["fuse=off"],
-        &["conv->bn", "conv+bn->relu", "conv+bn->relu6", "conv+bn->add"],
+        &[
+            "conv->bn",
+            "conv+bn->relu",
+            "conv+bn->relu6",
+            "conv+bn->add",
+        ],
     );
 }
 
@@ -82,5 +95,10 @@ fn ort_rules_fold_batch_norm_only_when_optimising() {
 #[cfg(feature = "tvm")]
 #[test]
 fn tvm_rules_fuse_only_in_the_fusing_pipeline() {
-    check("tvm", &["pipeline=fuse"], &["pipeline=plain"], &["conv->bn"]);
+    check(
+        "tvm",
+        &["pipeline=fuse"],
+        &["pipeline=plain"],
+        &["conv->bn"],
+    );
 }

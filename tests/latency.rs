@@ -45,7 +45,11 @@ fn scored<'a>(report: &'a Value, name: &str) -> &'a Value {
 fn corrected_table_is_annotated_in_the_ir() {
     let dir = tempfile::tempdir().unwrap();
     let file = "tests/in/reduced_layers.space";
-    eval(file, dir.path(), &["--samples", "2", "--validate", "1", "--repeat", "0"]);
+    eval(
+        file,
+        dir.path(),
+        &["--samples", "2", "--validate", "1", "--repeat", "0"],
+    );
     let ir = std::fs::read_to_string(dir.path().join("reduced_layers.sim.lut.ir")).unwrap();
     assert!(ir.starts_with("; phase annotated"), "{}", &ir[..40]);
     let table = &ir[ir.find("; latency").expect("a latency section")..];

@@ -1,5 +1,8 @@
 """Compiles an ONNX model to a shared library with Apache TVM (Relax) for spacetune's `tvm`
-backend: `python tvm_compile.py MODEL.onnx OUT.so --pipeline fuse|plain`.
+backend: `python tvm_compile.py MODEL.onnx OUT.so --pipeline fuse|plain`, or many models in
+one process (TVM's import costs seconds): `python tvm_compile.py --batch LIST --pipeline P`,
+LIST holding `MODEL.onnx<TAB>OUT.so` lines; each library is written beside and renamed when
+complete, and a model that fails is reported and skipped.
 
 `fuse` is TVM's default CPU pipeline, `relax.get_default_pipeline(target)` for llvm
 (FuseOps + FuseTIR) — note that `tvm.compile(relax_pipeline="default")` on a CPU target
@@ -20,6 +23,7 @@ Two additions to the default pipeline, both applied to `fuse` and `plain` alike:
   schedule applies; with it a fused conv+bn+relu reads its output while it is in cache.
 """
 import argparse
+import os
 import sys
 
 import onnx
@@ -87,19 +91,39 @@ def pipeline(target, fuse):
     return _pipeline
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("out")
-    ap.add_argument("--pipeline", choices=["fuse", "plain"], default="fuse")
-    args = ap.parse_args()
-    mod = from_onnx(onnx.load(args.model), keep_params_in_input=False)
+def compile_one(model, out, fuse):
+    mod = from_onnx(onnx.load(model), keep_params_in_input=False)
     mod = relax.transform.DecomposeOpsForInference()(mod)
     mod = relax.transform.CanonicalizeBindings()(mod)
     target = tvm.target.Target(TARGET)
-    exe = tvm.compile(mod, target=target, relax_pipeline=pipeline(target, args.pipeline == "fuse"))
-    exe.export_library(args.out)
-    print(f"compiled {args.model} -> {args.out} ({args.pipeline})", file=sys.stderr)
+    exe = tvm.compile(mod, target=target, relax_pipeline=pipeline(target, fuse))
+    exe.export_library(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("out", nargs="?")
+    ap.add_argument("--batch", help="a file of MODEL<TAB>OUT lines")
+    ap.add_argument("--pipeline", choices=["fuse", "plain"], default="fuse")
+    args = ap.parse_args()
+    fuse = args.pipeline == "fuse"
+    if args.batch is None:
+        compile_one(args.model, args.out, fuse)
+        print(f"compiled {args.model} -> {args.out} ({args.pipeline})", file=sys.stderr)
+        return
+    failed = 0
+    with open(args.batch) as f:
+        jobs = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    for model, out in jobs:
+        partial = out + ".partial.so"
+        try:
+            compile_one(model, partial, fuse)
+            os.replace(partial, out)
+        except Exception as e:  # one bad model must not stop the batch
+            failed += 1
+            print(f"failed {model}: {e}", file=sys.stderr)
+    print(f"compiled {len(jobs) - failed} of {len(jobs)} ({args.pipeline})", file=sys.stderr)
 
 
 if __name__ == "__main__":

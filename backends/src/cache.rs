@@ -198,8 +198,10 @@ impl Cache {
     /// Forgets every fusion-test verdict stored under `f` (before testing afresh).
     pub fn clear_fusion_pairs(&self, f: &Fingerprint) -> Result<()> {
         let key = self.key(f)?;
-        self.conn
-            .execute("DELETE FROM fusion_pairs WHERE fingerprint = ?1", params![key])?;
+        self.conn.execute(
+            "DELETE FROM fusion_pairs WHERE fingerprint = ?1",
+            params![key],
+        )?;
         Ok(())
     }
 

@@ -163,6 +163,12 @@ pub trait Backend {
     /// Loads (and compiles, where needed) a lowered network; the only call that touches the
     /// runtime or the hardware.
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>>;
+    /// Gets ready for `prepare` on many networks at once, where the backend can do that
+    /// faster than one by one (TVM compiles a batch in parallel processes). Optional: a
+    /// network it could not prepare is prepared (and fails) on its own later.
+    fn prepare_all(&self, _lowered: &[&Lowered]) -> Result<()> {
+        Ok(())
+    }
     /// Time per part of the network, where the runtime offers such a profile.
     fn profile(&self, _lowered: &Lowered) -> Result<Option<Vec<LayerTime>>> {
         Ok(None)

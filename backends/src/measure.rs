@@ -251,6 +251,8 @@ pub fn measure_all(
             None => todo.push(i),
         }
     }
+    let pending: Vec<&Lowered> = todo.iter().map(|&i| &lowered[i]).collect();
+    backend.prepare_all(&pending)?;
     // The reference's latency every chunk is scaled to (see below).
     let mut anchor = match reference {
         Some(r) => cache.get(&fingerprint, &r.hash)?.map(|l| l.p10_ms),
@@ -352,6 +354,7 @@ pub fn measure_together(
     lowered: &[Lowered],
     p: &Protocol,
 ) -> Result<Vec<Latency>> {
+    backend.prepare_all(&lowered.iter().collect::<Vec<_>>())?;
     let mut reported: Vec<Option<Latency>> = Vec::new();
     let mut runners = Vec::new();
     for l in lowered {

@@ -24,6 +24,9 @@ pub struct Tvm {
     pub threads: usize,
     pub seed: u64,
     pub cache_dir: PathBuf,
+    /// Compiler processes run at once for a batch (they do not affect timing: compiling
+    /// is done before any network of the batch is timed).
+    pub jobs: usize,
 }
 
 fn ffi(e: tvm_ffi::Error) -> BackendError {
@@ -32,7 +35,7 @@ fn ffi(e: tvm_ffi::Error) -> BackendError {
 
 impl Tvm {
     pub fn from_options(options: &Options) -> Result<Tvm> {
-        options.only("tvm", &["pipeline", "threads", "seed", "cache"])?;
+        options.only("tvm", &["pipeline", "threads", "seed", "cache", "jobs"])?;
         let fuse = match options.get("pipeline").unwrap_or("fuse") {
             "fuse" => true,
             "plain" => false,
@@ -47,6 +50,7 @@ impl Tvm {
             threads: options.number("threads", 1)?,
             seed: options.number("seed", 0)?,
             cache_dir: PathBuf::from(options.get("cache").unwrap_or(".spacetune/tvm")),
+            jobs: options.number("jobs", 2)?,
         })
     }
 
@@ -58,15 +62,86 @@ impl Tvm {
         }
     }
 
-    /// The compiled library for a lowered network, compiling it on a cache miss.
-    pub fn compile(&self, lowered: &Lowered) -> Result<PathBuf> {
+    /// Where the compiled library of a lowered network is cached, and its base name.
+    fn library(&self, lowered: &Lowered) -> (PathBuf, String) {
         let name = format!(
             "{}-{}-s{}-tvm{VERSION}-h{HELPER_REVISION}",
             lowered.hash,
             self.pipeline(),
             self.seed
         );
-        let so = self.cache_dir.join(format!("{name}.so"));
+        (self.cache_dir.join(format!("{name}.so")), name)
+    }
+
+    fn python() -> String {
+        std::env::var("SPACETUNE_PYTHON")
+            .ok()
+            .unwrap_or_else(|| env!("SPACETUNE_TVM_PYTHON").to_string())
+    }
+
+    /// Compiles every network without a cached library, in `jobs` helper processes at once
+    /// (each pays TVM's import once for its share). Failures are left for [`Tvm::compile`]
+    /// to meet again and report per network.
+    pub fn compile_all(&self, lowered: &[&Lowered]) -> Result<()> {
+        let mut missing: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for l in lowered {
+            let (so, name) = self.library(l);
+            if so.exists() || !seen.insert(name.clone()) {
+                continue;
+            }
+            let model = self.cache_dir.join(format!("{name}.onnx"));
+            std::fs::create_dir_all(&self.cache_dir).map_err(BackendError::io(format!(
+                "creating {}",
+                self.cache_dir.display()
+            )))?;
+            std::fs::write(&model, &l.bytes)
+                .map_err(BackendError::io(format!("writing {}", model.display())))?;
+            missing.push((model, so));
+        }
+        if missing.len() < 2 {
+            return Ok(());
+        }
+        let jobs = self.jobs.clamp(1, missing.len());
+        let mut children = Vec::new();
+        for j in 0..jobs {
+            let list: String = missing
+                .iter()
+                .skip(j)
+                .step_by(jobs)
+                .map(|(m, so)| format!("{}\t{}\n", m.display(), so.display()))
+                .collect();
+            let file = self
+                .cache_dir
+                .join(format!("batch-{}-{j}.txt", std::process::id()));
+            std::fs::write(&file, list)
+                .map_err(BackendError::io(format!("writing {}", file.display())))?;
+            let child = Command::new(Self::python())
+                .arg(HELPER)
+                .arg("--batch")
+                .arg(&file)
+                .arg("--pipeline")
+                .arg(self.pipeline())
+                .env("TVM_NUM_THREADS", self.threads.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(BackendError::io(format!("running {HELPER}")))?;
+            children.push((child, file));
+        }
+        for (mut child, file) in children {
+            let _ = child.wait();
+            let _ = std::fs::remove_file(file);
+        }
+        for (model, _) in &missing {
+            let _ = std::fs::remove_file(model);
+        }
+        Ok(())
+    }
+
+    /// The compiled library for a lowered network, compiling it on a cache miss.
+    pub fn compile(&self, lowered: &Lowered) -> Result<PathBuf> {
+        let (so, name) = self.library(lowered);
         if so.exists() {
             return Ok(so);
         }
@@ -79,9 +154,7 @@ impl Tvm {
             .map_err(BackendError::io(format!("writing {}", model.display())))?;
         // Written beside, then renamed: a killed compile never leaves a truncated library.
         let partial = self.cache_dir.join(format!("{name}.partial.so"));
-        let python = std::env::var("SPACETUNE_PYTHON")
-            .ok()
-            .unwrap_or_else(|| env!("SPACETUNE_TVM_PYTHON").to_string());
+        let python = Self::python();
         let out = Command::new(&python)
             .arg(HELPER)
             .arg(&model)
@@ -172,6 +245,9 @@ impl Backend for Tvm {
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {
         onnx::lower(net, self.seed)
+    }
+    fn prepare_all(&self, lowered: &[&Lowered]) -> Result<()> {
+        self.compile_all(lowered)
     }
     fn prepare(&self, lowered: &Lowered) -> Result<Timing<'_>> {
         let main = self.load(&self.compile(lowered)?)?;

@@ -74,7 +74,13 @@ impl fmt::Display for Module {
             )?;
             for row in &lut.rows {
                 let d = &info.decisions[crate::Handle::new(row.decision as usize)];
-                writeln!(f, "lut d{} {} share={}", row.decision, d.name, Ms(row.share_ms))?;
+                writeln!(
+                    f,
+                    "lut d{} {} share={}",
+                    row.decision,
+                    d.name,
+                    Ms(row.share_ms)
+                )?;
                 for (j, e) in row.options.iter().enumerate() {
                     writeln!(
                         f,

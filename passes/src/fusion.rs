@@ -50,8 +50,12 @@ pub fn fused(t_a: f64, t_b: f64, t_ab: f64) -> bool {
 /// cost every probe pays once, subtracted before the test.
 pub fn empty() -> Graph {
     let mut g = Graph::with_input(Shape::new(1, 1, 1));
-    g.push(Prim::Identity, &[spacetune_ir::Handle::new(0)], Region::Fixed(0))
-        .expect("identity takes any shape");
+    g.push(
+        Prim::Identity,
+        &[spacetune_ir::Handle::new(0)],
+        Region::Fixed(0),
+    )
+    .expect("identity takes any shape");
     g
 }
 
@@ -94,7 +98,10 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
             places.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.cmp(&y.1)));
             let (_, place, gi, path, ib) = places.swap_remove(places.len() / 2);
             let g = &graphs[gi];
-            let f = scale_for(&g.extract(|i| i == ib || path.contains(&i)).expect("ops kept"));
+            let f = scale_for(
+                &g.extract(|i| i == ib || path.contains(&i))
+                    .expect("ops kept"),
+            );
             let part = |keep: &dyn Fn(usize) -> bool| {
                 rescaled(&g.extract(keep).expect("a probe keeps at least one op"), f)
             };
@@ -123,10 +130,19 @@ pub const PROBE_ELEMENTS: u64 = 1 << 19;
 /// The spatial factor that brings the probe's largest tensor to [`PROBE_ELEMENTS`] (1 for
 /// probes with a `linear`, whose weights grow with the map it flattens).
 fn scale_for(g: &Graph) -> u64 {
-    if g.nodes.iter().any(|(_, n)| matches!(n.op, Prim::Linear { .. })) {
+    if g.nodes
+        .iter()
+        .any(|(_, n)| matches!(n.op, Prim::Linear { .. }))
+    {
         return 1;
     }
-    let largest = g.shapes.iter().map(|s| s.elements()).max().unwrap_or(1).max(1);
+    let largest = g
+        .shapes
+        .iter()
+        .map(|s| s.elements())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut f = 1;
     while largest * f * f < PROBE_ELEMENTS && f < 64 {
         f += 1;
@@ -155,8 +171,7 @@ fn chain_ending_at(g: &Graph, last: usize, chain: &[String]) -> Option<Vec<usize
     let mut at = last;
     for (k, name) in chain.iter().enumerate().rev() {
         let node = &g.nodes[spacetune_ir::Handle::new(at)];
-        if node.op.name() != name || matches!(node.op, Prim::Input | Prim::Zero | Prim::Identity)
-        {
+        if node.op.name() != name || matches!(node.op, Prim::Input | Prim::Zero | Prim::Identity) {
             return None;
         }
         if k > 0 {

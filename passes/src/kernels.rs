@@ -88,7 +88,12 @@ pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term
             let externals = externals(&chain);
             let attrs: Vec<String> = (0..chain.len()).map(|i| format!("?a{i}")).collect();
             let ext: Vec<String> = (0..externals).map(|i| format!("?e{i}")).collect();
-            let inner = format!("({} {} {})", chain.join("+"), attrs.join(" "), ext.join(" "));
+            let inner = format!(
+                "({} {} {})",
+                chain.join("+"),
+                attrs.join(" "),
+                ext.join(" ")
+            );
             let mut fused = chain.clone();
             fused.push(b.as_str());
             let name = fused.join("+");
@@ -431,7 +436,12 @@ mod tests {
         let b = g.push(conv(8), &[x], r).unwrap();
         g.push(Prim::Add, &[a, b], r).unwrap();
         let k = kernels(&g, &rules(&[("conv", "add")]));
-        assert_eq!(census(&k.kernels).values().sum::<usize>(), 2, "{:?}", names(&k));
+        assert_eq!(
+            census(&k.kernels).values().sum::<usize>(),
+            2,
+            "{:?}",
+            names(&k)
+        );
         assert!(names(&k).contains(&"conv+add"));
     }
 }

@@ -38,7 +38,12 @@ pub fn standalone(m: &Module, space: u32) -> Result<Standalone, Diagnostics> {
         .decisions
         .iter()
         .filter(|(_, d)| d.kind == DecisionKind::Named)
-        .map(|(_, d)| (d.name.clone(), d.options[d.default as usize].resolved.clone()))
+        .map(|(_, d)| {
+            (
+                d.name.clone(),
+                d.options[d.default as usize].resolved.clone(),
+            )
+        })
         .collect();
     // SSBN_0 once more, to learn where each named choice is used and with what shapes.
     let chosen = info
@@ -149,12 +154,7 @@ impl Pass for Correct {
 }
 
 /// BBSSP's table for one space.
-pub fn table(
-    m: &Module,
-    space: u32,
-    backend: &str,
-    x: &Measured,
-) -> Result<SpaceLut, Diagnostics> {
+pub fn table(m: &Module, space: u32, backend: &str, x: &Measured) -> Result<SpaceLut, Diagnostics> {
     let info = &m.checked[space as usize];
     let decisions: Vec<&Decision> = info.decisions.iter().map(|(_, d)| d).collect();
     let span = info.space.map_or(m.skeleton_span, |h| m.spaces.span(h));
