@@ -427,6 +427,63 @@ mod tests {
         assert_eq!(names(&k).len(), 2);
     }
 
+    /// The rewrites on terms as written, egg style: start term ⇒ the fused kernel, found
+    /// equivalent by the rules and extracted as the cheapest form.
+    fn rewrites_to(rules: &FusionRules, start: &str, expect: &str) {
+        let start: RecExpr<Term> = start.parse().unwrap();
+        let expect: RecExpr<Term> = expect.parse().unwrap();
+        let ops = ["conv", "bn", "relu", "add", "gap", "linear"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let runner = Runner::default()
+            .with_expr(&start)
+            .run(&rewrites(rules, &ops));
+        let root = runner.roots[0];
+        assert_eq!(
+            runner.egraph.lookup_expr(&expect),
+            Some(runner.egraph.find(root)),
+            "{start} should be equivalent to {expect}"
+        );
+        let (_, best) = Extractor::new(&runner.egraph, KernelCount).find_best(root);
+        assert_eq!(best.to_string(), expect.to_string());
+    }
+
+    #[test]
+    fn rule_table_as_terms() {
+        let r = rules(&[
+            ("conv", "bn"),
+            ("conv+bn", "relu"),
+            ("conv+bn", "add"),
+            ("conv+bn+add", "relu"),
+        ]);
+        rewrites_to(
+            &r,
+            "(relu a3 (bn a2 (conv a1 in0)))",
+            "(conv+bn+relu a1 a2 a3 in0)",
+        );
+        // A residual block: the skip is the add's first operand (computed first).
+        rewrites_to(
+            &r,
+            "(relu a4 (add a3 in0 (bn a2 (conv a1 in0))))",
+            "(conv+bn+add+relu a1 a2 a3 a4 in0 in0)",
+        );
+        // Not the other way round: a kernel cannot add what is computed after it.
+        rewrites_to(
+            &r,
+            "(add a3 (bn a2 (conv a1 in0)) (share (gap a4 in0)))",
+            "(add a3 (conv+bn a1 a2 in0) (share (gap a4 in0)))",
+        );
+        // Nothing fuses through a value other ops read too.
+        rewrites_to(
+            &r,
+            "(relu a3 (share (bn a2 (conv a1 in0))))",
+            "(relu a3 (share (conv+bn a1 a2 in0)))",
+        );
+        // No rule, no fusion: gap→linear stays two kernels.
+        rewrites_to(&r, "(linear a2 (gap a1 in0))", "(linear a2 (gap a1 in0))");
+    }
+
     /// Two ops with equal shapes and inputs but their own weights are two kernels.
     #[test]
     fn equal_ops_on_one_input_are_not_merged() {

@@ -2,7 +2,10 @@
 
 use crate::pass::Pass;
 
-/// The ordered pass list.
+/// The ordered pass list of a compile. The passes after `expand` need data from outside
+/// the source — latencies (`latency::Correct`, run by `spacetune latency-eval` once the
+/// networks are measured), accuracies (`select`) — and are run by the commands that have it,
+/// in this order: measure, correct, profile, select.
 pub fn passes() -> Vec<Box<dyn Pass>> {
     vec![
         // Resolves names and decisions and proves every candidate builds where it can go;
