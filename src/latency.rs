@@ -420,6 +420,16 @@ fn eval_space(
         .context("a space has an SSBN_0")?;
     let reference = backend.lower(base_net)?;
 
+    // Scored networks come first in the stream, so the same `--samples` and `--seed` score
+    // the same networks whatever `--validate` is.
+    let choices = sample(info, args.samples + args.validate, args.seed);
+    if choices.len() < args.samples + args.validate {
+        bail!(
+            "space `{}` has only {} networks that are not SSBNs; ask for fewer samples",
+            info.name,
+            choices.len()
+        );
+    }
     // 1. The SSBNs, whole: BBSSP's measurements.
     let bar = progress_bar(ssbns.len(), format!("SSBNs on {}", backend.name()));
     let outcomes = measure_space(backend, &ssbns, protocol, cache, |o| {
@@ -514,16 +524,7 @@ fn eval_space(
     let lut = latency::table(m, s, &backend.fingerprint().to_string(), &measured)
         .map_err(|d| anyhow::anyhow!("{:?}", d.0.first().map(|d| &d.message)))?;
 
-    // 3. Random networks: validation first in the stream's order would bias nothing, but
-    // scored networks come first so `--samples` alone picks the same ones.
-    let choices = sample(info, args.samples + args.validate, args.seed);
-    if choices.len() < args.samples + args.validate {
-        bail!(
-            "space `{}` has only {} networks that are not SSBNs; ask for fewer samples",
-            info.name,
-            choices.len()
-        );
-    }
+    // 3. Random networks (drawn first, so a space too small for them fails at once).
     let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
     let random: Vec<Network> = choices
         .iter()

@@ -79,3 +79,28 @@ fn predictors_on_sim_mobile() {
     // Deterministic backend: a second measurement is the same.
     assert_eq!(r["repeat_cv"].as_f64().unwrap(), 0.0);
 }
+
+#[test]
+fn asking_for_more_networks_than_the_space_has_is_an_error_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .current_dir(common::root())
+        .args([
+            "latency-eval",
+            "tests/in/reduced_layers.space",
+            "--samples",
+            "50",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("m.db"))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("space `mobile_reduced` has only 3 networks that are not SSBNs"),
+        "{stderr}"
+    );
+}
