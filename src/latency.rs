@@ -264,6 +264,16 @@ pub struct Row {
     pub kernels: usize,
 }
 
+/// One predictor's agreement on the scored and on the validation networks (`None`: the
+/// predictor has no table for this space).
+#[derive(Clone, Debug, Serialize)]
+pub struct Score {
+    pub name: String,
+    pub what: String,
+    pub scored: Option<Agreement>,
+    pub validation: Option<Agreement>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub space: String,
@@ -273,8 +283,7 @@ pub struct Report {
     pub ssbns: usize,
     pub fusion_pairs: Vec<PairRule>,
     pub distinct_kernels: usize,
-    /// Per predictor: agreement on the scored networks and on the validation networks.
-    pub predictors: Vec<(String, Option<Agreement>, Option<Agreement>)>,
+    pub predictors: Vec<Score>,
     pub recommended: String,
     /// The noise floor: a second, independent measurement of some scored networks scored
     /// like a predictor, and the mean coefficient of variation of the pairs.
@@ -337,19 +346,29 @@ fn measure_nets(
         .iter()
         .map(|n| backend.lower(n))
         .collect::<Result<_, _>>()?;
-    let bar = progress_bar(nets.len(), format!("{what} on {}", backend.name()));
-    let outcomes = measure_all(backend, &lowered, Some(reference), protocol, cache, |o| {
+    // Equal networks (a cell edge's option in every cell of a stage) are measured once.
+    let mut unique: Vec<Lowered> = Vec::new();
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &lowered {
+        at.entry(l.hash.clone()).or_insert_with(|| {
+            unique.push(l.clone());
+            unique.len() - 1
+        });
+    }
+    let bar = progress_bar(unique.len(), format!("{what} on {}", backend.name()));
+    let outcomes = measure_all(backend, &unique, Some(reference), protocol, cache, |o| {
         bar.set_message(o.id.clone());
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    outcomes
+    let ms: Vec<f64> = outcomes
         .into_iter()
         .map(|o| match o.latency {
             Ok(l) => Ok(l.p10_ms),
             Err(e) => bail!("{what}: network {} failed on {}: {e}", o.id, backend.name()),
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(lowered.iter().map(|l| ms[at[&l.hash]]).collect())
 }
 
 pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
@@ -658,17 +677,22 @@ fn eval_space(
         pred.filter(|_| !rows.is_empty())
             .map(|p| agreement(&p, &truth))
     };
-    let predictors: Vec<(String, Option<Agreement>, Option<Agreement>)> = PREDICTORS
+    let predictors: Vec<Score> = PREDICTORS
         .iter()
         .enumerate()
-        .map(|(p, (name, _))| (name.to_string(), score(scored, p), score(validation, p)))
+        .map(|(p, (name, what))| Score {
+            name: name.to_string(),
+            what: what.to_string(),
+            scored: score(scored, p),
+            validation: score(validation, p),
+        })
         .collect();
     // The recommendation rests on the validation networks only: the most of them within
     // ±5% (the goal a user plans with), then the lower MAPE. MAPE alone would let one rare,
     // badly predicted network decide.
     let recommended = predictors
         .iter()
-        .filter_map(|(name, _, v)| v.as_ref().map(|v| (name, v)))
+        .filter_map(|p| p.validation.as_ref().map(|v| (&p.name, v)))
         .min_by(|a, b| {
             b.1.within5
                 .total_cmp(&a.1.within5)
@@ -750,10 +774,10 @@ fn print_report(r: &Report) {
             v.map_or("-".into(), |v| format!("{:.2}", v.mape))
         )
     };
-    for (name, a, v) in &r.predictors {
-        match a {
-            Some(a) => line(name, a, v.as_ref()),
-            None => println!("{name:<18} (no table: a decision is a value choice)"),
+    for p in &r.predictors {
+        match &p.scored {
+            Some(a) => line(&p.name, a, p.validation.as_ref()),
+            None => println!("{:<18} (no table: a decision is a value choice)", p.name),
         }
     }
     if let (Some(a), Some(cv)) = (&r.repeat, r.repeat_cv) {

@@ -37,8 +37,8 @@ fn scored<'a>(report: &'a Value, name: &str) -> &'a Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p[0] == name)
-        .unwrap_or_else(|| panic!("no predictor {name}"))[1]
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no predictor {name}"))["scored"]
 }
 
 #[test]
