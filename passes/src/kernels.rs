@@ -76,12 +76,14 @@ pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term
         if chain.len() >= MAX_CHAIN {
             continue;
         }
-        let joined = chain.join("+");
+        // Rules speak of `add`; terms of `add`, `add3`, ... (an add of n tensors).
+        let joined = chain.iter().map(|o| base(o)).collect::<Vec<_>>().join("+");
         for &b in &ops {
-            if !rules.fuses(&joined, b) {
+            if !rules.fuses(&joined, base(b)) {
                 continue;
             }
-            let adds = chain.iter().filter(|&&o| o == "add").count() + usize::from(b == "add");
+            let adds = chain.iter().filter(|&&o| add_arity(o).is_some()).count()
+                + usize::from(add_arity(b).is_some());
             if adds > 2 {
                 continue;
             }
@@ -98,11 +100,13 @@ pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term
             fused.push(b.as_str());
             let name = fused.join("+");
             let mut searchers = Vec::new();
-            if b == "add" {
+            if let Some(n) = add_arity(b) {
                 // Terms list an add's operands in the order they are computed; only the
-                // kernel that runs last can take the add, when the other operand exists.
-                let result = format!("({name} {} ?b {} ?y)", attrs.join(" "), ext.join(" "));
-                searchers.push((format!("(add ?b ?y {inner})"), result));
+                // kernel that runs last can take the add, when the others exist.
+                let ys: Vec<String> = (1..n).map(|i| format!("?y{i}")).collect();
+                let ys = ys.join(" ");
+                let result = format!("({name} {} ?b {} {ys})", attrs.join(" "), ext.join(" "));
+                searchers.push((format!("({b} ?b {ys} {inner})"), result));
             } else {
                 let result = format!("({name} {} ?b {})", attrs.join(" "), ext.join(" "));
                 searchers.push((format!("({b} ?b {inner})"), result));
@@ -118,10 +122,42 @@ pub fn rewrites(rules: &FusionRules, ops: &BTreeSet<String>) -> Vec<Rewrite<Term
     out
 }
 
-/// Tensors a chain reads from outside: its first op's inputs, plus one per later `add`.
+/// Tensors a chain reads from outside: its first op's inputs, plus the other operands of
+/// every later add.
 fn externals(chain: &[&str]) -> usize {
-    let first = if chain[0] == "add" { 2 } else { 1 };
-    first + chain[1..].iter().filter(|&&o| o == "add").count()
+    let first = add_arity(chain[0]).unwrap_or(1);
+    first
+        + chain[1..]
+            .iter()
+            .filter_map(|o| add_arity(o))
+            .map(|n| n - 1)
+            .sum::<usize>()
+}
+
+/// The term name of an add of `n` tensors: `add` for two, `add3`, `add4`, ... beyond.
+fn add_name(n: usize) -> String {
+    if n == 2 {
+        "add".into()
+    } else {
+        format!("add{n}")
+    }
+}
+
+/// How many tensors an add term name adds (`None` for other ops).
+fn add_arity(op: &str) -> Option<usize> {
+    match op.strip_prefix("add")? {
+        "" => Some(2),
+        n => n.parse().ok(),
+    }
+}
+
+/// The op name the fusion rules use for a term name.
+fn base(op: &str) -> &str {
+    if add_arity(op).is_some() {
+        "add"
+    } else {
+        op
+    }
 }
 
 /// `graph` (pruned) as a term; the root is the output node.
@@ -153,7 +189,11 @@ pub fn term(graph: &Graph) -> RecExpr<Term> {
                     inputs.sort_unstable();
                 }
                 children.extend(inputs.iter().map(|&x| value[x]));
-                expr.add(Term::Op(op.name().into(), children))
+                let name = match op {
+                    Prim::Add => add_name(inputs.len()),
+                    _ => op.name().to_string(),
+                };
+                expr.add(Term::Op(name.into(), children))
             }
         };
         let read_as = if readers[i] > 1 && !matches!(n.op, Prim::Input | Prim::Zero) {
@@ -213,7 +253,10 @@ pub fn kernels(graph: &Graph, rules: &FusionRules) -> Kernels {
     let ops: BTreeSet<String> = graph
         .nodes
         .iter()
-        .map(|(_, n)| n.op.name().to_string())
+        .map(|(_, n)| match n.op {
+            Prim::Add => add_name(n.inputs.len()),
+            _ => n.op.name().to_string(),
+        })
         .collect();
     let runner = Runner::default()
         .with_iter_limit(MAX_CHAIN + 2)
@@ -432,7 +475,7 @@ mod tests {
     fn rewrites_to(rules: &FusionRules, start: &str, expect: &str) {
         let start: RecExpr<Term> = start.parse().unwrap();
         let expect: RecExpr<Term> = expect.parse().unwrap();
-        let ops = ["conv", "bn", "relu", "add", "gap", "linear"]
+        let ops = ["conv", "bn", "relu", "add", "add3", "gap", "linear"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -473,6 +516,12 @@ mod tests {
             &r,
             "(add a3 (bn a2 (conv a1 in0)) (share (gap a4 in0)))",
             "(add a3 (conv+bn a1 a2 in0) (share (gap a4 in0)))",
+        );
+        // An add of three tensors (a cell node with three incoming edges) goes the same way.
+        rewrites_to(
+            &r,
+            "(add3 a3 in0 in0 (bn a2 (conv a1 in0)))",
+            "(conv+bn+add3 a1 a2 a3 in0 in0 in0)",
         );
         // Nothing fuses through a value other ops read too.
         rewrites_to(
