@@ -243,6 +243,10 @@ pub const PREDICTORS: &[(&str, &str)] = &[
         "BBSSP: Lat(SSBN_0) + Σ_i (Lat(SSBN_(i,c_i)) − Lat(SSBN_0))",
     ),
     (
+        "corrected+fit",
+        "corrected, with the base Lat(SSBN_0) fitted on the validation networks",
+    ),
+    (
         "kernel",
         "egg kernel model: the kernels the backend runs, each timed alone (net of the per-call cost)",
     ),
@@ -409,7 +413,19 @@ pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
     }
     .run(&mut annotated)
     .map_err(|d| anyhow::anyhow!("correct: {:?}", d.0.first().map(|d| &d.message)))?;
-    let base = args.out.join(format!("{stem}.{}", backend.name()));
+    // Options in the name, so runs of one backend in several configurations sit side by side.
+    let mut name = format!("{stem}.{}", backend.name());
+    for o in &args.on.options {
+        name.push('-');
+        name.extend(o.chars().map(|c| {
+            if c.is_alphanumeric() || "=.-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        }));
+    }
+    let base = args.out.join(name);
     let json = PathBuf::from(format!("{}.latency.json", base.display()));
     std::fs::write(&json, serde_json::to_string_pretty(&reports)?)
         .with_context(|| format!("writing {}", json.display()))?;
@@ -640,6 +656,25 @@ fn eval_space(
             Ssbn::Base => None,
         })
         .collect();
+    // The corrected table counts Lat(SSBN_0) k − 1 times negatively for a network with k
+    // swapped decisions (Σ_i Lat(SSBN_(i,c_i)) − (k − 1)·Lat(SSBN_0)), so an error of e in
+    // that one measurement moves a prediction by (k − 1)·e. corrected+fit replaces it by
+    // the base that best explains the validation networks (least squares, one parameter).
+    let swapped = |n: &Network| {
+        n.choices
+            .iter()
+            .zip(&decisions)
+            .filter(|(&c, d)| d.default != c)
+            .count() as f64
+    };
+    let (num, den) = random[args.samples..]
+        .iter()
+        .zip(&random_ms[args.samples..])
+        .fold((0.0, 0.0), |(num, den), (n, &m)| {
+            let k1 = (swapped(n) - 1.0).max(0.0);
+            (num + (lut.corrected(&n.choices) - m) * k1, den + k1 * k1)
+        });
+    let base_shift = if den > 0.0 { num / den } else { 0.0 };
     let predict = |idx: usize, n: &Network| -> Vec<Option<f64>> {
         let corrected = lut.corrected(&n.choices);
         let additive = kernel_base
@@ -654,6 +689,7 @@ fn eval_space(
             naive_all[idx],
             naive_all[idx].zip(naive_fit).map(|(x, (a, b))| a + b * x),
             Some(corrected),
+            Some(corrected - (swapped(n) - 1.0).max(0.0) * base_shift),
             Some(kernel_pred[idx]),
             Some(kernel_fit.0 + kernel_fit.1 * kernel_pred[idx]),
             Some(corrected + interaction),
@@ -727,6 +763,7 @@ fn eval_space(
         fits.insert("naive+fit".to_string(), f);
     }
     fits.insert("kernel+fit".to_string(), kernel_fit);
+    fits.insert("corrected+fit".to_string(), (-base_shift, 1.0));
     let report = Report {
         space: info.name.clone(),
         backend: backend.fingerprint().to_string(),
