@@ -2,7 +2,7 @@
 //! latency tables (naive, BBSSP's corrected one, the egg kernel model) and how well each
 //! predicts the latency of random networks measured whole.
 
-use crate::measure::{measure_space, progress_bar, ProtocolChoice};
+use crate::measure::{measure_space, progress_bar, select_spaces, stem, BackendArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -16,32 +16,7 @@ use spacetune::pass::kernels::{self, FusionRules};
 use spacetune::pass::latency::{self, agreement, fit_line, Agreement, Correct, Measured};
 use spacetune::pass::Pass;
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-
-/// Where measurements come from: a backend, its options, the database, the protocol.
-#[derive(Args)]
-pub struct BackendArgs {
-    /// sim, ort, tvm, tch or exec
-    #[arg(long, default_value = "sim")]
-    pub backend: String,
-    /// A backend option, key=value (repeatable; see `spacetune measure --help`)
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    pub options: Vec<String>,
-    #[arg(long, default_value = ".spacetune/measurements.db")]
-    pub db: PathBuf,
-    #[arg(long, value_enum, default_value = "default")]
-    pub protocol: ProtocolChoice,
-}
-
-impl BackendArgs {
-    fn open(&self) -> Result<(Box<dyn Backend>, Cache, Protocol)> {
-        let options = backends::Options::parse(&self.options)?;
-        let backend = backends::lookup(&self.backend, &options)?;
-        let cache = Cache::open(&self.db)
-            .with_context(|| format!("opening the measurement database {}", self.db.display()))?;
-        Ok((backend, cache, self.protocol.protocol()))
-    }
-}
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct FusionArgs {
@@ -325,6 +300,12 @@ fn sample(info: &spacetune::ir::SpaceInfo, n: usize, seed: u64) -> Vec<Vec<u32>>
     out
 }
 
+/// A pass's diagnostics as an error: what was being done, then every message.
+fn failed(doing: &str, d: spacetune::ir::Diagnostics) -> anyhow::Error {
+    let messages: Vec<&str> = d.0.iter().map(|d| d.message.as_str()).collect();
+    anyhow::anyhow!("{doing}: {}", messages.join("; "))
+}
+
 /// An empty in-memory cache holding only the reference's stored latency, so that networks
 /// measured into it afresh are scaled to the same anchor as the stored ones.
 fn anchored(backend: &dyn Backend, reference: &Lowered, cache: &Cache) -> Result<Cache> {
@@ -378,20 +359,7 @@ fn measure_nets(
 pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
     let (backend, cache, protocol) = args.on.open()?;
     let backend = backend.as_ref();
-    let spaces: Vec<u32> = (0..m.checked.len() as u32)
-        .filter(|&s| {
-            args.space
-                .as_deref()
-                .is_none_or(|n| m.checked[s as usize].name == n)
-        })
-        .collect();
-    if spaces.is_empty() {
-        bail!(
-            "no space `{}` in {}",
-            args.space.as_deref().unwrap_or(""),
-            args.file.display()
-        );
-    }
+    let spaces = select_spaces(m, args.space.as_deref(), &args.file)?;
     let pairs = detect(Some(m), backend, &cache, &protocol, false)?;
     let rules = fusion::rules(&pairs);
     let stem = stem(&args.file);
@@ -412,7 +380,7 @@ pub fn latency_eval(m: &Module, args: &EvalArgs) -> Result<()> {
         measured: measured_spaces,
     }
     .run(&mut annotated)
-    .map_err(|d| anyhow::anyhow!("correct: {:?}", d.0.first().map(|d| &d.message)))?;
+    .map_err(|d| failed("the correct pass", d))?;
     // Options in the name, so runs of one backend in several configurations sit side by side.
     let mut name = format!("{stem}.{}", backend.name());
     for o in &args.on.options {
@@ -513,13 +481,8 @@ fn eval_space(
     }
 
     // 2. The naive table: every option alone, where it is used.
-    let alone = latency::standalone(m, s).map_err(|d| {
-        anyhow::anyhow!(
-            "building the blocks of `{}` alone: {:?}",
-            info.name,
-            d.0.first().map(|d| &d.message)
-        )
-    })?;
+    let alone = latency::standalone(m, s)
+        .map_err(|d| failed(&format!("building the blocks of `{}` alone", info.name), d))?;
     let mut alone_nets = Vec::new();
     for (k, g) in alone.fixed.iter().enumerate() {
         alone_nets.push(Network::fixed(format!("{}-fixed{k}", info.name), g.clone()));
@@ -557,7 +520,7 @@ fn eval_space(
         })
         .collect();
     let lut = latency::table(m, s, &backend.fingerprint().to_string(), &measured)
-        .map_err(|d| anyhow::anyhow!("{:?}", d.0.first().map(|d| &d.message)))?;
+        .map_err(|d| failed("building the latency table", d))?;
 
     // 3. Random networks (drawn first, so a space too small for them fails at once).
     let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
@@ -565,12 +528,8 @@ fn eval_space(
         .iter()
         .enumerate()
         .map(|(k, c)| {
-            let graph = spacetune::pass::expand::build(m, info, c).map_err(|d| {
-                anyhow::anyhow!(
-                    "building a random network: {:?}",
-                    d.0.first().map(|d| &d.message)
-                )
-            })?;
+            let graph = spacetune::pass::expand::build(m, info, c)
+                .map_err(|d| failed("building a random network", d))?;
             let mut n = Network::fixed(format!("{}-r{k}", info.name), graph);
             n.space = s;
             n.key = spacetune::pass::expand::key(&decisions, c);
@@ -829,11 +788,4 @@ fn print_report(r: &Report) {
         "recommended: {} (most validation networks within ±5%, then the lowest MAPE)",
         r.recommended
     );
-}
-
-/// The stem of `path` for output names.
-pub fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "space".into())
 }

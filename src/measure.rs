@@ -10,29 +10,46 @@ use spacetune::ir::{Module, Network, Ssbn};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Where measurements come from: a backend, its options, the database, the protocol.
 #[derive(Args)]
-pub struct MeasureArgs {
-    pub file: PathBuf,
+pub struct BackendArgs {
     /// sim, ort, tvm, tch or exec
     #[arg(long, default_value = "sim")]
     pub backend: String,
     /// A backend option, key=value (repeatable): sim preset=NAME|FILE.toml fuse=on|off;
-    /// ort opt=all|disabled threads=N; tvm pipeline=fuse|plain threads=N; tch threads=N;
-    /// exec command="CMD ARGS" timeout=SECONDS
+    /// ort opt=all|disabled threads=N; tvm pipeline=fuse|plain threads=N jobs=N; tch
+    /// threads=N; exec command="CMD ARGS" timeout=SECONDS
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// The measurement database (created if missing)
     #[arg(long, default_value = ".spacetune/measurements.db")]
     pub db: PathBuf,
+    /// quick: fewer, shorter windows (for smoke runs); default: the full protocol
+    #[arg(long, value_enum, default_value = "default")]
+    pub protocol: ProtocolChoice,
+}
+
+impl BackendArgs {
+    pub fn open(&self) -> Result<(Box<dyn Backend>, Cache, Protocol)> {
+        let options = backends::Options::parse(&self.options)?;
+        let backend = backends::lookup(&self.backend, &options)?;
+        let cache = Cache::open(&self.db)
+            .with_context(|| format!("opening the measurement database {}", self.db.display()))?;
+        Ok((backend, cache, self.protocol.protocol()))
+    }
+}
+
+#[derive(Args)]
+pub struct MeasureArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub on: BackendArgs,
     /// Where the JSON and CSV results go
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
     /// Only this space (by name)
     #[arg(long)]
     pub space: Option<String>,
-    /// quick: fewer, shorter windows (for smoke runs); default: the full protocol
-    #[arg(long, value_enum, default_value = "default")]
-    pub protocol: ProtocolChoice,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +110,25 @@ pub fn export(m: &Module, args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// The spaces of `m` to work on: the one called `only`, or all; an error naming the file
+/// when there is no such space.
+pub fn select_spaces(m: &Module, only: Option<&str>, file: &Path) -> Result<Vec<u32>> {
+    let spaces: Vec<u32> = (0..m.checked.len() as u32)
+        .filter(|&s| only.is_none_or(|n| m.checked[s as usize].name == n))
+        .collect();
+    if spaces.is_empty() {
+        bail!("no space `{}` in {}", only.unwrap_or(""), file.display());
+    }
+    Ok(spaces)
+}
+
+/// The stem of `path` for output names.
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "space".into())
+}
+
 /// A progress bar in spacetune's style (`measure`, `profile`).
 pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
     let bar = ProgressBar::new(len as u64).with_style(
@@ -129,25 +165,8 @@ pub fn measure_space(
 }
 
 pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
-    let options = backends::Options::parse(&args.options)?;
-    let backend = backends::lookup(&args.backend, &options)?;
-    let protocol = args.protocol.protocol();
-    let cache = Cache::open(&args.db)
-        .with_context(|| format!("opening the measurement database {}", args.db.display()))?;
-    let spaces: Vec<u32> = (0..m.checked.len() as u32)
-        .filter(|&s| {
-            args.space
-                .as_deref()
-                .is_none_or(|n| m.checked[s as usize].name == n)
-        })
-        .collect();
-    if spaces.is_empty() {
-        bail!(
-            "no space `{}` in {}",
-            args.space.as_deref().unwrap_or(""),
-            args.file.display()
-        );
-    }
+    let (backend, cache, protocol) = args.on.open()?;
+    let spaces = select_spaces(m, args.space.as_deref(), &args.file)?;
     let nets: Vec<_> = m
         .networks
         .iter()
@@ -167,7 +186,7 @@ pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
-    let stem = crate::latency::stem(&args.file);
+    let stem = stem(&args.file);
     let base = args.out.join(format!("{stem}.{}", backend.name()));
     write_results(&base, &backend.fingerprint(), &rows)?;
     let failed = rows.iter().filter(|r| r.3.latency.is_err()).count();

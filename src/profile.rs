@@ -222,10 +222,7 @@ pub fn profile(m: &Module, args: &ProfileArgs) -> Result<()> {
 
 fn write(out: &Path, file: &Path, rows: &[(String, String, String, f64)]) -> Result<()> {
     std::fs::create_dir_all(out)?;
-    let stem = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let stem = crate::measure::stem(file);
     let path = out.join(format!("{stem}.accuracy.csv"));
     let mut w = csv::Writer::from_path(&path)?;
     w.write_record(["space", "id", "key", "accuracy"])?;

@@ -139,11 +139,7 @@ pub fn select(m: &Module, args: &SelectArgs) -> Result<()> {
 
 fn write(args: &SelectArgs, s: &Selection, text: &str) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
-    let stem = args
-        .file
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let stem = crate::measure::stem(&args.file);
     let space = args.out.join(format!("{stem}.reduced.space"));
     std::fs::write(&space, text)?;
     let json = args.out.join(format!("{stem}.select.json"));

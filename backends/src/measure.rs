@@ -344,11 +344,7 @@ pub fn measure_all(
             done.retain(|&i| i != reference_owner);
             done.dedup();
             for i in done {
-                let best = owned(fastest(
-                    (0..owner.len())
-                        .filter(|&k| owner[k] == i)
-                        .map(|k| &latencies[k]),
-                ));
+                let best = best_session(&owner, &latencies, i);
                 let latency = match failed.iter().find(|(f, _)| *f == i) {
                     Some((_, e)) if best.is_err() => Err(e.clone()),
                     _ => best.and_then(|mut l| {
@@ -387,8 +383,17 @@ fn fastest<'a>(results: impl Iterator<Item = &'a Result<Latency>>) -> Option<&'a
     best
 }
 
-fn owned(r: Option<&Result<Latency>>) -> std::result::Result<Latency, String> {
-    match r {
+/// Network `i`'s fastest session among the runners it owns (`owner[k]` is runner k's
+/// network).
+fn best_session(
+    owner: &[usize],
+    results: &[Result<Latency>],
+    i: usize,
+) -> std::result::Result<Latency, String> {
+    let sessions = (0..owner.len())
+        .filter(|&k| owner[k] == i)
+        .map(|k| &results[k]);
+    match fastest(sessions) {
         Some(Ok(l)) => Ok(l.clone()),
         Some(Err(e)) => Err(e.to_string()),
         None => Err("nothing was timed".into()),
@@ -448,12 +453,7 @@ pub fn measure_together(
         .enumerate()
         .map(|(i, r)| match r {
             Some(l) => Ok(l),
-            None => owned(fastest(
-                (0..owner.len())
-                    .filter(|&k| owner[k] == i)
-                    .map(|k| &timed[k]),
-            ))
-            .map_err(BackendError::Runtime),
+            None => best_session(&owner, &timed, i).map_err(BackendError::Runtime),
         })
         .collect()
 }

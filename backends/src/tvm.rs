@@ -83,6 +83,10 @@ impl Tvm {
     /// (each pays TVM's import once for its share). Failures are left for [`Tvm::compile`]
     /// to meet again and report per network.
     pub fn compile_all(&self, lowered: &[&Lowered]) -> Result<()> {
+        std::fs::create_dir_all(&self.cache_dir).map_err(BackendError::io(format!(
+            "creating {}",
+            self.cache_dir.display()
+        )))?;
         let mut missing: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for l in lowered {
@@ -91,10 +95,6 @@ impl Tvm {
                 continue;
             }
             let model = self.cache_dir.join(format!("{name}.onnx"));
-            std::fs::create_dir_all(&self.cache_dir).map_err(BackendError::io(format!(
-                "creating {}",
-                self.cache_dir.display()
-            )))?;
             std::fs::write(&model, &l.bytes)
                 .map_err(BackendError::io(format!("writing {}", model.display())))?;
             missing.push((model, so));

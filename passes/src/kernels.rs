@@ -134,12 +134,12 @@ fn externals(chain: &[&str]) -> usize {
             .sum::<usize>()
 }
 
-/// The term name of an add of `n` tensors: `add` for two, `add3`, `add4`, ... beyond.
-fn add_name(n: usize) -> String {
-    if n == 2 {
-        "add".into()
-    } else {
-        format!("add{n}")
+/// The operator of a node in terms: its op's name, except that an add of n > 2 tensors is
+/// `add<n>` (`add3`), so that patterns match its number of operands.
+fn term_name(node: &Node) -> String {
+    match node.op {
+        Prim::Add if node.inputs.len() != 2 => format!("add{}", node.inputs.len()),
+        _ => node.op.name().to_string(),
     }
 }
 
@@ -189,11 +189,7 @@ pub fn term(graph: &Graph) -> RecExpr<Term> {
                     inputs.sort_unstable();
                 }
                 children.extend(inputs.iter().map(|&x| value[x]));
-                let name = match op {
-                    Prim::Add => add_name(inputs.len()),
-                    _ => op.name().to_string(),
-                };
-                expr.add(Term::Op(name.into(), children))
+                expr.add(Term::Op(term_name(n).into(), children))
             }
         };
         let read_as = if readers[i] > 1 && !matches!(n.op, Prim::Input | Prim::Zero) {
@@ -250,14 +246,7 @@ pub struct Kernels {
 /// The kernels a backend with `rules` runs for `graph` (pruned).
 pub fn kernels(graph: &Graph, rules: &FusionRules) -> Kernels {
     let start = term(graph);
-    let ops: BTreeSet<String> = graph
-        .nodes
-        .iter()
-        .map(|(_, n)| match n.op {
-            Prim::Add => add_name(n.inputs.len()),
-            _ => n.op.name().to_string(),
-        })
-        .collect();
+    let ops: BTreeSet<String> = graph.nodes.iter().map(|(_, n)| term_name(n)).collect();
     let runner = Runner::default()
         .with_iter_limit(MAX_CHAIN + 2)
         .with_node_limit(200_000)
