@@ -92,7 +92,8 @@ pub struct Lowered {
 /// The latency of one network, with the statistics of the protocol that produced it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
-    /// The figure of merit: the 10th percentile of the samples (robust to a noisy machine).
+    /// The figure of merit: the median over windows of each window's 10th percentile (see
+    /// [`measure`]), scaled to the run's reference.
     pub p10_ms: f64,
     pub median_ms: f64,
     pub mean_ms: f64,

@@ -590,3 +590,126 @@ pub fn measure_one(backend: &dyn Backend, lowered: &Lowered, p: &Protocol) -> Re
         .pop()
         .ok_or_else(|| BackendError::Runtime("nothing was timed".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The driver against a scripted machine: runners whose latency is exact, slowed by a
+    //! factor that depends on when they were loaded (the n-th `prepare` of the run).
+    use super::*;
+    use crate::Fingerprint;
+    use spacetune_ir::{Graph, Network};
+    use std::cell::Cell;
+
+    struct Scripted {
+        prepared: Cell<usize>,
+        /// The slow-down of the runner loaded as the n-th, for network `id`.
+        slow: fn(usize, &str) -> f64,
+    }
+
+    struct Exact(f64);
+
+    impl Runner for Exact {
+        fn once(&mut self) -> Result<Duration> {
+            Ok(Duration::from_secs_f64(self.0 / 1e3))
+        }
+    }
+
+    impl Backend for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn fingerprint(&self) -> Fingerprint {
+            Fingerprint {
+                backend: "scripted".into(),
+                runtime: "test".into(),
+                options: Default::default(),
+                threads: 1,
+            }
+        }
+        fn lower(&self, _: &Network) -> Result<Lowered> {
+            unreachable!("the tests lower by hand")
+        }
+        fn prepare(&self, l: &Lowered) -> Result<Timing<'_>> {
+            let n = self.prepared.get();
+            self.prepared.set(n + 1);
+            let ms: f64 = l.text.parse().expect("the text is the latency");
+            Ok(Timing::Timed(Box::new(Exact(ms * (self.slow)(n, &l.id)))))
+        }
+    }
+
+    /// The reference (0.25 ms) first, then 20 networks of 0.1 to 0.29 ms.
+    fn networks() -> Vec<Lowered> {
+        let net = |id: String, ms: f64| Lowered {
+            hash: id.clone(),
+            id,
+            graph: Graph::default(),
+            text: ms.to_string(),
+            bytes: Vec::new(),
+        };
+        let mut v = vec![net("ref".into(), 0.25)];
+        v.extend((0..20).map(|k| net(format!("n{k}"), 0.1 + 0.01 * k as f64)));
+        v
+    }
+
+    fn measure(b: &Scripted, p: &Protocol) -> Vec<f64> {
+        let nets = networks();
+        let cache = Cache::in_memory().unwrap();
+        let out = measure_all(b, &nets, Some(&nets[0]), p, &cache, |_| {}).unwrap();
+        out.iter()
+            .map(|o| o.latency.as_ref().unwrap().p10_ms)
+            .collect()
+    }
+
+    fn worst_error(measured: &[f64]) -> f64 {
+        let truth = networks();
+        measured
+            .iter()
+            .zip(&truth)
+            .map(|(m, t)| (m / t.text.parse::<f64>().unwrap() - 1.0).abs())
+            .fold(0.0, f64::max)
+    }
+
+    fn protocol() -> Protocol {
+        Protocol {
+            window_ms: 0.0,
+            ..Protocol::default()
+        }
+    }
+
+    #[test]
+    fn a_slow_stretch_after_the_first_chunk_is_scaled_back() {
+        // Chunk 0 loads 8 networks in 3 sessions: the 24 first runners; then 30% slower.
+        let b = Scripted {
+            prepared: Cell::new(0),
+            slow: |n, _| if n < 24 { 1.0 } else { 1.3 },
+        };
+        let err = worst_error(&measure(&b, &protocol()));
+        assert!(err < 0.005, "worst error {err}");
+    }
+
+    #[test]
+    fn a_chunk_whose_scale_estimates_disagree_is_timed_again() {
+        // Chunk 1's first attempt (runners 24..54: 8 networks, the reference and one bridge,
+        // 3 sessions each) catches the reference alone in a slow state: its ratio and the
+        // bridge's disagree by 30%.
+        let b = || Scripted {
+            prepared: Cell::new(0),
+            slow: |n, id| {
+                if id == "ref" && (24..54).contains(&n) {
+                    1.3
+                } else {
+                    1.0
+                }
+            },
+        };
+        let err = worst_error(&measure(&b(), &protocol()));
+        assert!(err < 0.005, "worst error {err}");
+        // Kept, that attempt would have scaled chunk 1 by the mean of the two ratios.
+        let once = Protocol {
+            attempts: 1,
+            ..protocol()
+        };
+        let err = worst_error(&measure(&b(), &once));
+        assert!(err > 0.1, "worst error {err} with one attempt");
+    }
+}
