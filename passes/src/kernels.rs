@@ -261,8 +261,15 @@ pub fn kernels(graph: &Graph, rules: &FusionRules) -> Kernels {
     }
 }
 
-/// Extraction cost: the number of kernels.
+/// Extraction cost: the number of kernels. An activation fused into the kernel *after* it
+/// (`relu+conv+bn`) costs a hair more than one kernel: where both groupings of
+/// `conv→bn→relu→conv→bn` have two kernels, compilers run the activation as the epilogue
+/// of its producer (`conv+bn+relu`, `conv+bn`), and the detector's `relu→conv` (an
+/// activation's output handed over on chip) must not take it from there.
 struct KernelCount;
+
+/// The extra cost of a prologue-fused activation (far below one kernel).
+const PROLOGUE: f64 = 1e-3;
 
 impl egg::CostFunction<Term> for KernelCount {
     type Cost = f64;
@@ -270,6 +277,8 @@ impl egg::CostFunction<Term> for KernelCount {
         let Term::Op(op, children) = enode;
         let own = if children.is_empty() || op.as_str() == "share" {
             0.0
+        } else if op.as_str().starts_with("relu+") || op.as_str().starts_with("relu6+") {
+            1.0 + PROLOGUE
         } else {
             1.0
         };
@@ -395,6 +404,32 @@ mod tests {
         let k = kernels(&chain(), &rules(&[("conv", "bn"), ("bn", "relu")]));
         assert_eq!(k.kernels.len(), 2);
         assert!(!names(&k).contains(&"conv+bn+relu"));
+    }
+
+    /// conv→bn→relu→conv→bn with rules for both groupings: the activation stays the
+    /// epilogue of its producer.
+    #[test]
+    fn an_activation_goes_with_its_producer() {
+        let mut g = chain();
+        let r = Region::Fixed(0);
+        let c = g.push(conv(8), &[spacetune_ir::Handle::new(3)], r).unwrap();
+        g.push(Prim::BatchNorm, &[c], r).unwrap();
+        let table = rules(&[
+            ("conv", "bn"),
+            ("conv+bn", "relu"),
+            ("relu", "conv"),
+            ("relu+conv", "bn"),
+        ]);
+        let k = kernels(&g, &table);
+        assert_eq!(names(&k), ["conv+bn+relu", "conv+bn"]);
+        // With nothing to fuse it into, a relu still joins the conv after it.
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let a = g
+            .push(Prim::Relu, &[spacetune_ir::Handle::new(0)], r)
+            .unwrap();
+        let c = g.push(conv(8), &[a], r).unwrap();
+        g.push(Prim::BatchNorm, &[c], r).unwrap();
+        assert_eq!(names(&kernels(&g, &table)), ["relu+conv+bn"]);
     }
 
     /// in → conv → bn → add(bn, in) → relu: a residual block.

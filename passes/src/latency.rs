@@ -313,3 +313,75 @@ pub fn fit_line(predicted: &[f64], measured: &[f64]) -> (f64, f64) {
     let b = sxy / sxx;
     (my - b * mx, b)
 }
+
+/// Least squares of `measured ≈ a + b·x + c·count` in relative terms (each network weighted
+/// by 1/measured, so a small network's error counts like a large one's): the kernel model
+/// with a per-kernel cost it does not see (a kernel timed alone allocates and returns its
+/// output; in the network the output stays in the runtime's arena). `None` when the
+/// networks cannot tell the per-kernel term from the others (counts that barely vary).
+pub fn fit_with_count(x: &[f64], count: &[f64], measured: &[f64]) -> Option<(f64, f64, f64)> {
+    let rows: Vec<[f64; 4]> = x
+        .iter()
+        .zip(count)
+        .zip(measured)
+        .filter(|(_, &y)| y > 0.0)
+        .map(|((&x, &c), &y)| [1.0 / y, x / y, c / y, 1.0])
+        .collect();
+    if rows.len() < 4 {
+        return None;
+    }
+    // The normal equations, solved by Gaussian elimination with partial pivoting.
+    let mut m = [[0.0f64; 4]; 3];
+    for r in &rows {
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] += r[i] * r[j];
+            }
+            m[i][3] += r[i] * r[3];
+        }
+    }
+    let scale: f64 = (0..3).map(|i| m[i][i]).fold(0.0, f64::max);
+    for col in 0..3 {
+        let pivot = (col..3).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        m.swap(col, pivot);
+        if m[col][col].abs() <= 1e-9 * scale {
+            return None;
+        }
+        let pivot_row = m[col];
+        for (row, r) in m.iter_mut().enumerate() {
+            if row != col {
+                let f = r[col] / pivot_row[col];
+                for (x, p) in r.iter_mut().zip(pivot_row).skip(col) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    Some((m[0][3] / m[0][0], m[1][3] / m[1][1], m[2][3] / m[2][2]))
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    #[test]
+    fn the_per_kernel_term_is_recovered() {
+        // measured = 0.01 + 0.8·x − 0.002·count, exactly.
+        let x = [1.0, 1.2, 0.9, 1.5, 1.1, 0.7];
+        let count = [100.0, 120.0, 80.0, 130.0, 95.0, 70.0];
+        let y: Vec<f64> = x
+            .iter()
+            .zip(&count)
+            .map(|(x, c)| 0.01 + 0.8 * x - 0.002 * c)
+            .collect();
+        let (a, b, c) = fit_with_count(&x, &count, &y).unwrap();
+        assert!((a - 0.01).abs() < 1e-9 && (b - 0.8).abs() < 1e-9 && (c + 0.002).abs() < 1e-9);
+    }
+
+    #[test]
+    fn counts_that_do_not_vary_give_no_fit() {
+        let x = [1.0, 1.2, 0.9, 1.5];
+        let y = [1.1, 1.3, 1.0, 1.6];
+        assert_eq!(fit_with_count(&x, &[50.0; 4], &y), None);
+    }
+}
