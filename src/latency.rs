@@ -14,7 +14,7 @@ use spacetune::ir::{Graph, Module, Network, Ssbn};
 use spacetune::pass::fusion::{self, PairRule};
 use spacetune::pass::kernels::{self, FusionRules};
 use spacetune::pass::latency::{
-    self, agreement, fit_line, fit_with_count, Agreement, Correct, Measured,
+    self, agreement, fit_line, fit_plane, Agreement, Correct, Measured,
 };
 use spacetune::pass::Pass;
 use std::collections::{BTreeMap, HashSet};
@@ -49,9 +49,12 @@ pub fn detect(
     }
     let mut chains = fusion::single_ops(m);
     let mut tested = HashSet::new();
-    for _round in 1..kernels::MAX_CHAIN {
+    for round in 1..kernels::MAX_CHAIN {
         let stored = stored_pairs(cache, backend)?;
-        let probes = fusion::probes(m, &chains);
+        let mut probes = fusion::probes(m, &chains);
+        if round == 1 {
+            probes.extend(fusion::constant_probes(m));
+        }
         let todo: Vec<&fusion::Probe> = probes
             .iter()
             .filter(|p| tested.insert((p.a.clone(), p.b.clone())))
@@ -64,6 +67,7 @@ pub fn detect(
         let stored = stored_pairs(cache, backend)?;
         chains = probes
             .iter()
+            .filter(|p| p.a != kernels::CONSTANT)
             .filter(|p| stored.iter().any(|s| s.a == p.a && s.b == p.b && s.fused))
             .map(|p| {
                 p.a.split('+')
@@ -126,7 +130,7 @@ fn test_pairs(
             t_a,
             t_b,
             t_ab,
-            fused: fusion::fused(t_a, t_b, t_ab),
+            fused: fusion::verdict(&p.a, t_a, t_b, t_ab),
         };
         cache.put_fusion_pair(&fingerprint, &p.a, &p.b, &serde_json::to_string(&verdict)?)?;
     }
@@ -148,7 +152,13 @@ pub fn print_pairs(pairs: &[PairRule]) {
     );
     for p in pairs {
         let saved = p.t_a + p.t_b - p.t_ab;
-        let of_min = saved / p.t_a.min(p.t_b).max(1e-9);
+        // A constant's own cost is nothing: what folding saves is a share of B.
+        let of = if p.a == kernels::CONSTANT {
+            p.t_b
+        } else {
+            p.t_a.min(p.t_b)
+        };
+        let of_min = saved / of.max(1e-9);
         println!(
             "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}%  {:<7}  {}",
             p.a,
@@ -163,7 +173,7 @@ pub fn print_pairs(pairs: &[PairRule]) {
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50%)",
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50%; zero -> B: B folded into a constant when the network is compiled)",
         pairs.len()
     );
 }
@@ -247,6 +257,8 @@ pub struct Row {
     /// By predictor, in [`PREDICTORS`] order (`None`: that predictor has no table here).
     pub predicted_ms: Vec<Option<f64>>,
     pub kernels: usize,
+    /// Elements handed from kernel to kernel (see `kernels::handed_over`).
+    pub handed_over: u64,
 }
 
 /// One predictor's agreement on the scored and on the validation networks (`None`: the
@@ -342,10 +354,22 @@ fn measure_nets(
         .iter()
         .map(|n| backend.lower(n))
         .collect::<Result<_, _>>()?;
+    measure_lowered(backend, &lowered, reference, protocol, cache, what)
+}
+
+/// [`measure_nets`] on networks already lowered.
+fn measure_lowered(
+    backend: &dyn Backend,
+    lowered: &[Lowered],
+    reference: &Lowered,
+    protocol: &Protocol,
+    cache: &Cache,
+    what: &str,
+) -> Result<Vec<f64>> {
     // Equal networks (a cell edge's option in every cell of a stage) are measured once.
     let mut unique: Vec<Lowered> = Vec::new();
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
-    for l in &lowered {
+    for l in lowered {
         at.entry(l.hash.clone()).or_insert_with(|| {
             unique.push(l.clone());
             unique.len() - 1
@@ -466,20 +490,49 @@ fn eval_space(
                 .map(|p| p.iter().map(|t| (t.region, t.ms)).collect());
         }
     }
+    // SSBN_0 is the drift reference: its stored figure defines the scale the others are
+    // measured on, and is not itself a measurement on that scale like theirs. Its error
+    // against them would enter every corrected prediction k − 1 times (a network with k
+    // swapped decisions), so the table takes SSBN_0 measured again as an ordinary network
+    // — a copy under its own key — beside the others.
+    let base_again = Lowered {
+        id: format!("{}-again", reference.id),
+        hash: format!("{}-again", reference.hash),
+        ..reference.clone()
+    };
+    let mut base_ms = measure_lowered(
+        backend,
+        std::slice::from_ref(&base_again),
+        &reference,
+        protocol,
+        cache,
+        "SSBN_0 again",
+    )?[0];
     // BBSSP's table rests on one measurement per SSBN, and an error in one delta lands in
     // every prediction that uses it: further independent runs (on the same anchor, so on
     // the same scale) are averaged in.
     if args.replicate > 1 {
-        let owned: Vec<Network> = ssbns.iter().map(|n| (*n).clone()).collect();
+        let mut again: Vec<Lowered> = ssbns
+            .iter()
+            .map(|n| backend.lower(n))
+            .collect::<Result<_, _>>()?;
+        again.push(base_again);
         for _ in 1..args.replicate {
             let fresh = anchored(backend, &reference, cache)?;
-            let again = measure_nets(backend, &owned, &reference, protocol, &fresh, "SSBNs again")?;
-            for (sum, t) in ssbn_ms.iter_mut().zip(again) {
+            let t = measure_lowered(backend, &again, &reference, protocol, &fresh, "SSBNs again")?;
+            for (sum, t) in ssbn_ms.iter_mut().zip(&t) {
                 *sum += t;
             }
+            base_ms += t[ssbns.len()];
         }
         for t in &mut ssbn_ms {
             *t /= args.replicate as f64;
+        }
+        base_ms /= args.replicate as f64;
+    }
+    for (n, t) in ssbns.iter().zip(&mut ssbn_ms) {
+        if n.ssbn == Ssbn::Base {
+            *t = base_ms;
         }
     }
     for (n, &t) in ssbns.iter().zip(&ssbn_ms) {
@@ -626,14 +679,17 @@ fn eval_space(
         .iter()
         .map(|(_, k)| k.kernels.len() as f64)
         .collect();
-    let on_calibration =
-        |v: &[f64]| v[n_ssbn + calibration.start..n_ssbn + calibration.end].to_vec();
-    let kernel_plane = fit_with_count(
-        &on_calibration(&kernel_pred),
-        &on_calibration(&kernel_count),
+    let handed: Vec<u64> = per_net
+        .iter()
+        .map(|(g, k)| kernels::handed_over(&k.kernels, g))
+        .collect();
+    let kernel_features = |i: usize| vec![kernel_pred[i], kernel_count[i]];
+    let calibrating = n_ssbn + calibration.start..n_ssbn + calibration.end;
+    let kernel_plane = fit_plane(
+        &calibrating.clone().map(kernel_features).collect::<Vec<_>>(),
         &random_ms[calibration.clone()],
     )
-    .unwrap_or((kernel_fit.0, kernel_fit.1, 0.0));
+    .unwrap_or_else(|| vec![kernel_fit.0, kernel_fit.1, 0.0]);
     // The kernel model's view of the SSBN deltas, to take out what the corrected table
     // already knows and keep only the interaction of the choices.
     let kernel_base = kernel_pred[0];
@@ -681,9 +737,12 @@ fn eval_space(
             Some(corrected - (swapped(n) - 1.0).max(0.0) * base_shift),
             Some(kernel_pred[idx]),
             Some(
-                kernel_plane.0
-                    + kernel_plane.1 * kernel_pred[idx]
-                    + kernel_plane.2 * kernel_count[idx],
+                kernel_plane[0]
+                    + kernel_features(idx)
+                        .iter()
+                        .zip(&kernel_plane[1..])
+                        .map(|(x, b)| x * b)
+                        .sum::<f64>(),
             ),
             Some(corrected + interaction),
         ]
@@ -697,6 +756,7 @@ fn eval_space(
             measured_ms: random_ms[k],
             predicted_ms: predict(n_ssbn + k, n),
             kernels: per_net[n_ssbn + k].1.kernels.len(),
+            handed_over: handed[n_ssbn + k],
         })
         .collect();
     let (scored, held_out) = rows.split_at(args.samples);
@@ -756,8 +816,7 @@ fn eval_space(
     if let Some(f) = naive_fit {
         fits.insert("naive+fit".to_string(), vec![f.0, f.1]);
     }
-    let (a, b, c) = kernel_plane;
-    fits.insert("kernel+fit".to_string(), vec![a, b, c]);
+    fits.insert("kernel+fit".to_string(), kernel_plane);
     fits.insert("corrected+fit".to_string(), vec![-base_shift, 1.0]);
     let report = Report {
         space: info.name.clone(),

@@ -1,6 +1,7 @@
 //! Black-box fusion-rule detection on every backend that can run here: the fusing
 //! configuration finds the fusions its compiler is known to do (conv→bn at least), the
-//! non-fusing configuration of the same backend finds (nearly) none.
+//! non-fusing configuration of the same backend finds (nearly) none; constant folding is
+//! found where the runtime folds.
 
 mod common;
 
@@ -11,16 +12,17 @@ use std::process::Command;
 /// Detects the rules of `tests/spaces/fusion_probe.space` with `options` in a fresh
 /// database and returns the verdicts stored for that configuration.
 fn detect(backend: &str, options: &[&str]) -> Vec<PairRule> {
+    let rules = detect_on("tests/spaces/fusion_probe.space", backend, options);
+    assert!(rules.len() >= 8, "every op pair of the space is tested");
+    rules
+}
+
+fn detect_on(space: &str, backend: &str, options: &[&str]) -> Vec<PairRule> {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spacetune"));
     cmd.current_dir(common::root())
-        .args([
-            "fusion-rules",
-            "tests/spaces/fusion_probe.space",
-            "--backend",
-            backend,
-        ])
+        .args(["fusion-rules", space, "--backend", backend])
         .arg("--db")
         .arg(&db);
     for o in options {
@@ -36,15 +38,13 @@ fn detect(backend: &str, options: &[&str]) -> Vec<PairRule> {
     );
     let pairs: Vec<String> = options.iter().map(|s| s.to_string()).collect();
     let b = lookup(backend, &Options::parse(&pairs).unwrap()).unwrap();
-    let rules: Vec<PairRule> = Cache::open(&db)
+    Cache::open(&db)
         .unwrap()
         .fusion_pairs(&b.fingerprint())
         .unwrap()
         .iter()
         .map(|s| serde_json::from_str(s).unwrap())
-        .collect();
-    assert!(rules.len() >= 8, "every op pair of the space is tested");
-    rules
+        .collect()
 }
 
 fn fused(rules: &[PairRule]) -> Vec<String> {
@@ -90,6 +90,26 @@ fn sim_rules_follow_its_fusion_policy() {
 #[test]
 fn ort_rules_fold_batch_norm_only_when_optimising() {
     check("ort", &["opt=all"], &["opt=disabled"], &["conv->bn"]);
+}
+
+/// ORT's graph optimiser folds a batch norm of a constant into a constant (and with it the
+/// whole network whose output depends on nothing else); with optimisations off it runs it.
+#[test]
+fn ort_folds_constants_only_when_optimising() {
+    let verdict = |opt: &str| {
+        let rules = detect_on("tests/spaces/fold_probe.space", "ort", &[opt]);
+        let probe = rules
+            .iter()
+            .find(|r| r.a == "zero" && r.b == "bn")
+            .unwrap_or_else(|| panic!("zero -> bn is probed: {rules:?}"))
+            .clone();
+        assert!(probe.t_b > 0.0, "bn on a live input takes time: {probe:?}");
+        probe
+    };
+    let on = verdict("opt=all");
+    assert!(on.fused, "ORT folds constants: {on:?}");
+    let off = verdict("opt=disabled");
+    assert!(!off.fused, "ORT without optimisations runs the bn: {off:?}");
 }
 
 #[cfg(feature = "tvm")]

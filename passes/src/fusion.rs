@@ -6,7 +6,7 @@
 //! conv's epilogue, not necessarily after a lone batch norm), and the test sees that.
 //! This module builds the probe networks and applies the test; timing is the caller's.
 
-use crate::kernels::FusionRules;
+use crate::kernels::{FusionRules, CONSTANT};
 use serde::{Deserialize, Serialize};
 use spacetune_ir::{Graph, Module, Prim, Region, Shape};
 use std::collections::BTreeMap;
@@ -119,6 +119,81 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
             }
         })
         .collect()
+}
+
+/// The probes for constant folding: for every op type B that reads only constants in the
+/// module's pruned networks (a batch norm after a `none` edge's zeros: its shift makes it
+/// no zero itself), B on a live input against B on a constant, at the median-size place.
+/// A is [`CONSTANT`]; "A alone" is the empty network (a constant costs nothing to run).
+/// Both end in a global average pool: a folded network still copies its constant output
+/// every call, and for a memory-bound B on a grown map that copy costs what B does.
+pub fn constant_probes(m: &Module) -> Vec<Probe> {
+    let mut seen: BTreeMap<String, Vec<(u64, Shape, Prim, usize)>> = BTreeMap::new();
+    for n in &m.networks {
+        let g = n.graph.pruned();
+        for (h, node) in g.nodes.iter() {
+            let reads_constants = !node.inputs.is_empty()
+                && node
+                    .inputs
+                    .iter()
+                    .all(|&x| g.nodes[x].op == Prim::Zero && g.nodes[x].inputs.is_empty());
+            if !reads_constants || matches!(node.op, Prim::Zero | Prim::Identity) {
+                continue;
+            }
+            let places = seen.entry(node.op.name().to_string()).or_default();
+            if places.len() < 64 {
+                let s = g.shape(node.inputs[0]);
+                places.push((g.shape(h).elements(), s, node.op.clone(), node.inputs.len()));
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|(b, mut places)| {
+            places.sort_by_key(|p| p.0);
+            let (_, s, op, arity) = places.swap_remove(places.len() / 2);
+            let on = |s: Shape, constant: bool| {
+                let mut g = Graph::with_input(s);
+                let mut x = spacetune_ir::Handle::new(0);
+                if constant {
+                    x = g
+                        .push(Prim::Zero, &[x], Region::Fixed(0))
+                        .expect("zeros of any shape");
+                }
+                let b = g
+                    .push(op.clone(), &vec![x; arity], Region::Fixed(0))
+                    .expect("the op read this shape in the network");
+                g.push(Prim::GlobalAvgPool, &[b], Region::Fixed(0))
+                    .expect("any map pools");
+                g.pruned()
+            };
+            let f = scale_for(&on(s, false));
+            let grown = Shape::new(s.c, s.h * f, s.w * f);
+            let place = format!("{CONSTANT} -> {op} at {s}");
+            Probe {
+                a: CONSTANT.to_string(),
+                b,
+                place: if f > 1 {
+                    format!("{place} (maps grown x{f})")
+                } else {
+                    place
+                },
+                alone_a: empty(),
+                alone_b: on(grown, false),
+                pair: on(grown, true),
+            }
+        })
+        .collect()
+}
+
+/// The verdict on one pair. A constant followed by B is "fused" — folded when the network
+/// is compiled — when B on a constant saves more than half of B (nn-Meter's criterion with
+/// the constant's own cost, nothing, left out of the minimum).
+pub fn verdict(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> bool {
+    if a == CONSTANT {
+        t_b - t_ab > 0.5 * t_b
+    } else {
+        fused(t_a, t_b, t_ab)
+    }
 }
 
 /// Elements of the largest tensor of a probe, at least: smaller probes run in a few

@@ -47,9 +47,19 @@ pub struct FusionRules {
     pub fused: BTreeSet<(String, String)>,
 }
 
+/// The A of a pair `(zero, B)`: B reading a constant is computed when the network is
+/// compiled (constant folding), so it costs nothing when the network runs.
+pub const CONSTANT: &str = "zero";
+
 impl FusionRules {
     pub fn fuses(&self, a: &str, b: &str) -> bool {
         self.fused.contains(&(a.to_string(), b.to_string()))
+    }
+
+    /// Whether the backend computes what depends on constants alone when it compiles: one
+    /// op folded is taken for all (compilers fold whole constant sub-graphs, not op types).
+    pub fn folds_constants(&self) -> bool {
+        self.fused.iter().any(|(a, _)| a == CONSTANT)
     }
 }
 
@@ -256,7 +266,7 @@ pub fn kernels(graph: &Graph, rules: &FusionRules) -> Kernels {
     let extractor = Extractor::new(&runner.egraph, KernelCount);
     let (_, best) = extractor.find_best(root);
     Kernels {
-        kernels: read_kernels(&best),
+        kernels: read_kernels(&best, rules.folds_constants()),
         egraph_nodes: runner.egraph.total_number_of_nodes(),
     }
 }
@@ -286,11 +296,15 @@ impl egg::CostFunction<Term> for KernelCount {
     }
 }
 
-/// The kernels of an extracted term, each once (the term is hash-consed).
-fn read_kernels(expr: &RecExpr<Term>) -> Vec<Kernel> {
+/// The kernels of an extracted term, each once (the term is hash-consed). With `fold`, a
+/// kernel that reads only constants (a `none` edge's zeros and what is computed from them
+/// alone) is computed when the network is compiled: it is not a kernel the network runs,
+/// and its output is a constant too.
+fn read_kernels(expr: &RecExpr<Term>, fold: bool) -> Vec<Kernel> {
     let nodes = expr.as_ref();
-    // The network node whose value each term node stands for.
+    // The network node whose value each term node stands for, and whether it is constant.
     let mut source: Vec<usize> = Vec::with_capacity(nodes.len());
+    let mut constant: Vec<bool> = Vec::with_capacity(nodes.len());
     let mut kernels = Vec::new();
     let index = |s: &str, prefix: &str| s.strip_prefix(prefix).and_then(|n| n.parse().ok());
     for Term::Op(op, children) in nodes {
@@ -301,10 +315,12 @@ fn read_kernels(expr: &RecExpr<Term>) -> Vec<Kernel> {
                 .or_else(|| index(op, "zero"))
                 .expect("leaves name a node");
             source.push(i);
+            constant.push(op.starts_with(CONSTANT));
             continue;
         }
         if op == "share" {
             source.push(source[usize::from(children[0])]);
+            constant.push(constant[usize::from(children[0])]);
             continue;
         }
         let n_ops = op.split('+').count();
@@ -317,6 +333,11 @@ fn read_kernels(expr: &RecExpr<Term>) -> Vec<Kernel> {
             .map(|&c| source[usize::from(c)])
             .collect();
         source.push(*ops.last().expect("a kernel has ops"));
+        let folded = fold && children[n_ops..].iter().all(|&c| constant[usize::from(c)]);
+        constant.push(folded);
+        if folded {
+            continue;
+        }
         kernels.push(Kernel {
             name: op.to_string(),
             ops,
@@ -324,6 +345,24 @@ fn read_kernels(expr: &RecExpr<Term>) -> Vec<Kernel> {
         });
     }
     kernels
+}
+
+/// Elements handed from kernel to kernel: for every kernel, the tensors it reads that
+/// another kernel of the network produced (a tensor read by two kernels counts twice).
+/// Timed alone, a kernel fetches its operands from, and writes its result to, wherever a
+/// network's inputs and outputs live; inside the network that traffic may stay in a cache,
+/// on chip or in the backend's own layout, which saves in proportion to these elements.
+pub fn handed_over(kernels: &[Kernel], net: &Graph) -> u64 {
+    let produced: BTreeSet<usize> = kernels
+        .iter()
+        .filter_map(|k| k.ops.last().copied())
+        .collect();
+    kernels
+        .iter()
+        .flat_map(|k| &k.reads)
+        .filter(|r| produced.contains(r))
+        .map(|&r| net.shapes[r].elements())
+        .sum()
 }
 
 /// Kernel counts by name, for reports and tests (`{"conv+bn+relu": 3, "add": 1}`).
@@ -449,10 +488,20 @@ mod tests {
         let k = kernels(&residual(), &all);
         assert_eq!(names(&k), ["conv+bn+add+relu"]);
         assert_eq!(k.kernels[0].reads, [0, 0]);
+        assert_eq!(
+            handed_over(&k.kernels, &residual()),
+            0,
+            "it reads the input only"
+        );
         let g = k.kernels[0].graph(&residual());
         assert_eq!(g.nodes.len(), 6, "two inputs and four ops:\n{g}");
         let k = kernels(&residual(), &rules(&[("conv", "bn"), ("add", "relu")]));
         assert_eq!(names(&k), ["conv+bn", "add+relu"]);
+        assert_eq!(
+            handed_over(&k.kernels, &residual()),
+            8 * 16 * 16,
+            "conv+bn -> add"
+        );
     }
 
     /// A value with two readers is computed once: it is not fused into either reader, and
@@ -555,6 +604,35 @@ mod tests {
         );
         // No rule, no fusion: gap→linear stays two kernels.
         rewrites_to(&r, "(linear a2 (gap a1 in0))", "(linear a2 (gap a1 in0))");
+    }
+
+    /// A branch computed from a `none` edge's zeros alone: folded away when the backend
+    /// folds constants, three kernels' worth of ops when it does not.
+    #[test]
+    fn constant_branches_fold_when_the_backend_folds() {
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let (r, x) = (Region::Fixed(0), spacetune_ir::Handle::new(0));
+        let z = g.push(Prim::Zero, &[x], r).unwrap();
+        let b = g.push(Prim::BatchNorm, &[z], r).unwrap();
+        let k = g.push(Prim::Relu, &[b], r).unwrap();
+        let c = g.push(conv(8), &[x], r).unwrap();
+        let b2 = g.push(Prim::BatchNorm, &[c], r).unwrap();
+        g.push(Prim::Add, &[b2, k], r).unwrap();
+        let g = g.pruned();
+        let fusing = [("conv", "bn"), ("conv+bn", "add")];
+        let k = kernels(&g, &rules(&fusing));
+        assert_eq!(names(&k), ["bn", "relu", "conv+bn+add"]);
+        let folding = rules(&[fusing[0], fusing[1], (CONSTANT, "bn")]);
+        let k = kernels(&g, &folding);
+        assert_eq!(names(&k), ["conv+bn+add"]);
+        // The fused kernel still reads the folded branch (a constant of the compiled model).
+        assert_eq!(k.kernels[0].reads.len(), 2);
+        // A network whose output is constant runs no kernel at all.
+        let mut g = Graph::with_input(Shape::new(8, 16, 16));
+        let z = g.push(Prim::Zero, &[x], r).unwrap();
+        let b = g.push(Prim::BatchNorm, &[z], r).unwrap();
+        g.push(Prim::Relu, &[b], r).unwrap();
+        assert!(kernels(&g.pruned(), &folding).kernels.is_empty());
     }
 
     /// Two ops with equal shapes and inputs but their own weights are two kernels.

@@ -314,50 +314,56 @@ pub fn fit_line(predicted: &[f64], measured: &[f64]) -> (f64, f64) {
     (my - b * mx, b)
 }
 
-/// Least squares of `measured ≈ a + b·x + c·count` in relative terms (each network weighted
-/// by 1/measured, so a small network's error counts like a large one's): the kernel model
-/// with a per-kernel cost it does not see (a kernel timed alone allocates and returns its
-/// output; in the network the output stays in the runtime's arena). `None` when the
-/// networks cannot tell the per-kernel term from the others (counts that barely vary).
-pub fn fit_with_count(x: &[f64], count: &[f64], measured: &[f64]) -> Option<(f64, f64, f64)> {
-    let rows: Vec<[f64; 4]> = x
+/// Least squares of `measured ≈ a + Σ_k b_k·x_k` in relative terms (each network weighted
+/// by 1/measured, so a small network's error counts like a large one's); `features[n]` are
+/// network n's `x_k`. Returns `[a, b_1, …]`. The kernel model uses it with a per-kernel
+/// cost it does not see (a kernel timed alone allocates and returns its output; in the
+/// network the output stays in the runtime's arena). `None` when the networks cannot tell
+/// the terms apart (a feature that barely varies) or are too few.
+pub fn fit_plane(features: &[Vec<f64>], measured: &[f64]) -> Option<Vec<f64>> {
+    let k = features.first()?.len() + 1;
+    // Each row: the regressors [1, x_1, …] over y, then the target 1 (= y / y).
+    let rows: Vec<Vec<f64>> = features
         .iter()
-        .zip(count)
         .zip(measured)
         .filter(|(_, &y)| y > 0.0)
-        .map(|((&x, &c), &y)| [1.0 / y, x / y, c / y, 1.0])
+        .map(|(x, &y)| {
+            let mut r: Vec<f64> = std::iter::once(1.0).chain(x.iter().copied()).collect();
+            r.iter_mut().for_each(|v| *v /= y);
+            r.push(1.0);
+            r
+        })
         .collect();
-    if rows.len() < 4 {
+    if rows.len() < k + 1 {
         return None;
     }
-    // The normal equations, solved by Gaussian elimination with partial pivoting.
-    let mut m = [[0.0f64; 4]; 3];
+    // The normal equations, solved by Gauss–Jordan elimination with partial pivoting.
+    let mut m = vec![vec![0.0f64; k + 1]; k];
     for r in &rows {
-        for i in 0..3 {
-            for j in 0..3 {
+        for i in 0..k {
+            for j in 0..=k {
                 m[i][j] += r[i] * r[j];
             }
-            m[i][3] += r[i] * r[3];
         }
     }
-    let scale: f64 = (0..3).map(|i| m[i][i]).fold(0.0, f64::max);
-    for col in 0..3 {
-        let pivot = (col..3).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+    let scale: f64 = (0..k).map(|i| m[i][i]).fold(0.0, f64::max);
+    for col in 0..k {
+        let pivot = (col..k).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
         m.swap(col, pivot);
         if m[col][col].abs() <= 1e-9 * scale {
             return None;
         }
-        let pivot_row = m[col];
+        let pivot_row = m[col].clone();
         for (row, r) in m.iter_mut().enumerate() {
             if row != col {
                 let f = r[col] / pivot_row[col];
-                for (x, p) in r.iter_mut().zip(pivot_row).skip(col) {
+                for (x, p) in r.iter_mut().zip(&pivot_row).skip(col) {
                     *x -= f * p;
                 }
             }
         }
     }
-    Some((m[0][3] / m[0][0], m[1][3] / m[1][1], m[2][3] / m[2][2]))
+    Some((0..k).map(|i| m[i][k] / m[i][i]).collect())
 }
 
 #[cfg(test)]
@@ -374,14 +380,18 @@ mod fit_tests {
             .zip(&count)
             .map(|(x, c)| 0.01 + 0.8 * x - 0.002 * c)
             .collect();
-        let (a, b, c) = fit_with_count(&x, &count, &y).unwrap();
-        assert!((a - 0.01).abs() < 1e-9 && (b - 0.8).abs() < 1e-9 && (c + 0.002).abs() < 1e-9);
+        let rows: Vec<Vec<f64>> = x.iter().zip(&count).map(|(&x, &c)| vec![x, c]).collect();
+        let f = fit_plane(&rows, &y).unwrap();
+        assert!(
+            (f[0] - 0.01).abs() < 1e-9 && (f[1] - 0.8).abs() < 1e-9 && (f[2] + 0.002).abs() < 1e-9
+        );
     }
 
     #[test]
     fn counts_that_do_not_vary_give_no_fit() {
         let x = [1.0, 1.2, 0.9, 1.5];
         let y = [1.1, 1.3, 1.0, 1.6];
-        assert_eq!(fit_with_count(&x, &[50.0; 4], &y), None);
+        let rows: Vec<Vec<f64>> = x.iter().map(|&x| vec![x, 50.0]).collect();
+        assert_eq!(fit_plane(&rows, &y), None);
     }
 }
