@@ -257,8 +257,6 @@ pub struct Row {
     /// By predictor, in [`PREDICTORS`] order (`None`: that predictor has no table here).
     pub predicted_ms: Vec<Option<f64>>,
     pub kernels: usize,
-    /// Elements handed from kernel to kernel (see `kernels::handed_over`).
-    pub handed_over: u64,
 }
 
 /// One predictor's agreement on the scored and on the validation networks (`None`: the
@@ -329,23 +327,38 @@ fn failed(doing: &str, d: spacetune::ir::Diagnostics) -> anyhow::Error {
     anyhow::anyhow!("{doing}: {}", messages.join("; "))
 }
 
-/// An empty in-memory cache holding only the reference's stored latency, so that networks
-/// measured into it afresh are scaled to the same anchor as the stored ones.
-fn anchored(backend: &dyn Backend, reference: &Lowered, cache: &Cache) -> Result<Cache> {
-    let fresh = Cache::in_memory()?;
-    let fingerprint = backend.fingerprint();
-    if let Some(l) = cache.get(&fingerprint, &reference.hash)? {
-        fresh.put(&fingerprint, reference, &Ok(l))?;
-    }
-    Ok(fresh)
+/// The scale every measurement of an evaluation is put on: SSBN_0, the drift reference,
+/// and — once the SSBNs are measured — two of them as bridges. Without bridges the first
+/// chunk of every new batch of networks would be scaled by the reference's figure alone,
+/// and nothing would tell a slow spell that caught only the reference (a repeat
+/// measurement 6% off its first one, seen on ORT).
+struct Anchor {
+    reference: Lowered,
+    bridges: Vec<Lowered>,
 }
 
-/// Measures networks through the cache with SSBN_0 as the drift reference; fails naming
-/// the first network that could not be measured (everything measured stays in the cache).
+impl Anchor {
+    /// An empty in-memory cache holding only the stored latencies of the reference and the
+    /// bridges, so that networks measured into it afresh are put on the same scale as the
+    /// stored ones.
+    fn fresh(&self, backend: &dyn Backend, cache: &Cache) -> Result<Cache> {
+        let fresh = Cache::in_memory()?;
+        let fingerprint = backend.fingerprint();
+        for l in std::iter::once(&self.reference).chain(&self.bridges) {
+            if let Some(latency) = cache.get(&fingerprint, &l.hash)? {
+                fresh.put(&fingerprint, l, &Ok(latency))?;
+            }
+        }
+        Ok(fresh)
+    }
+}
+
+/// Measures networks through the cache on the anchor's scale; fails naming the first
+/// network that could not be measured (everything measured stays in the cache).
 fn measure_nets(
     backend: &dyn Backend,
     nets: &[Network],
-    reference: &Lowered,
+    anchor: &Anchor,
     protocol: &Protocol,
     cache: &Cache,
     what: &str,
@@ -354,14 +367,14 @@ fn measure_nets(
         .iter()
         .map(|n| backend.lower(n))
         .collect::<Result<_, _>>()?;
-    measure_lowered(backend, &lowered, reference, protocol, cache, what)
+    measure_lowered(backend, &lowered, anchor, protocol, cache, what)
 }
 
 /// [`measure_nets`] on networks already lowered.
 fn measure_lowered(
     backend: &dyn Backend,
     lowered: &[Lowered],
-    reference: &Lowered,
+    anchor: &Anchor,
     protocol: &Protocol,
     cache: &Cache,
     what: &str,
@@ -369,17 +382,25 @@ fn measure_lowered(
     // Equal networks (a cell edge's option in every cell of a stage) are measured once.
     let mut unique: Vec<Lowered> = Vec::new();
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
-    for l in lowered {
+    // The bridges ride along: cached, they are the first chunk's further scale estimates.
+    for l in lowered.iter().chain(&anchor.bridges) {
         at.entry(l.hash.clone()).or_insert_with(|| {
             unique.push(l.clone());
             unique.len() - 1
         });
     }
     let bar = progress_bar(unique.len(), format!("{what} on {}", backend.name()));
-    let outcomes = measure_all(backend, &unique, Some(reference), protocol, cache, |o| {
-        bar.set_message(o.id.clone());
-        bar.inc(1);
-    })?;
+    let outcomes = measure_all(
+        backend,
+        &unique,
+        Some(&anchor.reference),
+        protocol,
+        cache,
+        |o| {
+            bar.set_message(o.id.clone());
+            bar.inc(1);
+        },
+    )?;
     bar.finish_and_clear();
     let ms: Vec<f64> = outcomes
         .into_iter()
@@ -490,6 +511,16 @@ fn eval_space(
                 .map(|p| p.iter().map(|t| (t.region, t.ms)).collect());
         }
     }
+    // Two swaps as bridges, from different parts of the space (their own errors apart).
+    let swaps: Vec<&&Network> = ssbns.iter().filter(|n| n.ssbn != Ssbn::Base).collect();
+    let anchor = Anchor {
+        reference: reference.clone(),
+        bridges: [swaps.len() / 3, 2 * swaps.len() / 3]
+            .iter()
+            .filter_map(|&i| swaps.get(i))
+            .map(|n| backend.lower(n))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     // SSBN_0 is the drift reference: its stored figure defines the scale the others are
     // measured on, and is not itself a measurement on that scale like theirs. Its error
     // against them would enter every corrected prediction k − 1 times (a network with k
@@ -503,7 +534,7 @@ fn eval_space(
     let mut base_ms = measure_lowered(
         backend,
         std::slice::from_ref(&base_again),
-        &reference,
+        &anchor,
         protocol,
         cache,
         "SSBN_0 again",
@@ -518,8 +549,9 @@ fn eval_space(
             .collect::<Result<_, _>>()?;
         again.push(base_again);
         for _ in 1..args.replicate {
-            let fresh = anchored(backend, &reference, cache)?;
-            let t = measure_lowered(backend, &again, &reference, protocol, &fresh, "SSBNs again")?;
+            // (The bridges keep their first figure: they define this run's scale.)
+            let fresh = anchor.fresh(backend, cache)?;
+            let t = measure_lowered(backend, &again, &anchor, protocol, &fresh, "SSBNs again")?;
             for (sum, t) in ssbn_ms.iter_mut().zip(&t) {
                 *sum += t;
             }
@@ -564,7 +596,7 @@ fn eval_space(
     let alone_ms = measure_nets(
         backend,
         &alone_nets,
-        &reference,
+        &anchor,
         protocol,
         cache,
         "blocks alone",
@@ -604,7 +636,7 @@ fn eval_space(
     let random_ms = measure_nets(
         backend,
         &random,
-        &reference,
+        &anchor,
         protocol,
         cache,
         "random networks",
@@ -640,14 +672,7 @@ fn eval_space(
             .iter()
             .map(|(key, g)| Network::fixed(format!("kernel-{key}"), g.clone())),
     );
-    let kernel_ms = measure_nets(
-        backend,
-        &kernel_nets,
-        &reference,
-        protocol,
-        cache,
-        "kernels",
-    )?;
+    let kernel_ms = measure_nets(backend, &kernel_nets, &anchor, protocol, cache, "kernels")?;
     let call = kernel_ms[0];
     let by_key: BTreeMap<&String, f64> = distinct
         .keys()
@@ -679,17 +704,16 @@ fn eval_space(
         .iter()
         .map(|(_, k)| k.kernels.len() as f64)
         .collect();
-    let handed: Vec<u64> = per_net
-        .iter()
-        .map(|(g, k)| kernels::handed_over(&k.kernels, g))
-        .collect();
-    let kernel_features = |i: usize| vec![kernel_pred[i], kernel_count[i]];
+    // The network pays the per-call cost once, as the empty network measures it (a network
+    // the backend folds to a constant pays nothing else), so it is the plane's base.
+    let kernel_features = |i: usize| vec![kernel_pred[i] - call, kernel_count[i]];
     let calibrating = n_ssbn + calibration.start..n_ssbn + calibration.end;
     let kernel_plane = fit_plane(
         &calibrating.clone().map(kernel_features).collect::<Vec<_>>(),
+        call,
         &random_ms[calibration.clone()],
     )
-    .unwrap_or_else(|| vec![kernel_fit.0, kernel_fit.1, 0.0]);
+    .unwrap_or_else(|| vec![kernel_fit.1, 0.0]);
     // The kernel model's view of the SSBN deltas, to take out what the corrected table
     // already knows and keep only the interaction of the choices.
     let kernel_base = kernel_pred[0];
@@ -737,12 +761,11 @@ fn eval_space(
             Some(corrected - (swapped(n) - 1.0).max(0.0) * base_shift),
             Some(kernel_pred[idx]),
             Some(
-                kernel_plane[0]
-                    + kernel_features(idx)
-                        .iter()
-                        .zip(&kernel_plane[1..])
-                        .map(|(x, b)| x * b)
-                        .sum::<f64>(),
+                call + kernel_features(idx)
+                    .iter()
+                    .zip(&kernel_plane)
+                    .map(|(x, b)| x * b)
+                    .sum::<f64>(),
             ),
             Some(corrected + interaction),
         ]
@@ -756,7 +779,6 @@ fn eval_space(
             measured_ms: random_ms[k],
             predicted_ms: predict(n_ssbn + k, n),
             kernels: per_net[n_ssbn + k].1.kernels.len(),
-            handed_over: handed[n_ssbn + k],
         })
         .collect();
     let (scored, held_out) = rows.split_at(args.samples);
@@ -798,8 +820,8 @@ fn eval_space(
             .take(args.repeat.min(args.samples))
             .cloned()
             .collect();
-        let fresh = anchored(backend, &reference, cache)?;
-        let second = measure_nets(backend, &again, &reference, protocol, &fresh, "repeats")?;
+        let fresh = anchor.fresh(backend, cache)?;
+        let second = measure_nets(backend, &again, &anchor, protocol, &fresh, "repeats")?;
         let first = &random_ms[..second.len()];
         let cv = first
             .iter()
@@ -816,7 +838,10 @@ fn eval_space(
     if let Some(f) = naive_fit {
         fits.insert("naive+fit".to_string(), vec![f.0, f.1]);
     }
-    fits.insert("kernel+fit".to_string(), kernel_plane);
+    fits.insert(
+        "kernel+fit".to_string(),
+        std::iter::once(call).chain(kernel_plane).collect(),
+    );
     fits.insert("corrected+fit".to_string(), vec![-base_shift, 1.0]);
     let report = Report {
         space: info.name.clone(),

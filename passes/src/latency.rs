@@ -314,27 +314,27 @@ pub fn fit_line(predicted: &[f64], measured: &[f64]) -> (f64, f64) {
     (my - b * mx, b)
 }
 
-/// Least squares of `measured ≈ a + Σ_k b_k·x_k` in relative terms (each network weighted
-/// by 1/measured, so a small network's error counts like a large one's); `features[n]` are
-/// network n's `x_k`. Returns `[a, b_1, …]`. The kernel model uses it with a per-kernel
-/// cost it does not see (a kernel timed alone allocates and returns its output; in the
-/// network the output stays in the runtime's arena). `None` when the networks cannot tell
-/// the terms apart (a feature that barely varies) or are too few.
-pub fn fit_plane(features: &[Vec<f64>], measured: &[f64]) -> Option<Vec<f64>> {
-    let k = features.first()?.len() + 1;
-    // Each row: the regressors [1, x_1, …] over y, then the target 1 (= y / y).
+/// Least squares of `measured ≈ base + Σ_k b_k·x_k` in relative terms (each network
+/// weighted by 1/measured, so a small network's error counts like a large one's);
+/// `features[n]` are network n's `x_k` (a column of ones gives an intercept). Returns the
+/// `b_k`. The kernel model uses it with the per-call cost as the base and a per-kernel cost
+/// it does not see (a kernel timed alone allocates and returns its output; in the network
+/// the output stays in the runtime's arena). `None` when the networks cannot tell the terms
+/// apart (a feature that barely varies) or are too few.
+pub fn fit_plane(features: &[Vec<f64>], base: f64, measured: &[f64]) -> Option<Vec<f64>> {
+    let k = features.first()?.len();
+    // Each row: the regressors over y, then the target (y − base) / y.
     let rows: Vec<Vec<f64>> = features
         .iter()
         .zip(measured)
         .filter(|(_, &y)| y > 0.0)
         .map(|(x, &y)| {
-            let mut r: Vec<f64> = std::iter::once(1.0).chain(x.iter().copied()).collect();
-            r.iter_mut().for_each(|v| *v /= y);
-            r.push(1.0);
+            let mut r: Vec<f64> = x.iter().map(|v| v / y).collect();
+            r.push((y - base) / y);
             r
         })
         .collect();
-    if rows.len() < k + 1 {
+    if k == 0 || rows.len() < k + 1 {
         return None;
     }
     // The normal equations, solved by Gauss–Jordan elimination with partial pivoting.
@@ -380,10 +380,23 @@ mod fit_tests {
             .zip(&count)
             .map(|(x, c)| 0.01 + 0.8 * x - 0.002 * c)
             .collect();
-        let rows: Vec<Vec<f64>> = x.iter().zip(&count).map(|(&x, &c)| vec![x, c]).collect();
-        let f = fit_plane(&rows, &y).unwrap();
+        let rows: Vec<Vec<f64>> = x
+            .iter()
+            .zip(&count)
+            .map(|(&x, &c)| vec![1.0, x, c])
+            .collect();
+        let f = fit_plane(&rows, 0.0, &y).unwrap();
+        assert!((f[0] - 0.01).abs() < 1e-9, "{f:?}");
         assert!(
-            (f[0] - 0.01).abs() < 1e-9 && (f[1] - 0.8).abs() < 1e-9 && (f[2] + 0.002).abs() < 1e-9
+            (f[1] - 0.8).abs() < 1e-9 && (f[2] + 0.002).abs() < 1e-9,
+            "{f:?}"
+        );
+        // The same with the intercept given as the base.
+        let rows: Vec<Vec<f64>> = x.iter().zip(&count).map(|(&x, &c)| vec![x, c]).collect();
+        let f = fit_plane(&rows, 0.01, &y).unwrap();
+        assert!(
+            (f[0] - 0.8).abs() < 1e-9 && (f[1] + 0.002).abs() < 1e-9,
+            "{f:?}"
         );
     }
 
@@ -391,7 +404,7 @@ mod fit_tests {
     fn counts_that_do_not_vary_give_no_fit() {
         let x = [1.0, 1.2, 0.9, 1.5];
         let y = [1.1, 1.3, 1.0, 1.6];
-        let rows: Vec<Vec<f64>> = x.iter().map(|&x| vec![x, 50.0]).collect();
-        assert_eq!(fit_plane(&rows, &y), None);
+        let rows: Vec<Vec<f64>> = x.iter().map(|&x| vec![1.0, x, 50.0]).collect();
+        assert_eq!(fit_plane(&rows, 0.0, &y), None);
     }
 }
