@@ -109,24 +109,20 @@ fn test_pairs(
     // All probes interleaved, so machine drift hits A, B and A→B alike; and twice, keeping
     // each network's better run, so one slow spell does not decide a verdict. (Compiled
     // artefacts are cached: the second run only times.)
-    let first = measure_together(backend, &lowered, protocol)?;
-    let second = measure_together(backend, &lowered, protocol)?;
-    let t: Vec<f64> = first
-        .iter()
-        .zip(&second)
-        .map(|(x, y)| x.p10_ms.min(y.p10_ms))
-        .collect();
-    let apart = |i: usize| (first[i].p10_ms - second[i].p10_ms).abs();
+    let mut t: Vec<f64> = vec![f64::INFINITY; lowered.len()];
+    for _ in 0..2 {
+        for (best, l) in t
+            .iter_mut()
+            .zip(measure_together(backend, &lowered, protocol)?)
+        {
+            *best = best.min(l.p10_ms);
+        }
+    }
     // The per-call cost every probe pays once, so that T_A + T_B does not count it twice.
     let call = t[0];
     for (k, p) in todo.iter().enumerate() {
         let net = |i: usize| (t[1 + 3 * k + i] - call).max(0.0);
         let (t_a, t_b, t_ab) = (net(0), net(1), net(2));
-        // Root of the summed squares: the three disagreements are independent.
-        let noise = (0..3)
-            .map(|i| apart(1 + 3 * k + i).powi(2))
-            .sum::<f64>()
-            .sqrt();
         let verdict = PairRule {
             a: p.a.clone(),
             b: p.b.clone(),
@@ -134,8 +130,7 @@ fn test_pairs(
             t_a,
             t_b,
             t_ab,
-            noise,
-            fused: fusion::verdict(&p.a, t_a, t_b, t_ab, noise),
+            fused: fusion::verdict(&p.a, t_a, t_b, t_ab),
         };
         cache.put_fusion_pair(&fingerprint, &p.a, &p.b, &serde_json::to_string(&verdict)?)?;
     }
@@ -152,8 +147,8 @@ fn stored_pairs(cache: &Cache, backend: &dyn Backend) -> Result<Vec<PairRule>> {
 
 pub fn print_pairs(pairs: &[PairRule]) {
     println!(
-        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>8} {:>7}  verdict  place",
-        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "noise ms", "saves"
+        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>7}  verdict  place",
+        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves"
     );
     for p in pairs {
         let saved = p.t_a + p.t_b - p.t_ab;
@@ -165,13 +160,12 @@ pub fn print_pairs(pairs: &[PairRule]) {
         };
         let of_min = saved / of.max(1e-9);
         println!(
-            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>8.4} {:>6.0}%  {:<7}  {}",
+            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}%  {:<7}  {}",
             p.a,
             p.b,
             p.t_a,
             p.t_b,
             p.t_ab,
-            p.noise,
             100.0 * of_min,
             if p.fused { "fused" } else { "-" },
             p.place
@@ -179,7 +173,7 @@ pub fn print_pairs(pairs: &[PairRule]) {
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% and when the saving exceeds the noise, what two runs disagree by; zero -> B: B folded into a constant when the network is compiled)",
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50%; zero -> B: B folded into a constant when the network is compiled)",
         pairs.len()
     );
 }

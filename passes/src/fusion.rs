@@ -32,10 +32,6 @@ pub struct PairRule {
     pub t_a: f64,
     pub t_b: f64,
     pub t_ab: f64,
-    /// How far two runs of the three probes disagreed (ms, the root of the summed squares
-    /// over A, B and A→B): a saving below it is not told from noise.
-    #[serde(default)]
-    pub noise: f64,
     pub fused: bool,
 }
 
@@ -68,7 +64,7 @@ pub fn empty() -> Graph {
 /// op of an occurrence of the chain (each op of the chain reading the one before). Round
 /// one of detection passes every single op; later rounds pass the chains found fused, so
 /// conv→bn→relu is tested as (conv+bn)→relu, not only as bn→relu out of context. Each pair
-/// is probed where its ops are closest in cost (see below).
+/// is probed where it occurs with the median output size (representative, not extreme).
 pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
     type Place = (u64, String, usize, Vec<usize>, usize);
     let mut graphs: Vec<Graph> = m.networks.iter().map(|n| n.graph.pruned()).collect();
@@ -87,14 +83,10 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
                     };
                     let key = (chain.join("+"), nb.op.name().to_string());
                     let places = seen.entry(key).or_default();
-                    // Each distinct place once (a cell repeats its edges many times).
-                    let shape = g.shape(ha);
-                    let ops: Vec<String> = path
-                        .iter()
-                        .map(|&i| g.nodes[spacetune_ir::Handle::new(i)].op.to_string())
-                        .collect();
-                    let place = format!("{} -> {} at {shape}", ops.join(" -> "), nb.op);
-                    if places.len() < 256 && !places.iter().any(|p| p.1 == place) {
+                    // A few places per pair are enough to pick a median from.
+                    if places.len() < 64 {
+                        let shape = g.shape(ha);
+                        let place = format!("{} -> {} at {shape}", chain.join("+"), nb.op);
                         places.push((shape.elements(), place, gi, path, hb.index()));
                     }
                 }
@@ -104,31 +96,7 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
     seen.into_iter()
         .map(|((a, b), mut places)| {
             places.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.cmp(&y.1)));
-            let median = places[places.len() / 2].0;
-            // The test is sharpest where A and B cost alike: fusion saves at most about
-            // the cheaper op, and the noise is a share of the pair (beside a 3x3 conv of 32
-            // channels, its batch norm is 3% of the pair — within the conv's own noise). So
-            // the place whose A and B are closest in FLOPs, then the one nearest the median
-            // size. Verdicts are per op pair, and every later space reuses them.
-            let flops = |g: &Graph, i: usize| {
-                let h = spacetune_ir::Handle::new(i);
-                let node = &g.nodes[h];
-                node.op.flops(&g.input_shapes(node), g.shape(h)) as f64 + 1.0
-            };
-            let imbalance = |p: &Place| {
-                let g = &graphs[p.2];
-                let fa: f64 = p.3.iter().map(|&i| flops(g, i)).sum();
-                (fa / flops(g, p.4)).ln().abs()
-            };
-            let best = (0..places.len())
-                .min_by(|&x, &y| {
-                    let (px, py) = (&places[x], &places[y]);
-                    imbalance(px)
-                        .total_cmp(&imbalance(py))
-                        .then(px.0.abs_diff(median).cmp(&py.0.abs_diff(median)))
-                })
-                .expect("a pair has a place");
-            let (_, place, gi, path, ib) = places.swap_remove(best);
+            let (_, place, gi, path, ib) = places.swap_remove(places.len() / 2);
             let g = &graphs[gi];
             let f = scale_for(
                 &g.extract(|i| i == ib || path.contains(&i))
@@ -220,15 +188,12 @@ pub fn constant_probes(m: &Module) -> Vec<Probe> {
 /// The verdict on one pair. A constant followed by B is "fused" — folded when the network
 /// is compiled — when B on a constant saves more than half of B (nn-Meter's criterion with
 /// the constant's own cost, nothing, left out of the minimum).
-/// Either way the saving must exceed `noise`, what two runs of the probes disagree by.
-pub fn verdict(a: &str, t_a: f64, t_b: f64, t_ab: f64, noise: f64) -> bool {
-    let saved = t_a + t_b - t_ab;
-    saved > noise
-        && if a == CONSTANT {
-            saved > 0.5 * t_b
-        } else {
-            fused(t_a, t_b, t_ab)
-        }
+pub fn verdict(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> bool {
+    if a == CONSTANT {
+        t_b - t_ab > 0.5 * t_b
+    } else {
+        fused(t_a, t_b, t_ab)
+    }
 }
 
 /// Elements of the largest tensor of a probe, at least: smaller probes run in a few
