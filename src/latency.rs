@@ -58,7 +58,14 @@ pub fn detect(
         let todo: Vec<&fusion::Probe> = probes
             .iter()
             .filter(|p| tested.insert((p.a.clone(), p.b.clone())))
-            .filter(|p| !stored.iter().any(|s| s.a == p.a && s.b == p.b))
+            // A verdict stands for the place it was tested at: another file's place for the
+            // same pair (a 3x3 conv beside its batch norm, where the file at hand has a
+            // depthwise one) is tested again, and the newest verdict is the rule.
+            .filter(|p| {
+                !stored
+                    .iter()
+                    .any(|s| s.a == p.a && s.b == p.b && s.place == p.place)
+            })
             .collect();
         if !todo.is_empty() {
             test_pairs(&todo, backend, cache, protocol)?;
