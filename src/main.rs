@@ -77,6 +77,13 @@ enum Emit {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `println!` panics when a reader such as `head` goes away;
+    // a command-line tool should end quietly instead, as other Unix tools do.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
