@@ -158,14 +158,7 @@ pub fn print_pairs(pairs: &[PairRule]) {
         "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves"
     );
     for p in pairs {
-        let saved = p.t_a + p.t_b - p.t_ab;
-        // A constant's own cost is nothing: what folding saves is a share of B.
-        let of = if p.a == kernels::CONSTANT {
-            p.t_b
-        } else {
-            p.t_a.min(p.t_b)
-        };
-        let of_min = saved / of.max(1e-9);
+        let of_min = fusion::saved_share(&p.a, p.t_a, p.t_b, p.t_ab);
         println!(
             "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}%  {:<7}  {}",
             p.a,

@@ -308,6 +308,13 @@ pub struct Node {
     pub inputs: Vec<Handle<Node>>,
 }
 
+impl Node {
+    /// A constant: a `zero` that [`Graph::pruned`] has cut from its input (a `none` edge).
+    pub fn is_constant(&self) -> bool {
+        self.op == Prim::Zero && self.inputs.is_empty()
+    }
+}
+
 /// A concrete network: nodes in topological order (inputs before users), the last node is
 /// the output. The span of the op call that produced a node is kept in the arena; shapes and
 /// regions are side tables indexed like the nodes.

@@ -132,11 +132,8 @@ pub fn constant_probes(m: &Module) -> Vec<Probe> {
     for n in &m.networks {
         let g = n.graph.pruned();
         for (h, node) in g.nodes.iter() {
-            let reads_constants = !node.inputs.is_empty()
-                && node
-                    .inputs
-                    .iter()
-                    .all(|&x| g.nodes[x].op == Prim::Zero && g.nodes[x].inputs.is_empty());
+            let reads_constants =
+                !node.inputs.is_empty() && node.inputs.iter().all(|&x| g.nodes[x].is_constant());
             if !reads_constants || matches!(node.op, Prim::Zero | Prim::Identity) {
                 continue;
             }
@@ -190,9 +187,20 @@ pub fn constant_probes(m: &Module) -> Vec<Probe> {
 /// the constant's own cost, nothing, left out of the minimum).
 pub fn verdict(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> bool {
     if a == CONSTANT {
-        t_b - t_ab > 0.5 * t_b
+        saved_share(a, t_a, t_b, t_ab) > 0.5
     } else {
         fused(t_a, t_b, t_ab)
+    }
+}
+
+/// What the pair saves, `T_A + T_B − T_AB`, as a share of its cheaper op. Where A is a
+/// constant, its cost is nothing (what its probe measures is the per-call cost's noise):
+/// the saving is `T_B − T_AB`, a share of B.
+pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
+    if a == CONSTANT {
+        (t_b - t_ab) / t_b.max(1e-9)
+    } else {
+        (t_a + t_b - t_ab) / t_a.min(t_b).max(1e-9)
     }
 }
 

@@ -229,10 +229,7 @@ impl Kernel {
     /// fetch it like a tensor computed at run time (the sim loads nothing for it).
     pub fn graph(&self, net: &Graph) -> Graph {
         let mut g = Graph::default();
-        let constant = |r: usize| {
-            let node = &net.nodes[spacetune_ir::Handle::<Node>::new(r)];
-            node.op == Prim::Zero && node.inputs.is_empty()
-        };
+        let constant = |r: usize| net.nodes[spacetune_ir::Handle::<Node>::new(r)].is_constant();
         let inputs: Vec<_> = self
             .reads
             .iter()
