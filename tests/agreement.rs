@@ -124,6 +124,15 @@ fn vgg_stack() {
 }
 
 #[test]
+fn preact_stack() {
+    check(
+        "examples/bbssp_cifar_preact.space",
+        |n| n.key.contains("preact_ks3-5"),
+        "pre-activation stack",
+    );
+}
+
+#[test]
 fn fbnet_group_conv_and_shuffle() {
     check(
         "examples/fbnet22.space",
