@@ -14,7 +14,8 @@ use spacetune::ir::{Graph, Module, Network, Ssbn};
 use spacetune::pass::fusion::{self, PairRule};
 use spacetune::pass::kernels::{self, FusionRules};
 use spacetune::pass::latency::{
-    self, agreement, fit_line, fit_plane, Agreement, Correct, Measured,
+    self, agreement, corrections_hold, fit_line, fit_plane, Agreement, Correct, CorrectionsHold,
+    Measured,
 };
 use spacetune::pass::Pass;
 use std::collections::{BTreeMap, HashSet};
@@ -239,6 +240,10 @@ pub const PREDICTORS: &[(&str, &str)] = &[
         "egg kernel model: the kernels the backend runs, each timed alone (net of the per-call cost)",
     ),
     (
+        "kernel+pairs",
+        "kernel model, less what each pair of consecutive kernels saves handing its output over (timed as a pair)",
+    ),
+    (
         "kernel+fit",
         "kernel model, with a per-kernel cost, fitted on the calibration networks",
     ),
@@ -278,12 +283,17 @@ pub struct Report {
     pub ssbns: usize,
     pub fusion_pairs: Vec<PairRule>,
     pub distinct_kernels: usize,
+    /// Distinct pairs of consecutive kernels timed for their hand-over.
+    pub handover_pairs: usize,
     pub predictors: Vec<Score>,
     pub recommended: String,
     /// The noise floor: a second, independent measurement of some scored networks scored
     /// like a predictor, and the mean coefficient of variation of the pairs.
     pub repeat: Option<Agreement>,
     pub repeat_cv: Option<f64>,
+    /// Whether the corrected table's corrections (its departures from naive) hold on the
+    /// scored networks (`None`: no naive table, or no corrections).
+    pub corrections_hold: Option<CorrectionsHold>,
     /// Each fitted predictor's coefficients: intercept, slope (and, for kernel+fit, the
     /// cost per kernel).
     pub fit: BTreeMap<String, Vec<f64>>,
@@ -666,21 +676,58 @@ fn eval_space(
     }
     // Each kernel timed alone pays the per-call cost of a network once; the network it is
     // part of pays it once in all. The empty network measures it.
+    // Consecutive kernels handing their output straight over, each distinct pair timed as a
+    // network of two: what the pair saves against its kernels alone.
+    let mut distinct_pairs: BTreeMap<String, Graph> = BTreeMap::new();
+    let mut pair_keys: Vec<Vec<(String, usize, usize)>> = Vec::new();
+    for (g, ks) in &per_net {
+        let mut keys = Vec::new();
+        for (a, b) in kernels::handovers(g, &ks.kernels) {
+            let pg = kernels::pair_graph(g, &ks.kernels[a], &ks.kernels[b]);
+            let key = backends::network_hash(&pg, 1);
+            distinct_pairs.entry(key.clone()).or_insert(pg);
+            keys.push((key, a, b));
+        }
+        pair_keys.push(keys);
+    }
     let mut kernel_nets = vec![Network::fixed("empty", fusion::empty())];
     kernel_nets.extend(
         distinct
             .iter()
             .map(|(key, g)| Network::fixed(format!("kernel-{key}"), g.clone())),
     );
+    kernel_nets.extend(
+        distinct_pairs
+            .iter()
+            .map(|(key, g)| Network::fixed(format!("pair-{key}"), g.clone())),
+    );
     let kernel_ms = measure_nets(backend, &kernel_nets, &anchor, protocol, cache, "kernels")?;
     let call = kernel_ms[0];
+    let (single_ms, pair_ms) = kernel_ms[1..].split_at(distinct.len());
     let by_key: BTreeMap<&String, f64> = distinct
         .keys()
-        .zip(kernel_ms[1..].iter().map(|t| (t - call).max(0.0)))
+        .zip(single_ms.iter().map(|t| (t - call).max(0.0)))
+        .collect();
+    let pair_by_key: BTreeMap<&String, f64> = distinct_pairs
+        .keys()
+        .zip(pair_ms.iter().map(|t| (t - call).max(0.0)))
         .collect();
     let kernel_pred: Vec<f64> = kernel_keys
         .iter()
         .map(|keys| call + keys.iter().map(|k| by_key[k]).sum::<f64>())
+        .collect();
+    // A hand-over saves what the pair runs faster than its two kernels alone. Not clamped
+    // at zero: on a noisy backend that would turn noise into a saving on every pair.
+    let pairs_pred: Vec<f64> = kernel_keys
+        .iter()
+        .zip(&pair_keys)
+        .zip(&kernel_pred)
+        .map(|((keys, pairs), &alone)| {
+            let saved = |(p, a, b): &(String, usize, usize)| {
+                by_key[&keys[*a]] + by_key[&keys[*b]] - pair_by_key[p]
+            };
+            alone - pairs.iter().map(saved).sum::<f64>()
+        })
         .collect();
 
     // 5. Predictions. naive+fit uses the SSBNs (what BBSSP measures anyway); corrected+fit
@@ -760,6 +807,7 @@ fn eval_space(
             Some(corrected),
             Some(corrected - (swapped(n) - 1.0).max(0.0) * base_shift),
             Some(kernel_pred[idx]),
+            Some(pairs_pred[idx]),
             Some(
                 call + kernel_features(idx)
                     .iter()
@@ -782,6 +830,12 @@ fn eval_space(
         })
         .collect();
     let (scored, held_out) = rows.split_at(args.samples);
+    let column =
+        |p: usize| -> Option<Vec<f64>> { scored.iter().map(|r| r.predicted_ms[p]).collect() };
+    let truth: Vec<f64> = scored.iter().map(|r| r.measured_ms).collect();
+    let hold = column(0)
+        .zip(column(2))
+        .and_then(|(naive, corrected)| corrections_hold(&naive, &corrected, &truth));
     let (calibration, validation) = held_out.split_at(args.validate / 2);
     let score = |rows: &[Row], p: usize| -> Option<Agreement> {
         let pred: Option<Vec<f64>> = rows.iter().map(|r| r.predicted_ms[p]).collect();
@@ -851,10 +905,12 @@ fn eval_space(
         ssbns: n_ssbn,
         fusion_pairs: pairs.to_vec(),
         distinct_kernels: distinct.len(),
+        handover_pairs: distinct_pairs.len(),
         predictors,
         recommended,
         repeat,
         repeat_cv,
+        corrections_hold: hold,
         fit: fits,
         scored: scored.to_vec(),
         calibration: calibration.to_vec(),
@@ -865,13 +921,14 @@ fn eval_space(
 
 fn print_report(r: &Report) {
     println!(
-        "\nspace {} on {}: {} random networks scored (seed {}), {} SSBNs, {} distinct kernels, {} fused pairs",
+        "\nspace {} on {}: {} random networks scored (seed {}), {} SSBNs, {} distinct kernels, {} hand-over pairs, {} fused pairs",
         r.space,
         r.backend,
         r.samples,
         r.seed,
         r.ssbns,
         r.distinct_kernels,
+        r.handover_pairs,
         r.fusion_pairs.iter().filter(|p| p.fused).count()
     );
     println!(
@@ -903,6 +960,12 @@ fn print_report(r: &Report) {
             "noise floor: a second measurement of {} networks, mean CV {:.2}%",
             a.n,
             100.0 * cv
+        );
+    }
+    if let Some(h) = &r.corrections_hold {
+        println!(
+            "BBSSP's corrections (corrected − naive, spread {:.2}%) explain measured − naive with slope {:.2} ± {:.2} (1: they hold beyond the SSBNs; 0: they were the SSBNs' own)",
+            h.spread, h.slope, h.stderr
         );
     }
     println!(

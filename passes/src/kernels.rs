@@ -366,6 +366,47 @@ fn read_kernels(expr: &RecExpr<Term>, fold: bool) -> Vec<Kernel> {
     kernels
 }
 
+/// Consecutive kernels whose output is handed straight to the next one: `(a, b)` (indices
+/// into `kernels`) where, in the order the network's nodes run, `b` starts right after `a`
+/// and reads `a`'s output, and nothing else does. An accelerator keeps such an output on
+/// chip (a DPU's feature buffer), a CPU finds it in cache, a layout-converting runtime
+/// skips the conversion back and forth between the two; a kernel timed alone shows none of
+/// this. Kernels that read a constant are left out (their pair would be folded apart).
+pub fn handovers(net: &Graph, kernels: &[Kernel]) -> Vec<(usize, usize)> {
+    let output = |k: &Kernel| *k.ops.last().expect("a kernel has ops");
+    // A kernel starts at its first op (one that takes an add runs after the add's other
+    // operands: it is the branch computed last).
+    let mut order: Vec<usize> = (0..kernels.len()).collect();
+    order.sort_by_key(|&k| kernels[k].ops[0]);
+    let constant = |k: &Kernel| {
+        k.reads
+            .iter()
+            .any(|&r| net.nodes[spacetune_ir::Handle::<Node>::new(r)].is_constant())
+    };
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); net.nodes.len()];
+    for (h, node) in net.nodes.iter() {
+        for x in &node.inputs {
+            readers[x.index()].push(h.index());
+        }
+    }
+    order
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .filter(|&(a, b)| {
+            let (ka, kb) = (&kernels[a], &kernels[b]);
+            let r = &readers[output(ka)];
+            !r.is_empty() && r.iter().all(|n| kb.ops.contains(n)) && !constant(ka) && !constant(kb)
+        })
+        .collect()
+}
+
+/// Kernels `a` then `b` of `net` as a network of their own (`b` reading `a`'s output), to
+/// time the hand-over between them.
+pub fn pair_graph(net: &Graph, a: &Kernel, b: &Kernel) -> Graph {
+    net.extract(|i| a.ops.contains(&i) || b.ops.contains(&i))
+        .expect("a kernel has ops")
+}
+
 /// Kernel counts by name, for reports and tests (`{"conv+bn+relu": 3, "add": 1}`).
 pub fn census(kernels: &[Kernel]) -> BTreeMap<String, usize> {
     let mut c = BTreeMap::new();
@@ -648,5 +689,39 @@ mod tests {
             names(&k)
         );
         assert!(names(&k).contains(&"conv+add"));
+    }
+
+    #[test]
+    fn an_output_read_only_by_the_next_kernel_is_handed_over() {
+        // conv → bn → relu → conv → bn, and a residual block: no rules, every op a kernel.
+        let mut g = chain();
+        let r = Region::Fixed(0);
+        let c = g.push(conv(8), &[spacetune_ir::Handle::new(3)], r).unwrap();
+        g.push(Prim::BatchNorm, &[c], r).unwrap();
+        let k = kernels(&g, &rules(&[]));
+        assert_eq!(names(&k), ["conv", "bn", "relu", "conv", "bn"]);
+        assert_eq!(handovers(&g, &k.kernels), [(0, 1), (1, 2), (2, 3), (3, 4)]);
+        let pair = pair_graph(&g, &k.kernels[2], &k.kernels[3]);
+        let ops: Vec<&str> = pair.nodes.iter().map(|(_, n)| n.op.name()).collect();
+        assert_eq!(ops, ["input", "relu", "conv"]);
+        // The residual block's input is read by the conv and by the add: no hand-over from
+        // what computes it; the add reads the bn's output and the skip: the bn hands over.
+        let all = rules(&[("conv", "bn")]);
+        let k = kernels(&residual(), &all);
+        assert_eq!(names(&k), ["conv+bn", "add", "relu"]);
+        assert_eq!(handovers(&residual(), &k.kernels), [(0, 1), (1, 2)]);
+        let mut g = residual();
+        let skip = g
+            .push(Prim::Relu, &[spacetune_ir::Handle::new(2)], r)
+            .unwrap();
+        let out = g.output().unwrap();
+        g.push(Prim::Add, &[out, skip], r).unwrap();
+        // The bn's output now has two readers (the add and the new relu).
+        let k = kernels(&g, &all);
+        let h = handovers(&g, &k.kernels);
+        assert!(
+            h.iter().all(|&(a, _)| k.kernels[a].name != "conv+bn"),
+            "{h:?}"
+        );
     }
 }

@@ -314,6 +314,51 @@ pub fn fit_line(predicted: &[f64], measured: &[f64]) -> (f64, f64) {
     (my - b * mx, b)
 }
 
+/// Whether BBSSP's corrections hold on networks that are not SSBNs: over networks measured
+/// whole, the least-squares slope of `measured − naive` on `corrected − naive` (both
+/// relative to measured). A correction is a difference of two whole-network measurements;
+/// what it holds may be context the backend gives any network (fusion across blocks, layout
+/// changes: slope 1) or what only that SSBN has (its own noise, or a compiled network's
+/// reproducible quirks: slope 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorrectionsHold {
+    pub slope: f64,
+    /// The slope's standard error (ordinary least squares).
+    pub stderr: f64,
+    /// Standard deviation of `(corrected − naive) / measured` over the networks, %: how much
+    /// the corrections move predictions at all.
+    pub spread: f64,
+}
+
+pub fn corrections_hold(
+    naive: &[f64],
+    corrected: &[f64],
+    measured: &[f64],
+) -> Option<CorrectionsHold> {
+    let n = naive.len().min(corrected.len()).min(measured.len());
+    if n < 3 {
+        return None;
+    }
+    let x: Vec<f64> = (0..n)
+        .map(|k| (corrected[k] - naive[k]) / measured[k])
+        .collect();
+    let z: Vec<f64> = (0..n)
+        .map(|k| (measured[k] - naive[k]) / measured[k])
+        .collect();
+    let mx = x.iter().sum::<f64>() / n as f64;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let (a, b) = fit_line(&x, &z);
+    let residual: f64 = x.iter().zip(&z).map(|(x, z)| (z - a - b * x).powi(2)).sum();
+    Some(CorrectionsHold {
+        slope: b,
+        stderr: (residual / (n as f64 - 2.0) / sxx).sqrt(),
+        spread: 100.0 * (sxx / n as f64).sqrt(),
+    })
+}
+
 /// Least squares of `measured ≈ base + Σ_k b_k·x_k` in relative terms (each network
 /// weighted by 1/measured, so a small network's error counts like a large one's);
 /// `features[n]` are network n's `x_k` (a column of ones gives an intercept). Returns the
@@ -406,5 +451,25 @@ mod fit_tests {
         let y = [1.1, 1.3, 1.0, 1.6];
         let rows: Vec<Vec<f64>> = x.iter().map(|&x| vec![1.0, x, 50.0]).collect();
         assert_eq!(fit_plane(&rows, 0.0, &y), None);
+    }
+
+    #[test]
+    fn corrections_that_hold_have_slope_one_and_noise_slope_zero() {
+        let naive = [1.0, 1.1, 0.9, 1.2, 1.05, 0.95, 1.15, 1.0];
+        // The backend adds a context cost the corrected table saw: measured = corrected.
+        let context = [0.05, -0.02, 0.08, 0.0, -0.04, 0.03, 0.06, -0.01];
+        let corrected: Vec<f64> = naive.iter().zip(&context).map(|(n, c)| n + c).collect();
+        let hold = corrections_hold(&naive, &corrected, &corrected).unwrap();
+        assert!(
+            (hold.slope - 1.0).abs() < 1e-9 && hold.stderr < 1e-9,
+            "{hold:?}"
+        );
+        // Corrections the networks do not show: measured is naive scaled by a constant.
+        let measured: Vec<f64> = naive.iter().map(|n| n * 1.02).collect();
+        let hold = corrections_hold(&naive, &corrected, &measured).unwrap();
+        assert!(hold.slope.abs() < 1e-9, "{hold:?}");
+        assert!(hold.spread > 2.0, "{hold:?}");
+        // No corrections at all: nothing to say.
+        assert_eq!(corrections_hold(&naive, &naive, &measured), None);
     }
 }
