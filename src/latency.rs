@@ -674,8 +674,6 @@ fn eval_space(
         }
         kernel_keys.push(keys);
     }
-    // Each kernel timed alone pays the per-call cost of a network once; the network it is
-    // part of pays it once in all. The empty network measures it.
     // Consecutive kernels handing their output straight over, each distinct pair timed as a
     // network of two: what the pair saves against its kernels alone.
     let mut distinct_pairs: BTreeMap<String, Graph> = BTreeMap::new();
@@ -690,6 +688,8 @@ fn eval_space(
         }
         pair_keys.push(keys);
     }
+    // Each kernel timed alone pays the per-call cost of a network once; the network it is
+    // part of pays it once in all. The empty network measures it.
     let mut kernel_nets = vec![Network::fixed("empty", fusion::empty())];
     kernel_nets.extend(
         distinct
@@ -830,11 +830,13 @@ fn eval_space(
         })
         .collect();
     let (scored, held_out) = rows.split_at(args.samples);
-    let column =
-        |p: usize| -> Option<Vec<f64>> { scored.iter().map(|r| r.predicted_ms[p]).collect() };
+    let column = |name: &str| -> Option<Vec<f64>> {
+        let p = PREDICTORS.iter().position(|(n, _)| *n == name)?;
+        scored.iter().map(|r| r.predicted_ms[p]).collect()
+    };
     let truth: Vec<f64> = scored.iter().map(|r| r.measured_ms).collect();
-    let hold = column(0)
-        .zip(column(2))
+    let hold = column("naive")
+        .zip(column("corrected"))
         .and_then(|(naive, corrected)| corrections_hold(&naive, &corrected, &truth));
     let (calibration, validation) = held_out.split_at(args.validate / 2);
     let score = |rows: &[Row], p: usize| -> Option<Agreement> {
