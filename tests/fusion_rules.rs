@@ -122,3 +122,51 @@ fn tvm_rules_fuse_only_in_the_fusing_pipeline() {
         &["conv->bn"],
     );
 }
+
+/// `spacetune fusion-rules FILE` on the sim with `db`: what it printed and its stderr.
+fn rules_of(space: &str, db: &std::path::Path) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .current_dir(common::root())
+        .args(["fusion-rules", space, "--backend", "sim", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_file_keeps_its_verdicts_when_another_tests_the_same_pairs_elsewhere() {
+    // The Mobile and NB201 spaces meet some op pairs at different places (a depthwise conv
+    // before its batch norm in one, a 3x3 conv in the other).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let (mobile, _) = rules_of("examples/bbssp_cifar_mobile.space", &db);
+    let (_, tested) = rules_of("examples/nb201.space", &db);
+    assert!(
+        tested.contains("fusion test:"),
+        "NB201 has pairs of its own"
+    );
+    let all: Vec<PairRule> = Cache::open(&db)
+        .unwrap()
+        .fusion_pairs(&lookup("sim", &Options::default()).unwrap().fingerprint())
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    let twice = all
+        .iter()
+        .filter(|r| {
+            all.iter()
+                .any(|s| s.a == r.a && s.b == r.b && s.place != r.place)
+        })
+        .count();
+    assert!(twice > 0, "no pair stored at two places: {all:?}");
+    // Back to Mobile: nothing is tested again, and its rules are what they were.
+    let (again, stderr) = rules_of("examples/bbssp_cifar_mobile.space", &db);
+    assert!(!stderr.contains("fusion test:"), "tested again: {stderr}");
+    assert_eq!(mobile, again);
+}

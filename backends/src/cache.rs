@@ -35,13 +35,14 @@ CREATE TABLE IF NOT EXISTS accuracies (
     measured_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (task, network_hash)
 );
-CREATE TABLE IF NOT EXISTS fusion_pairs (
+CREATE TABLE IF NOT EXISTS fusion_verdicts (
     fingerprint TEXT NOT NULL REFERENCES fingerprints(id),
     a TEXT NOT NULL,
     b TEXT NOT NULL,
+    place TEXT NOT NULL,
     verdict TEXT NOT NULL,
     measured_at TEXT NOT NULL DEFAULT (datetime('now')),
-    PRIMARY KEY (fingerprint, a, b)
+    PRIMARY KEY (fingerprint, a, b, place)
 );
 ";
 
@@ -183,14 +184,22 @@ impl Cache {
         Ok(n as usize)
     }
 
-    /// Records the fusion test of the op pair `a → b` under `f` (`verdict` is the caller's
-    /// JSON: times, place, outcome), replacing an earlier one.
-    pub fn put_fusion_pair(&self, f: &Fingerprint, a: &str, b: &str, verdict: &str) -> Result<()> {
+    /// Records the fusion test of the op pair `a → b` at `place` under `f` (`verdict` is the
+    /// caller's JSON: times, outcome), replacing an earlier one at the same place. Verdicts
+    /// at other places stay: each holds for the place it was tested at.
+    pub fn put_fusion_pair(
+        &self,
+        f: &Fingerprint,
+        a: &str,
+        b: &str,
+        place: &str,
+        verdict: &str,
+    ) -> Result<()> {
         let key = self.key(f)?;
         self.conn.execute(
-            "INSERT OR REPLACE INTO fusion_pairs (fingerprint, a, b, verdict)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![key, a, b, verdict],
+            "INSERT OR REPLACE INTO fusion_verdicts (fingerprint, a, b, place, verdict)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key, a, b, place, verdict],
         )?;
         Ok(())
     }
@@ -199,18 +208,18 @@ impl Cache {
     pub fn clear_fusion_pairs(&self, f: &Fingerprint) -> Result<()> {
         let key = self.key(f)?;
         self.conn.execute(
-            "DELETE FROM fusion_pairs WHERE fingerprint = ?1",
+            "DELETE FROM fusion_verdicts WHERE fingerprint = ?1",
             params![key],
         )?;
         Ok(())
     }
 
-    /// Every fusion-test verdict stored under `f`, ordered by pair.
+    /// Every fusion-test verdict stored under `f`, ordered by pair and place.
     pub fn fusion_pairs(&self, f: &Fingerprint) -> Result<Vec<String>> {
         let key = self.key(f)?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT verdict FROM fusion_pairs WHERE fingerprint = ?1 ORDER BY a, b")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT verdict FROM fusion_verdicts WHERE fingerprint = ?1 ORDER BY a, b, place",
+        )?;
         let rows = stmt.query_map(params![key], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
