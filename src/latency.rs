@@ -56,8 +56,8 @@ pub fn detect(
     let mut chains = fusion::single_ops(m);
     let mut tested = HashSet::new();
     let mut own: Vec<fusion::Probe> = Vec::new();
+    let mut stored = stored_pairs(cache, backend)?;
     for round in 1..kernels::MAX_CHAIN {
-        let stored = stored_pairs(cache, backend)?;
         let mut probes = fusion::probes(m, &chains);
         if round == 1 {
             probes.extend(fusion::constant_probes(m));
@@ -69,9 +69,9 @@ pub fn detect(
             .collect();
         if !todo.is_empty() {
             test_pairs(&todo, backend, cache, protocol)?;
+            stored = stored_pairs(cache, backend)?;
         }
         // The next round extends the chains found fused in this one.
-        let stored = stored_pairs(cache, backend)?;
         chains = probes
             .iter()
             .filter(|p| p.a != kernels::CONSTANT)
@@ -88,10 +88,8 @@ pub fn detect(
             break;
         }
     }
-    Ok(stored_pairs(cache, backend)?
-        .into_iter()
-        .filter(|s| own.iter().any(|p| at(s, p)))
-        .collect())
+    stored.retain(|s| own.iter().any(|p| at(s, p)));
+    Ok(stored)
 }
 
 fn test_pairs(
@@ -850,21 +848,24 @@ fn eval_space(
         })
         .collect();
     let (scored, held_out) = rows.split_at(args.samples);
-    let column = |name: &str| -> Option<Vec<f64>> {
-        let p = PREDICTORS.iter().position(|(n, _)| *n == name)?;
-        scored.iter().map(|r| r.predicted_ms[p]).collect()
+    let (calibration, validation) = held_out.split_at(args.validate / 2);
+    // One predictor's predictions for `rows` (`None`: it has no table here).
+    let predicted = |rows: &[Row], p: usize| -> Option<Vec<f64>> {
+        rows.iter().map(|r| r.predicted_ms[p]).collect()
     };
-    let truth: Vec<f64> = scored.iter().map(|r| r.measured_ms).collect();
+    let truth = |rows: &[Row]| -> Vec<f64> { rows.iter().map(|r| r.measured_ms).collect() };
+    let score = |rows: &[Row], p: usize| -> Option<Agreement> {
+        predicted(rows, p)
+            .filter(|_| !rows.is_empty())
+            .map(|p| agreement(&p, &truth(rows)))
+    };
+    let column = |name: &str| {
+        let p = PREDICTORS.iter().position(|(n, _)| *n == name)?;
+        predicted(scored, p)
+    };
     let hold = column("naive")
         .zip(column("corrected"))
-        .and_then(|(naive, corrected)| corrections_hold(&naive, &corrected, &truth));
-    let (calibration, validation) = held_out.split_at(args.validate / 2);
-    let score = |rows: &[Row], p: usize| -> Option<Agreement> {
-        let pred: Option<Vec<f64>> = rows.iter().map(|r| r.predicted_ms[p]).collect();
-        let truth: Vec<f64> = rows.iter().map(|r| r.measured_ms).collect();
-        pred.filter(|_| !rows.is_empty())
-            .map(|p| agreement(&p, &truth))
-    };
+        .and_then(|(naive, corrected)| corrections_hold(&naive, &corrected, &truth(scored)));
     let predictors: Vec<Score> = PREDICTORS
         .iter()
         .enumerate()

@@ -229,7 +229,7 @@ impl Kernel {
     /// fetch it like a tensor computed at run time (the sim loads nothing for it).
     pub fn graph(&self, net: &Graph) -> Graph {
         let mut g = Graph::default();
-        let constant = |r: usize| net.nodes[spacetune_ir::Handle::<Node>::new(r)].is_constant();
+        let constant = |r: usize| is_constant(net, r);
         let inputs: Vec<_> = self
             .reads
             .iter()
@@ -262,6 +262,11 @@ impl Kernel {
         }
         g
     }
+}
+
+/// Whether network node `r` is a constant (a pruned edge's zeros).
+fn is_constant(net: &Graph, r: usize) -> bool {
+    net.nodes[spacetune_ir::Handle::<Node>::new(r)].is_constant()
 }
 
 /// What the kernel model makes of one network.
@@ -378,11 +383,7 @@ pub fn handovers(net: &Graph, kernels: &[Kernel]) -> Vec<(usize, usize)> {
     // operands: it is the branch computed last).
     let mut order: Vec<usize> = (0..kernels.len()).collect();
     order.sort_by_key(|&k| kernels[k].ops[0]);
-    let constant = |k: &Kernel| {
-        k.reads
-            .iter()
-            .any(|&r| net.nodes[spacetune_ir::Handle::<Node>::new(r)].is_constant())
-    };
+    let constant = |k: &Kernel| k.reads.iter().any(|&r| is_constant(net, r));
     let mut readers: Vec<Vec<usize>> = vec![Vec::new(); net.nodes.len()];
     for (h, node) in net.nodes.iter() {
         for x in &node.inputs {
@@ -487,14 +488,21 @@ mod tests {
         assert!(!names(&k).contains(&"conv+bn+relu"));
     }
 
-    /// conv→bn→relu→conv→bn with rules for both groupings: the activation stays the
-    /// epilogue of its producer.
-    #[test]
-    fn an_activation_goes_with_its_producer() {
+    /// in → conv → bn → relu → conv → bn
+    fn two_convs() -> Graph {
         let mut g = chain();
         let r = Region::Fixed(0);
         let c = g.push(conv(8), &[spacetune_ir::Handle::new(3)], r).unwrap();
         g.push(Prim::BatchNorm, &[c], r).unwrap();
+        g
+    }
+
+    /// conv→bn→relu→conv→bn with rules for both groupings: the activation stays the
+    /// epilogue of its producer.
+    #[test]
+    fn an_activation_goes_with_its_producer() {
+        let g = two_convs();
+        let r = Region::Fixed(0);
         let table = rules(&[
             ("conv", "bn"),
             ("conv+bn", "relu"),
@@ -694,10 +702,8 @@ mod tests {
     #[test]
     fn an_output_read_only_by_the_next_kernel_is_handed_over() {
         // conv → bn → relu → conv → bn, and a residual block: no rules, every op a kernel.
-        let mut g = chain();
+        let g = two_convs();
         let r = Region::Fixed(0);
-        let c = g.push(conv(8), &[spacetune_ir::Handle::new(3)], r).unwrap();
-        g.push(Prim::BatchNorm, &[c], r).unwrap();
         let k = kernels(&g, &rules(&[]));
         assert_eq!(names(&k), ["conv", "bn", "relu", "conv", "bn"]);
         assert_eq!(handovers(&g, &k.kernels), [(0, 1), (1, 2), (2, 3), (3, 4)]);
