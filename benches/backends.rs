@@ -114,7 +114,7 @@ fn main() {
     let m: Module = spacetune::compile(Path::new(SPACE), Default::default())
         .result
         .expect("the example compiles");
-    let all: Vec<&Network> = m.networks.iter().collect();
+    let all: Vec<&Network> = m.networks.values().collect();
     let tmp = tempfile::tempdir().unwrap();
     let tvm_cache = format!("cache={}", tmp.path().join("tvm").display());
     let mut throughput = Vec::new();

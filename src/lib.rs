@@ -1,6 +1,8 @@
 //! spacetune: a compiler for hardware-aware neural architecture search (BBSSP).
 //!
-//! The one-call API: [`compile`] parses a `.space` file and runs the pipeline on it.
+//! The one-call API: [`compile`] parses a `.space` file and runs the pipeline on it — the
+//! front end (check, expand) alone, or, given a driver context ([`pass::Ctx`]: a backend,
+//! the store, where accuracies come from), every pass up to the one named by `until`.
 
 use spacetune_ir::{Diagnostics, Module, SourceMap};
 use spacetune_passes::{passes, PassManager};
@@ -21,8 +23,11 @@ pub struct Compiled {
 /// Options of a compile.
 #[derive(Default)]
 pub struct Options<'a> {
-    /// Stop after this pass (inclusive); `None` runs the whole pipeline.
+    /// Stop after this pass (inclusive); `None` runs the whole pipeline with a context,
+    /// the front end (every pass up to the first that needs one) without.
     pub until: Option<&'a str>,
+    /// What the passes after the front end reach outside the source.
+    pub ctx: Option<spacetune_passes::Ctx<'a>>,
     /// Validate the IR after every pass.
     pub validate: bool,
     /// Called after every pass with its name and the module.
@@ -47,7 +52,10 @@ fn run(parsed: grammar::Parsed, options: Options) -> Compiled {
             until: options.until,
             on_pass: options.on_pass,
         };
-        manager.run(&passes(), &mut module)?;
+        match &options.ctx {
+            Some(cx) => manager.run_with(&passes(), &mut module, cx)?,
+            None => manager.run(&passes(), &mut module)?,
+        }
         Ok(module)
     });
     Compiled {

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 use spacetune::ir::print::NetworkLine;
-use spacetune::ir::{Module, Ssbn};
+use spacetune::ir::{Module, Origin, Phase};
+use spacetune::pass::ctx::{AccuracyFrom, Ctx};
 use spacetune::{compile, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ mod select;
     about = "Hardware-aware neural architecture search for black-box accelerators (BBSSP)"
 )]
 struct Cli {
-    /// Print the IR after this pass (to stderr): check, expand
+    /// Print the IR after this pass (to stderr): check, expand, measure, correct, profile,
+    /// select, reduce
     #[arg(long, global = true, value_name = "PASS")]
     dump_after: Option<String>,
     #[command(subcommand)]
@@ -61,6 +63,34 @@ enum Command {
     /// Score the latency predictors (naive, corrected, kernel model, ...) on random
     /// networks of a space measured whole
     LatencyEval(latency::EvalArgs),
+    /// Run the pipeline (check, expand, measure, correct, profile, select, reduce) up to a
+    /// pass, printing and writing what each pass that ran produced
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    file: PathBuf,
+    /// The last pass to run (default: the whole pipeline)
+    #[arg(long, value_name = "PASS")]
+    until: Option<String>,
+    #[command(flatten)]
+    on: measure::BackendArgs,
+    #[command(flatten)]
+    train: profile::TrainArgs,
+    /// Accuracies from a CSV (`key`, `accuracy`, optionally `space`) instead of training
+    #[arg(long)]
+    accuracy: Option<PathBuf>,
+    #[command(flatten)]
+    knobs: select::KnobArgs,
+    /// Independent measurements of every SSBN averaged into the corrected table
+    #[arg(long, default_value_t = 1)]
+    replicate: usize,
+    /// Only this space (by name)
+    #[arg(long)]
+    space: Option<String>,
+    #[arg(long, default_value = "spacetune-out")]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,13 +124,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// Compiles up to `until`, rendering diagnostics to stderr; `None` when it failed.
+/// Compiles up to `until` (the front end without a context), rendering diagnostics to
+/// stderr; `None` when it failed.
 fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Option<Module>> {
-    if let Some(pass) = dump_after {
-        let names = spacetune::pass::pass_names();
-        if !names.contains(&pass) {
+    load_with(file, until, dump_after, None)
+}
+
+/// Runs the pipeline on `file` up to `until` with the context `ctx`.
+fn load_with(
+    file: &Path,
+    until: Option<&str>,
+    dump_after: Option<&str>,
+    ctx: Option<Ctx<'_>>,
+) -> Result<Option<Module>> {
+    let names = spacetune::pass::pass_names();
+    for (flag, pass) in [("--dump-after", dump_after), ("--until", until)] {
+        if let Some(pass) = pass.filter(|p| !names.contains(p)) {
             bail!(
-                "unknown pass `{pass}` for --dump-after (passes: {})",
+                "unknown pass `{pass}` for {flag} (passes: {})",
                 names.join(", ")
             );
         }
@@ -119,6 +160,7 @@ fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Op
             until,
             validate: cfg!(debug_assertions),
             on_pass,
+            ctx,
         },
     );
     match compiled.result {
@@ -137,6 +179,41 @@ fn load(file: &Path, until: Option<&str>, dump_after: Option<&str>) -> Result<Op
             Ok(None)
         }
     }
+}
+
+/// `spacetune run`: the pipeline up to `--until`, then what every pass that ran made.
+fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
+    let world = measure::World::open(&args.on)?;
+    let mut cx = world.ctx();
+    cx.space = args.space.clone();
+    cx.replicate = args.replicate;
+    cx.select = args.knobs.overrides();
+    cx.accuracy = Some(match &args.accuracy {
+        Some(path) => AccuracyFrom::Table(path.clone()),
+        None => AccuracyFrom::Train(args.train.spec(&args.on.db)),
+    });
+    let start = std::time::Instant::now();
+    let Some(m) = load_with(&args.file, args.until.as_deref(), dump, Some(cx))? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let measured = measure::MeasureArgs {
+        file: args.file.clone(),
+        on: args.on.clone(),
+        out: args.out.clone(),
+        space: args.space.clone(),
+    };
+    let mut code = ExitCode::SUCCESS;
+    if m.phase >= Phase::Measured {
+        code = measure::print_measured(&m, &measured)?;
+    }
+    if m.phase >= Phase::Profiled {
+        let seconds = start.elapsed().as_secs_f64();
+        profile::print_profiled(&m, &args.file, &args.out, seconds)?;
+    }
+    if m.phase >= Phase::Reduced {
+        select::print_selected(&m, &args.file, &args.out)?;
+    }
+    Ok(code)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -166,7 +243,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     for info in &m.checked {
                         println!("; space {}: {} ssbns", info.name, info.ssbn_count());
                     }
-                    for n in &m.networks {
+                    for n in m.networks.values() {
                         println!("{}", NetworkLine(n));
                     }
                 }
@@ -205,10 +282,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Measure(args) => {
-            let Some(m) = load(&args.file, None, dump)? else {
+            let world = measure::World::open(&args.on)?;
+            let mut cx = world.ctx();
+            cx.space = args.space.clone();
+            let Some(m) = load_with(&args.file, Some("measure"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            return measure::measure(&m, &args);
+            return measure::print_measured(&m, &args);
         }
         Command::Export(args) => {
             let Some(m) = load(&args.file, None, dump)? else {
@@ -217,17 +297,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             measure::export(&m, &args)?;
         }
         Command::Profile(args) => {
-            let Some(m) = load(&args.file, None, dump)? else {
+            let world = measure::World::open(&args.on)?;
+            let mut cx = world.ctx();
+            cx.space = args.space.clone();
+            cx.accuracy = Some(AccuracyFrom::Train(args.train.spec(&args.on.db)));
+            let start = std::time::Instant::now();
+            let Some(m) = load_with(&args.file, Some("profile"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            profile::profile(&m, &args)?;
+            let seconds = start.elapsed().as_secs_f64();
+            profile::print_profiled(&m, &args.file, &args.out, seconds)?;
         }
         Command::Select(args) => {
-            let Some(m) = load(&args.file, None, dump)? else {
+            let world = measure::World::open(&args.on)?;
+            let mut cx = world.ctx();
+            cx.accuracy = Some(AccuracyFrom::Table(args.accuracy.clone()));
+            cx.select = args.knobs.overrides();
+            let Some(m) = load_with(&args.file, Some("reduce"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            select::select(&m, &args)?;
+            select::print_selected(&m, &args.file, &args.out)?;
         }
+        Command::Run(args) => return run_pipeline(&args, dump),
         Command::FusionRules(args) => {
             let m = match &args.file {
                 Some(file) => match load(file, None, dump)? {
@@ -239,10 +330,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             latency::fusion_rules(m.as_ref(), &args)?;
         }
         Command::LatencyEval(args) => {
-            let Some(m) = load(&args.file, None, dump)? else {
+            let world = measure::World::open(&args.on)?;
+            let mut cx = world.ctx();
+            cx.space = args.space.clone();
+            cx.replicate = args.replicate;
+            let Some(m) = load_with(&args.file, Some("correct"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            latency::latency_eval(&m, &args)?;
+            latency::latency_eval(&m, &world, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -256,11 +351,11 @@ fn expand_json(file: &Path, m: &Module) -> serde_json::Value {
         .collect();
     let networks: Vec<_> = m
         .networks
-        .iter()
+        .values()
         .map(|n| {
-            let (layer, option) = match n.ssbn {
-                Ssbn::Base => (None, None),
-                Ssbn::Swap { decision, option } => (Some(decision), Some(option)),
+            let (layer, option) = match n.origin {
+                Origin::Swap { decision, option } => (Some(decision.index()), Some(option)),
+                _ => (None, None),
             };
             serde_json::json!({
                 "id": n.id,

@@ -1,17 +1,16 @@
 //! `spacetune measure` and `spacetune export`: the command-line side of the backends.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use spacetune::backends::{
-    self, cache::Cache, measure::Outcome, measure::Protocol, weights::Weights, Backend, Lowered,
-};
-use spacetune::ir::{Module, Network, Ssbn};
+use spacetune::backends::{self, cache::Cache, measure::Protocol, weights::Weights, Backend};
+use spacetune::ir::{Module, Network, Origin, Timed};
+use spacetune::pass::ctx::{Ctx, Progress, Stage};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Where measurements come from: a backend, its options, the database, the protocol.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct BackendArgs {
     /// sim, ort, tvm, tch or exec
     #[arg(long, default_value = "sim")]
@@ -39,6 +38,34 @@ impl BackendArgs {
     }
 }
 
+/// The backend and store a pipeline run uses, opened once.
+pub struct World {
+    pub backend: Box<dyn Backend>,
+    pub store: Cache,
+    pub protocol: Protocol,
+}
+
+impl World {
+    pub fn open(on: &BackendArgs) -> Result<World> {
+        let (backend, store, protocol) = on.open()?;
+        Ok(World {
+            backend,
+            store,
+            protocol,
+        })
+    }
+    /// A context over this world; the caller fills in the rest.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            backend: Some(self.backend.as_ref()),
+            store: Some(&self.store),
+            protocol: self.protocol.clone(),
+            progress: &Bars,
+            ..Ctx::default()
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct MeasureArgs {
     pub file: PathBuf,
@@ -52,7 +79,7 @@ pub struct MeasureArgs {
     pub space: Option<String>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ProtocolChoice {
     Default,
     Quick,
@@ -110,18 +137,6 @@ pub fn export(m: &Module, args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The spaces of `m` to work on: the one called `only`, or all; an error naming the file
-/// when there is no such space.
-pub fn select_spaces(m: &Module, only: Option<&str>, file: &Path) -> Result<Vec<u32>> {
-    let spaces: Vec<u32> = (0..m.checked.len() as u32)
-        .filter(|&s| only.is_none_or(|n| m.checked[s as usize].name == n))
-        .collect();
-    if spaces.is_empty() {
-        bail!("no space `{}` in {}", only.unwrap_or(""), file.display());
-    }
-    Ok(spaces)
-}
-
 /// The stem of `path` for output names.
 pub fn stem(path: &Path) -> String {
     path.file_stem()
@@ -129,97 +144,89 @@ pub fn stem(path: &Path) -> String {
         .unwrap_or_else(|| "space".into())
 }
 
-/// A progress bar in spacetune's style (`measure`, `profile`).
-pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix);
-    bar
-}
+/// Progress bars in spacetune's style, one per stage; notes go to stderr with them (what
+/// a command reports as its result goes to stdout).
+pub struct Bars;
 
-/// Measures the networks of one space through the cache, with its SSBN_0 as the drift
-/// reference.
-pub fn measure_space(
-    backend: &dyn Backend,
-    nets: &[&Network],
-    protocol: &Protocol,
-    cache: &Cache,
-    progress: impl FnMut(&Outcome),
-) -> Result<Vec<Outcome>> {
-    let lowered: Vec<Lowered> = nets
-        .iter()
-        .map(|n| backend.lower(n))
-        .collect::<Result<_, _>>()?;
-    let reference = nets
-        .iter()
-        .position(|n| n.ssbn == Ssbn::Base)
-        .map(|i| &lowered[i]);
-    Ok(backends::measure::measure_all(
-        backend, &lowered, reference, protocol, cache, progress,
-    )?)
-}
+struct Bar(ProgressBar);
 
-pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
-    let (backend, cache, protocol) = args.on.open()?;
-    let spaces = select_spaces(m, args.space.as_deref(), &args.file)?;
-    let nets: Vec<_> = m
-        .networks
-        .iter()
-        .filter(|n| spaces.contains(&n.space))
-        .collect();
-    let bar = progress_bar(nets.len(), format!("measure {}", backend.name()));
-    let mut rows: Vec<(String, String, String, Outcome)> = Vec::new();
-    for &s in &spaces {
-        let in_space: Vec<_> = nets.iter().copied().filter(|n| n.space == s).collect();
-        let outcomes = measure_space(backend.as_ref(), &in_space, &protocol, &cache, |o| {
-            bar.set_message(o.id.clone());
-            bar.inc(1);
-        })?;
-        let space = m.checked[s as usize].name.clone();
-        for (n, o) in in_space.iter().zip(outcomes) {
-            rows.push((space.clone(), n.id.clone(), n.key.clone(), o));
-        }
+impl Progress for Bars {
+    fn stage(&self, what: &str, len: usize) -> Box<dyn Stage + '_> {
+        let bar = ProgressBar::new(len as u64).with_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        Box::new(Bar(bar))
     }
-    bar.finish_and_clear();
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+impl Stage for Bar {
+    fn tick(&self, item: &str) {
+        self.0.set_message(item.to_string());
+        self.0.inc(1);
+    }
+    fn working(&self, item: &str) {
+        self.0.set_message(item.to_string());
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// The measure pass's table as rows: space, id, key, outcome.
+type Rows<'a> = Vec<(&'a str, &'a Network, &'a Timed)>;
+
+pub fn print_measured(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
+    let table = m.latencies.as_ref().context("nothing was measured")?;
+    let rows: Rows = table
+        .results
+        .iter()
+        .map(|(&h, t)| {
+            let n = &m.networks[h];
+            (m.checked[n.space as usize].name.as_str(), n, t)
+        })
+        .collect();
     let stem = stem(&args.file);
-    let base = args.out.join(format!("{stem}.{}", backend.name()));
-    write_results(&base, &backend.fingerprint(), &rows)?;
-    let failed = rows.iter().filter(|r| r.3.latency.is_err()).count();
-    let cached = rows.iter().filter(|r| r.3.cached).count();
+    let base = args.out.join(format!("{stem}.{}", args.on.backend));
+    write_results(&base, &table.backend, &rows)?;
+    let failed = rows.iter().filter(|r| r.2.result.is_err()).count();
+    let cached = rows.iter().filter(|r| r.2.cached).count();
     let noisy = rows
         .iter()
-        .filter(|r| r.3.latency.as_ref().is_ok_and(|l| l.noisy))
+        .filter(|r| r.2.result.as_ref().is_ok_and(|l| l.noisy))
         .count();
     println!(
         "{}: {} networks on {} ({} measured, {} from the cache, {} noisy, {} failed)",
         args.file.display(),
         rows.len(),
-        backend.fingerprint(),
+        table.backend,
         rows.len() - cached,
         cached,
         noisy,
         failed
     );
     println!("{:<14} {:>10} {:>10}  choice", "id", "p10 ms", "median ms");
-    for (space, id, key, o) in &rows {
+    for (_, n, t) in &rows {
         // An SSBN differs from its space's SSBN_0 in one decision: show just that one.
-        let base = rows.iter().find(|r| &r.0 == space).map(|r| r.2.as_str());
-        let key = match base.filter(|b| b != key) {
-            Some(b) => key
-                .split(' ')
-                .zip(b.split(' '))
-                .enumerate()
-                .find(|(_, (a, b))| a != b)
-                .map(|(i, (a, _))| format!("decision {i}: {a}"))
-                .unwrap_or_else(|| key.clone()),
-            None => "defaults".into(),
+        let key = match n.origin {
+            Origin::Swap { decision, .. } => {
+                let token = n.key.split(' ').nth(decision.index()).unwrap_or(&n.key);
+                format!("decision {}: {token}", decision.index())
+            }
+            _ => "defaults".into(),
         };
-        match &o.latency {
+        let id = &n.id;
+        match &t.result {
             Ok(l) => println!(
                 "{id:<14} {:>10.4} {:>10.4}  {key}{}",
                 l.p10_ms,
@@ -237,20 +244,16 @@ pub fn measure(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
     })
 }
 
-fn write_results(
-    base: &Path,
-    fingerprint: &backends::Fingerprint,
-    rows: &[(String, String, String, Outcome)],
-) -> Result<()> {
+fn write_results(base: &Path, fingerprint: &str, rows: &Rows) -> Result<()> {
     if let Some(dir) = base.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let json_rows: Vec<_> = rows
         .iter()
-        .map(|(space, id, key, o)| {
+        .map(|(space, n, t)| {
             serde_json::json!({
-                "space": space, "id": id, "key": key, "hash": o.hash, "cached": o.cached,
-                "latency": o.latency.as_ref().ok(), "failure": o.latency.as_ref().err(),
+                "space": space, "id": n.id, "key": n.key, "hash": t.hash, "cached": t.cached,
+                "latency": t.result.as_ref().ok(), "failure": t.result.as_ref().err(),
             })
         })
         .collect();
@@ -274,20 +277,20 @@ fn write_results(
         "noisy",
         "failure",
     ])?;
-    for (space, id, key, o) in rows {
+    for (space, n, t) in rows {
         let f = |x: Option<f64>| x.map(|v| format!("{v:.5}")).unwrap_or_default();
-        let l = o.latency.as_ref().ok();
+        let l = t.result.as_ref().ok();
         w.write_record([
-            space.as_str(),
-            id,
-            key,
+            *space,
+            n.id.as_str(),
+            n.key.as_str(),
             &f(l.map(|l| l.p10_ms)),
             &f(l.map(|l| l.median_ms)),
             &f(l.map(|l| l.mean_ms)),
             &f(l.map(|l| l.var_ms2.sqrt())),
             &l.map(|l| l.count.to_string()).unwrap_or_default(),
             &l.map(|l| l.noisy.to_string()).unwrap_or_default(),
-            o.latency.as_ref().err().map(String::as_str).unwrap_or(""),
+            t.result.as_ref().err().map(String::as_str).unwrap_or(""),
         ])?;
     }
     w.flush()?;

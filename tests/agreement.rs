@@ -55,7 +55,7 @@ fn check(file: &str, pick: impl Fn(&Network) -> bool, what: &str) {
     let m = module(file);
     let net = m
         .networks
-        .iter()
+        .values()
         .find(|n| pick(n))
         .unwrap_or_else(|| panic!("{file} has no network for {what}"));
     let graph = net.graph.pruned();

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use spacetune::ir::{DecisionKind, Ssbn};
+use spacetune::ir::{DecisionKind, Origin};
 use spacetune::{compile, Options};
 
 fn expand(file: &str) -> spacetune::ir::Module {
@@ -28,13 +28,13 @@ fn imagenet_spaces_have_the_papers_counts() {
     ] {
         let m = expand(file);
         assert_eq!(m.networks.len(), count, "{file}");
-        let mut ids: Vec<&str> = m.networks.iter().map(|n| n.id.as_str()).collect();
+        let mut ids: Vec<&str> = m.networks.values().map(|n| n.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), count, "{file}: ids are not unique");
         assert!(
             m.networks
-                .iter()
+                .values()
                 .all(|n| n.cost.flops > 0 && n.cost.params > 0),
             "{file}"
         );
@@ -44,11 +44,11 @@ fn imagenet_spaces_have_the_papers_counts() {
 #[test]
 fn ssbns_differ_from_the_base_in_exactly_one_token() {
     let m = expand("examples/bbssp_imagenet_mobile.space");
-    let base = &m.networks[0];
-    assert_eq!(base.ssbn, Ssbn::Base);
+    let base = &m.networks[spacetune::ir::Handle::new(0)];
+    assert_eq!(base.origin, Origin::Base);
     assert_eq!(base.key.split(' ').count(), 12);
     assert!(base.key.split(' ').all(|t| t == "mbconv_k3_e3"));
-    for n in &m.networks[1..] {
+    for n in m.networks.values().skip(1) {
         let diff = n
             .key
             .split(' ')
@@ -56,15 +56,15 @@ fn ssbns_differ_from_the_base_in_exactly_one_token() {
             .filter(|(a, b)| a != b)
             .count();
         assert_eq!(diff, 1, "{} vs base", n.key);
-        let Ssbn::Swap { decision, option } = n.ssbn else {
+        let Origin::Swap { decision, option } = n.origin else {
             panic!("{} is not a swap", n.id)
         };
-        assert_eq!(n.id, format!("mobile-{decision}-{option}"));
+        assert_eq!(n.id, format!("mobile-{}-{option}", decision.index()));
     }
     // Bigger kernels and expansions cost more: layer 0 with k7 e6 beats k3 e1.
     let flops = |key: &str| {
         m.networks
-            .iter()
+            .values()
             .find(|n| n.key.starts_with(key))
             .unwrap()
             .cost
@@ -105,10 +105,10 @@ fn nb201_edges_are_tied_across_all_cells() {
         .all(|(_, d)| d.kind == DecisionKind::Named && d.options.len() == 5));
     assert_eq!(m.networks.len(), 25);
     // Setting one edge to `zero` removes its convolution from all 15 cells at once.
-    let base = &m.networks[0];
+    let base = &m.networks[spacetune::ir::Handle::new(0)];
     let zero = m
         .networks
-        .iter()
+        .values()
         .find(|n| n.key.starts_with("e01=zero "))
         .unwrap();
     let convs = |n: &spacetune::ir::Network| {

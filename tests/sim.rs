@@ -25,7 +25,7 @@ fn block_table(sim: &Sim, m: &Module) -> Vec<(String, f64)> {
     let layers = m.checked[0].slots.len();
     for i in 0..layers {
         let mut seen = std::collections::BTreeSet::new();
-        for net in &m.networks {
+        for net in m.networks.values() {
             let token = net.key.split(' ').nth(i).unwrap().to_string();
             if !seen.insert(token.clone()) {
                 continue;
@@ -88,7 +88,7 @@ fn latency_is_deterministic_and_the_profile_sums_to_it() {
     for preset in ["dpu-b4096-zcu102", "npu-systolic-32"] {
         let opt = format!("preset={preset}");
         let (a, b) = (sim(&[&opt]), sim(&[&opt]));
-        for net in &m.networks {
+        for net in m.networks.values() {
             let (x, y) = (latency(&a, net), latency(&b, net));
             assert_eq!(x, y, "{preset} {}", net.id);
             let sum: f64 = x.per_layer.as_ref().unwrap().iter().map(|t| t.ms).sum();
@@ -111,7 +111,7 @@ fn the_two_presets_rank_blocks_differently() {
         let s = sim(&[&format!("preset={preset}")]);
         let mut ids: Vec<(String, f64)> = m
             .networks
-            .iter()
+            .values()
             .map(|n| (n.id.clone(), latency(&s, n).p10_ms))
             .collect();
         ids.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -124,8 +124,10 @@ fn the_two_presets_rank_blocks_differently() {
 fn lowered_kernels_of_a_small_network() {
     let m = module("tests/in/fixed_network.space");
     let sim = sim(&[]);
-    let lowered = sim.lower(&m.networks[0]).unwrap();
-    let l = latency(&sim, &m.networks[0]);
+    let lowered = sim
+        .lower(&m.networks[spacetune::ir::Handle::new(0)])
+        .unwrap();
+    let l = latency(&sim, &m.networks[spacetune::ir::Handle::new(0)]);
     let profile: Vec<String> = l
         .per_layer
         .unwrap()

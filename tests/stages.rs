@@ -67,7 +67,7 @@ fn every_good_input_round_trips_through_dsl() {
             );
             let keys = |m: &Module| {
                 m.networks
-                    .iter()
+                    .values()
                     .map(|n| (n.id.clone(), n.key.clone(), n.cost))
                     .collect::<Vec<_>>()
             };
@@ -90,7 +90,7 @@ fn expanded_networks_print_as_fixed_dsl_that_rebuilds_them() {
                 &path.display().to_string(),
             );
             // Every SSBN_0 and a spread of the others keeps the test fast.
-            for n in m.networks.iter().step_by(7) {
+            for n in m.networks.values().step_by(7) {
                 let text = dsl::print_network(&m, n);
                 let again = compile_str(
                     "network.space",
@@ -110,7 +110,7 @@ fn expanded_networks_print_as_fixed_dsl_that_rebuilds_them() {
                     )
                 });
                 assert_eq!(fixed.networks.len(), 1, "{} {}", path.display(), n.id);
-                let rebuilt = &fixed.networks[0];
+                let rebuilt = &fixed.networks[spacetune::ir::Handle::new(0)];
                 assert_eq!(
                     rebuilt.cost,
                     n.cost,

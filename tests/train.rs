@@ -94,7 +94,7 @@ fn splits_are_disjoint_seeded_and_complete() {
 
 fn fixed_graph() -> Graph {
     let m = module("tests/in/fixed_network.space");
-    m.networks[0].graph.pruned()
+    m.networks[spacetune::ir::Handle::new(0)].graph.pruned()
 }
 
 /// Trains the fixed network on a synthetic set; returns validation accuracy and the weights.

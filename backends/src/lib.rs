@@ -21,7 +21,8 @@ pub mod weights;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use spacetune_ir::{Graph, Network, Region};
+use spacetune_ir::{Graph, Network};
+pub use spacetune_ir::{Latency, LayerTime};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -87,58 +88,6 @@ pub struct Lowered {
     pub graph: Graph,
     pub text: String,
     pub bytes: Vec<u8>,
-}
-
-/// The latency of one network, with the statistics of the protocol that produced it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    /// The figure of merit: the median over windows of each window's 10th percentile (see
-    /// [`measure`]), scaled to the run's reference.
-    pub p10_ms: f64,
-    pub median_ms: f64,
-    pub mean_ms: f64,
-    pub var_ms2: f64,
-    pub count: u32,
-    /// The samples disagree more than the protocol accepts (see [`measure::Protocol`]).
-    pub noisy: bool,
-    pub per_layer: Option<Vec<LayerTime>>,
-}
-
-impl Latency {
-    /// A latency the backend computed or reported itself, with no spread.
-    pub fn exact(ms: f64) -> Latency {
-        Latency {
-            p10_ms: ms,
-            median_ms: ms,
-            mean_ms: ms,
-            var_ms2: 0.0,
-            count: 1,
-            noisy: false,
-            per_layer: None,
-        }
-    }
-}
-
-impl Latency {
-    /// Multiplies every time by `factor` (a drift correction).
-    pub fn scale(&mut self, factor: f64) {
-        self.p10_ms *= factor;
-        self.median_ms *= factor;
-        self.mean_ms *= factor;
-        self.var_ms2 *= factor * factor;
-        if let Some(layers) = &mut self.per_layer {
-            for l in layers {
-                l.ms *= factor;
-            }
-        }
-    }
-}
-
-/// Time spent in one part of the network (a searchable layer, a fixed part, a cell).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LayerTime {
-    pub region: Region,
-    pub ms: f64,
 }
 
 /// How a prepared network gets its latency.

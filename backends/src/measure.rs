@@ -549,6 +549,69 @@ fn record(
     Ok(o)
 }
 
+/// The scale every measurement of an evaluation is put on: SSBN_0, the drift reference,
+/// and — once the SSBNs are measured — some of them as bridges. Without bridges the first
+/// chunk of every new batch of networks would be scaled by the reference's figure alone,
+/// and nothing would tell a slow spell that caught only the reference (a repeat
+/// measurement 6% off its first one, seen on ORT).
+#[derive(Clone, Debug)]
+pub struct Anchor {
+    pub reference: Lowered,
+    pub bridges: Vec<Lowered>,
+}
+
+impl Anchor {
+    /// An empty in-memory cache holding only the stored latencies of the reference and the
+    /// bridges, so that networks measured into it afresh (replicates, repeats) are put on
+    /// the same scale as the stored ones.
+    pub fn fresh(&self, backend: &dyn Backend, cache: &Cache) -> Result<Cache> {
+        let fresh = Cache::in_memory()?;
+        let fingerprint = backend.fingerprint();
+        for l in std::iter::once(&self.reference).chain(&self.bridges) {
+            if let Some(latency) = cache.get(&fingerprint, &l.hash)? {
+                fresh.put(&fingerprint, l, &Ok(latency))?;
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Measures `lowered` through `cache` on the anchor's scale: equal networks (a cell
+    /// edge's option in every cell of a stage) once, the bridges riding along (cached, they
+    /// are the first chunk's further scale estimates). One figure or failure per network.
+    pub fn measure(
+        &self,
+        backend: &dyn Backend,
+        lowered: &[Lowered],
+        protocol: &Protocol,
+        cache: &Cache,
+        progress: impl FnMut(&Outcome),
+    ) -> Result<Vec<std::result::Result<f64, String>>> {
+        let mut unique: Vec<Lowered> = Vec::new();
+        let mut at: std::collections::BTreeMap<&str, usize> = Default::default();
+        for l in lowered.iter().chain(&self.bridges) {
+            at.entry(l.hash.as_str()).or_insert_with(|| {
+                unique.push(l.clone());
+                unique.len() - 1
+            });
+        }
+        let outcomes = measure_all(
+            backend,
+            &unique,
+            Some(&self.reference),
+            protocol,
+            cache,
+            progress,
+        )?;
+        Ok(lowered
+            .iter()
+            .map(|l| match &outcomes[at[l.hash.as_str()]].latency {
+                Ok(latency) => Ok(latency.p10_ms),
+                Err(e) => Err(format!("network {} failed: {e}", l.id)),
+            })
+            .collect())
+    }
+}
+
 /// Times networks side by side, interleaved in the same windows of one chunk, so their
 /// latencies can be compared with each other (fusion probes, micro-benchmarks). No cache.
 pub fn measure_together(

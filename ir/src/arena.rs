@@ -104,6 +104,12 @@ impl<T> Arena<T> {
             .enumerate()
             .map(|(i, item)| (Handle::new(i), item))
     }
+    pub fn values(&self) -> std::slice::Iter<'_, T> {
+        self.items.iter()
+    }
+    pub fn get(&self, handle: Handle<T>) -> Option<&T> {
+        self.items.get(handle.index())
+    }
     pub fn get_mut(&mut self, handle: Handle<T>) -> &mut T {
         &mut self.items[handle.index()]
     }

@@ -381,7 +381,7 @@ pub fn print_network(module: &Module, network: &crate::Network) -> String {
     let mut m = module.clone();
     m.spaces = crate::Arena::new();
     m.checked.clear();
-    m.networks.clear();
+    m.networks = crate::Arena::new();
     let span = crate::Span::default();
     let mut layer_calls = Vec::new();
     for ((_, d), &c) in info.decisions.iter().zip(&network.choices) {
@@ -477,7 +477,9 @@ pub fn print_network(module: &Module, network: &crate::Network) -> String {
     print_module(&m)
 }
 
-fn value_expr(m: &mut Module, v: &crate::Value) -> Handle<Expr> {
+/// Appends `v` to the module's expressions as a literal (for rewrites that turn resolved
+/// choices back into templates).
+pub fn value_expr(m: &mut Module, v: &crate::Value) -> Handle<Expr> {
     use crate::Value;
     let span = crate::Span::default();
     let e = match v {
@@ -494,7 +496,8 @@ fn value_expr(m: &mut Module, v: &crate::Value) -> Handle<Expr> {
     m.exprs.append(e, span)
 }
 
-fn call_op(
+/// Appends a call of `name` with `args` (and `extra` integer arguments) to the module's ops.
+pub fn call_op(
     m: &mut Module,
     name: &str,
     args: &[(String, crate::Value)],
@@ -525,68 +528,4 @@ fn call_op(
         },
         span,
     )
-}
-
-/// The reduced search space as a stand-alone `.space` file: only space `space` of the
-/// module, every searchable layer with its own list (`layer i { ... }`) of the options
-/// `keep[d]` of its decision, named choices cut down the same way. The default stays.
-pub fn print_reduced(module: &Module, space: u32, keep: &[Vec<u32>]) -> String {
-    use crate::space_info::DecisionKind;
-    let info = &module.checked[space as usize];
-    let source = info.space.expect("a reduced space comes from a space");
-    let mut m = module.clone();
-    m.checked.clear();
-    m.networks.clear();
-    let span = crate::Span::default();
-    let mut s = module.spaces[source].clone();
-    s.candidates.clear();
-    s.layers.clear();
-    let entry = |m: &mut Module, option: &crate::space_info::Alternative| {
-        let offer = match &option.resolved {
-            crate::space_info::Resolved::Call { name, args } => {
-                Offer::Call(call_op(m, name, args, &[]))
-            }
-            crate::space_info::Resolved::Value(v) => Offer::Value(value_expr(m, v)),
-        };
-        m.entries.append(
-            CandidateEntry {
-                offer,
-                grid: Vec::new(),
-                guard: None,
-            },
-            span,
-        )
-    };
-    // Names declared together (`choice a, b { ... }`) share one list: it keeps the union.
-    let mut named: Vec<std::collections::BTreeSet<u32>> = vec![Default::default(); s.choices.len()];
-    let mut named_options = vec![None; s.choices.len()];
-    for ((_, d), kept) in info.decisions.iter().zip(keep) {
-        match d.kind {
-            DecisionKind::Layer(i) => {
-                let entries: Vec<Handle<CandidateEntry>> = kept
-                    .iter()
-                    .map(|&o| entry(&mut m, &d.options[o as usize]))
-                    .collect();
-                let layer = m.exprs.append(Expr::Int(i as i64), span);
-                s.layers.push(LayerList { layer, entries });
-            }
-            DecisionKind::Named => {
-                if let Some(c) = s.choices.iter().position(|c| c.names.contains(&d.name)) {
-                    named[c].extend(kept.iter().copied());
-                    named_options[c] = Some(&d.options);
-                }
-            }
-        }
-    }
-    for (c, kept) in named.iter().enumerate() {
-        if let Some(options) = named_options[c] {
-            s.choices[c].entries = kept
-                .iter()
-                .map(|&o| entry(&mut m, &options[o as usize]))
-                .collect();
-        }
-    }
-    m.spaces = crate::Arena::new();
-    m.spaces.append(s, span);
-    print_module(&m)
 }

@@ -14,14 +14,23 @@
 //!   layer order, then its named `choice`s (cell edges, value choices) in declaration order.
 //!   A named choice is *tied*: every place that uses the name takes the same option.
 //! * **Networks** ([`network`]), filled by `expand`: concrete DAGs of primitive ops
-//!   ([`Prim`]) in topological order, with shapes and skeleton regions as side tables.
+//!   ([`Prim`]) in topological order, with shapes and skeleton regions as side tables, in
+//!   an arena addressed by `Handle<Network>`; each knows its [`Origin`] (SSBN_0, a swap of
+//!   one decision, a sampled point, a probe).
+//! * **What was learned outside the source** ([`measured`], [`latency`]): side tables keyed
+//!   by `Handle<Network>` — latencies (`measure`), the latency tables (`correct`),
+//!   accuracies (`profile`), the ranked SSBNs and the winning space (`select`) — and the
+//!   reduced module (`reduce`), a module of its own.
 //!
 //! # Phases
 //!
 //! [`Phase`] only moves forward: `Parsed` (templates only) → `Checked` (decisions and
 //! shapes, every candidate known to build in every place it can go) → `Expanded` (SSBNs) →
-//! `Annotated` (a latency table per space: every (decision, option) with its corrected and
-//! naive cost on one backend). Later phases (selected, chosen) belong to later passes.
+//! `Measured` (a latency per SSBN, or why there is none) → `Annotated` (a latency table per
+//! space: every (decision, option) with its corrected and naive cost on one backend) →
+//! `Profiled` (an accuracy per SSBN) → `Selected` (SSBNs ranked by BBSSP's cost, a winning
+//! space, the options it keeps) → `Reduced` (the winning space cut down to those options,
+//! as a module of its own, checked and expanded).
 //!
 //! # Invariants
 //!
@@ -30,6 +39,10 @@
 //!   every option of every decision builds with the shapes it meets.
 //! * From `Expanded` on, `networks` holds, per space in order, SSBN_0 then SSBN_(i,j) for
 //!   every decision i and every non-default option j in order: 1 + Σ (|options| − 1).
+//! * From `Measured` on, `latencies` has a result (a latency or a failure) for every SSBN
+//!   of every measured space; from `Profiled` on, `accuracies` has one for every SSBN.
+//! * From `Selected` on, `selection` ranks every SSBN once and keeps each decision's
+//!   default; from `Reduced` on, `reduced` expands to exactly 1 + Σ (|kept| − 1) SSBNs.
 //! * Containers that are iterated are ordered; nothing depends on hash order.
 //!
 //! # Architecture keys
@@ -44,6 +57,7 @@ pub mod arena;
 pub mod diag;
 pub mod dsl;
 pub mod latency;
+pub mod measured;
 pub mod network;
 pub mod print;
 pub mod space_info;
@@ -54,9 +68,13 @@ pub mod value;
 pub use arena::{Arena, Handle};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use latency::{LutEntry, LutRow, ShareSource, SpaceLut};
+pub use measured::{
+    AccuracySource, AccuracyTable, Latency, LatencyTable, LayerTime, Scored, SelectParams,
+    Selection, Timed, Trained,
+};
 pub use network::{Cost, Graph, Node, Prim, Region, Shape};
 pub use space_info::{
-    Alternative, Decision, DecisionKind, Network, Resolved, SlotShapes, SpaceInfo, Ssbn,
+    Alternative, Decision, DecisionKind, Network, Origin, Resolved, SlotShapes, SpaceInfo,
 };
 pub use span::{SourceMap, Span};
 pub use template::*;
@@ -72,8 +90,16 @@ pub enum Phase {
     Parsed,
     Checked,
     Expanded,
+    /// SSBNs timed on a backend (`measure`).
+    Measured,
     /// Latency tables attached (`correct`).
     Annotated,
+    /// SSBN accuracies attached (`profile`).
+    Profiled,
+    /// SSBNs ranked, a space chosen (`select`).
+    Selected,
+    /// The chosen space cut down to its picks (`reduce`).
+    Reduced,
 }
 
 impl Phase {
@@ -82,7 +108,11 @@ impl Phase {
             Phase::Parsed => "parsed",
             Phase::Checked => "checked",
             Phase::Expanded => "expanded",
+            Phase::Measured => "measured",
             Phase::Annotated => "annotated",
+            Phase::Profiled => "profiled",
+            Phase::Selected => "selected",
+            Phase::Reduced => "reduced",
         }
     }
 }
@@ -121,10 +151,23 @@ pub struct Module {
     /// Side table of `check`: one entry per space, in order.
     pub checked: Vec<SpaceInfo>,
     /// Side table of `expand`: the SSBNs of every space, in order.
-    pub networks: Vec<Network>,
-    /// Side table of `correct`: one latency table per space, in order.
+    pub networks: Arena<Network>,
+    /// Side table of `measure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latencies: Option<LatencyTable>,
+    /// Side table of `correct`: one latency table per measured space, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub luts: Vec<SpaceLut>,
+    /// Side table of `profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracies: Option<AccuracyTable>,
+    /// Side table of `select`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+    /// What `reduce` made of the selection: the winning space alone, each decision cut down
+    /// to its kept options, checked and expanded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduced: Option<Box<Module>>,
 }
 
 /// One selection knob set in the file (`select lambda=0.02`); the value is a number literal.
@@ -173,6 +216,10 @@ impl Module {
             .map(|(h, _)| h)
     }
     pub fn network(&self, id: &str) -> Option<&Network> {
-        self.networks.iter().find(|n| n.id == id)
+        self.networks.values().find(|n| n.id == id)
+    }
+    /// The networks of space `space` (an index into `checked`), in order.
+    pub fn networks_of(&self, space: u32) -> impl Iterator<Item = (Handle<Network>, &Network)> {
+        self.networks.iter().filter(move |(_, n)| n.space == space)
     }
 }

@@ -2,7 +2,7 @@
 //! DSL, then each side table the passes have filled.
 
 use crate::network::{Graph, Region};
-use crate::space_info::{DecisionKind, Network, Ssbn};
+use crate::space_info::{DecisionKind, Network, Origin};
 use crate::Module;
 use std::fmt;
 
@@ -55,8 +55,25 @@ impl fmt::Display for Module {
         if !self.networks.is_empty() {
             writeln!(f)?;
             writeln!(f, "; networks ({})", self.networks.len())?;
-            for n in &self.networks {
+            for n in self.networks.values() {
                 writeln!(f, "{}", NetworkLine(n))?;
+            }
+        }
+        if let Some(t) = &self.latencies {
+            writeln!(f)?;
+            writeln!(f, "; latencies on {} ({})", t.backend, t.results.len())?;
+            for (&h, timed) in &t.results {
+                let id = &self.networks[h].id;
+                match &timed.result {
+                    Ok(l) => writeln!(
+                        f,
+                        "latency {id} p10={} median={}{}",
+                        Ms(l.p10_ms),
+                        Ms(l.median_ms),
+                        if l.noisy { " noisy" } else { "" }
+                    )?,
+                    Err(e) => writeln!(f, "latency {id} failed: {e}")?,
+                }
             }
         }
         for lut in &self.luts {
@@ -92,6 +109,66 @@ impl fmt::Display for Module {
                 }
             }
         }
+        self.fmt_learned(f)
+    }
+}
+
+impl Module {
+    /// The side tables of `profile`, `select` and `reduce`.
+    fn fmt_learned(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(t) = &self.accuracies {
+            writeln!(f)?;
+            let source = match &t.source {
+                crate::AccuracySource::Profile { task_id, .. } => format!("profile {task_id}"),
+                crate::AccuracySource::Table { path } => format!("table {path}"),
+            };
+            writeln!(f, "; accuracies from {source} ({})", t.results.len())?;
+            for note in &t.notes {
+                writeln!(f, "; {note}")?;
+            }
+            for (&h, a) in &t.results {
+                writeln!(f, "accuracy {} {:.4}", self.networks[h].id, a.accuracy)?;
+            }
+        }
+        if let Some(s) = &self.selection {
+            let p = &s.params;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "; selection thres={} scale={} lambda={} picks={}: winner {} ({})",
+                p.thres,
+                p.scale,
+                p.lambda,
+                p.n,
+                s.winner,
+                if s.reached { "reached N" } else { "most picks" }
+            )?;
+            let info = &self.checked[s.space as usize];
+            for ((h, d), kept) in info.decisions.iter().zip(&s.keep) {
+                let tokens: Vec<&str> = kept
+                    .iter()
+                    .map(|&o| d.options[o as usize].token.as_str())
+                    .collect();
+                writeln!(f, "keep d{} {} [{}]", h.index(), d.name, tokens.join(", "))?;
+            }
+            for (rank, r) in s.ranked.iter().enumerate() {
+                writeln!(
+                    f,
+                    "rank {} {} acc={:.4} lat={} cost={:.6}{}",
+                    rank + 1,
+                    r.id,
+                    r.accuracy,
+                    Ms(r.latency_ms),
+                    r.cost,
+                    if r.picked { " picked" } else { "" }
+                )?;
+            }
+        }
+        if let Some(r) = &self.reduced {
+            writeln!(f)?;
+            writeln!(f, "; reduced ({} ssbns)", r.networks.len())?;
+            write!(f, "{}", crate::dsl::print_module(r))?;
+        }
         Ok(())
     }
 }
@@ -112,9 +189,11 @@ pub struct NetworkLine<'a>(pub &'a Network);
 impl fmt::Display for NetworkLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        let which = match n.ssbn {
-            Ssbn::Base => "base".to_string(),
-            Ssbn::Swap { decision, option } => format!("d{decision}={option}"),
+        let which = match n.origin {
+            Origin::Base => "base".to_string(),
+            Origin::Swap { decision, option } => format!("d{}={option}", decision.index()),
+            Origin::Sampled => "sampled".to_string(),
+            Origin::Probe => "probe".to_string(),
         };
         write!(
             f,

@@ -84,14 +84,28 @@ impl SpaceInfo {
     }
 }
 
-/// Which search-space base network this is.
+/// Where a network comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Ssbn {
-    /// Every decision at its default.
+pub enum Origin {
+    /// SSBN_0: every decision at its default.
     Base,
-    /// Decision `decision` takes option `option`; all others at their defaults.
-    Swap { decision: u32, option: u32 },
+    /// SSBN_(i,j): decision `decision` takes option `option`; all others at their defaults.
+    Swap {
+        decision: Handle<Decision>,
+        option: u32,
+    },
+    /// A point of the space drawn at random (latency evaluation), not an SSBN.
+    Sampled,
+    /// A network built by program to time a part of a space (a block alone, a fusion probe,
+    /// a kernel): it belongs to no decision.
+    Probe,
+}
+
+impl Origin {
+    pub fn is_ssbn(self) -> bool {
+        matches!(self, Origin::Base | Origin::Swap { .. })
+    }
 }
 
 /// A concrete network (phase Expanded and later).
@@ -101,7 +115,7 @@ pub struct Network {
     pub id: String,
     /// Index of the space's entry in [`crate::Module::checked`].
     pub space: u32,
-    pub ssbn: Ssbn,
+    pub origin: Origin,
     /// The option taken by each decision of the space.
     pub choices: Vec<u32>,
     /// Canonical architecture key: one token per decision, space-separated.
@@ -111,12 +125,12 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network with no choices around a graph built by program.
+    /// A probe: a network with no choices around a graph built by program.
     pub fn fixed(id: impl Into<String>, graph: Graph) -> Network {
         Network {
             id: id.into(),
             space: 0,
-            ssbn: Ssbn::Base,
+            origin: Origin::Probe,
             choices: Vec::new(),
             key: String::new(),
             cost: graph.cost(),

@@ -14,7 +14,7 @@ impl Pass for Check {
     fn name(&self) -> &'static str {
         "check"
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diagnostics> {
+    fn run(&self, m: &mut Module, _: &crate::ctx::Ctx<'_>) -> Result<(), Diagnostics> {
         let mut diags = duplicates(m);
         let mut infos = Vec::new();
         if m.spaces.is_empty() {

@@ -17,9 +17,9 @@ impl Pass for Expand {
     fn name(&self) -> &'static str {
         "expand"
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diagnostics> {
+    fn run(&self, m: &mut Module, _: &crate::ctx::Ctx<'_>) -> Result<(), Diagnostics> {
         assert!(m.phase >= Phase::Checked, "expand runs after check");
-        let mut networks = Vec::new();
+        let mut networks: Arena<Network> = Arena::new();
         let mut total_nodes = 0usize;
         for (s, info) in m.checked.iter().enumerate() {
             let count = info.ssbn_count();
@@ -31,21 +31,21 @@ impl Pass for Expand {
             }
             let decisions: Vec<&Decision> = info.decisions.iter().map(|(_, d)| d).collect();
             let base: Vec<u32> = decisions.iter().map(|d| d.default).collect();
-            let mut plan = vec![(Ssbn::Base, base.clone())];
+            let mut plan = vec![(Origin::Base, base.clone())];
             for (i, d) in decisions.iter().enumerate() {
                 for j in (0..d.options.len() as u32).filter(|&j| j != d.default) {
                     let mut choices = base.clone();
                     choices[i] = j;
                     plan.push((
-                        Ssbn::Swap {
-                            decision: i as u32,
+                        Origin::Swap {
+                            decision: Handle::new(i),
                             option: j,
                         },
                         choices,
                     ));
                 }
             }
-            for (ssbn, choices) in plan {
+            for (origin, choices) in plan {
                 let graph = build(m, info, &choices)?;
                 total_nodes += graph.nodes.len();
                 if total_nodes > MAX_TOTAL_NODES {
@@ -56,19 +56,22 @@ impl Pass for Expand {
                     .with_label(span, "this space")
                     .into());
                 }
-                let id = match ssbn {
-                    Ssbn::Base => format!("{}-0", info.name),
-                    Ssbn::Swap { decision, option } => format!("{}-{decision}-{option}", info.name),
+                let id = match origin {
+                    Origin::Swap { decision, option } => {
+                        format!("{}-{}-{option}", info.name, decision.index())
+                    }
+                    _ => format!("{}-0", info.name),
                 };
-                networks.push(Network {
+                let network = Network {
                     id,
                     space: s as u32,
-                    ssbn,
+                    origin,
                     key: key(&decisions, &choices),
                     cost: graph.cost(),
                     choices,
                     graph,
-                });
+                };
+                networks.append(network, span);
             }
         }
         m.networks = networks;

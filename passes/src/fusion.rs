@@ -4,12 +4,17 @@
 //! A fused pair becomes a chain A+B that is tested against its readers in turn (up to
 //! [`crate::kernels::MAX_CHAIN`] ops): compilers fuse in context (an activation into a
 //! conv's epilogue, not necessarily after a lone batch norm), and the test sees that.
-//! This module builds the probe networks and applies the test; timing is the caller's.
+//! This module builds the probe networks, times them through the store and applies the test.
 
 use crate::kernels::{FusionRules, CONSTANT};
 use serde::{Deserialize, Serialize};
-use spacetune_ir::{Graph, Module, Prim, Region, Shape};
-use std::collections::BTreeMap;
+use spacetune_backends::{
+    cache::Cache, measure::measure_together, measure::Protocol, Backend, Lowered,
+};
+use spacetune_ir::{Graph, Module, Network, Prim, Region, Shape};
+use std::collections::{BTreeMap, HashSet};
+
+type Failure = Box<dyn std::error::Error>;
 
 /// The three networks that decide one pair.
 #[derive(Clone, Debug)]
@@ -67,7 +72,7 @@ pub fn empty() -> Graph {
 /// is probed where it occurs with the median output size (representative, not extreme).
 pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
     type Place = (u64, String, usize, Vec<usize>, usize);
-    let mut graphs: Vec<Graph> = m.networks.iter().map(|n| n.graph.pruned()).collect();
+    let mut graphs: Vec<Graph> = m.networks.values().map(|n| n.graph.pruned()).collect();
     graphs.dedup_by(|x, y| x.nodes.len() == y.nodes.len() && x.shapes == y.shapes);
     let mut seen: BTreeMap<(String, String), Vec<Place>> = BTreeMap::new();
     let skip = |op: &Prim| matches!(op, Prim::Input | Prim::Zero | Prim::Identity);
@@ -129,7 +134,7 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
 /// every call, and for a memory-bound B on a grown map that copy costs what B does.
 pub fn constant_probes(m: &Module) -> Vec<Probe> {
     let mut seen: BTreeMap<String, Vec<(u64, Shape, Prim, usize)>> = BTreeMap::new();
-    for n in &m.networks {
+    for n in m.networks.values() {
         let g = n.graph.pruned();
         for (h, node) in g.nodes.iter() {
             let reads_constants =
@@ -274,7 +279,7 @@ fn chain_ending_at(g: &Graph, last: usize, chain: &[String]) -> Option<Vec<usize
 pub fn single_ops(m: &Module) -> Vec<Vec<String>> {
     let names: std::collections::BTreeSet<&str> = m
         .networks
-        .iter()
+        .values()
         .flat_map(|n| n.graph.nodes.iter().map(|(_, x)| x.op.name()))
         .filter(|&n| !matches!(n, "input" | "zero" | "skip"))
         .collect();
@@ -290,4 +295,148 @@ pub fn rules(pairs: &[PairRule]) -> FusionRules {
             .map(|p| (p.a.clone(), p.b.clone()))
             .collect(),
     }
+}
+
+/// Tests every op pair of `m` that has no stored verdict (all of them with `redo`), then
+/// every fused chain against its readers, round by round, and returns every verdict stored
+/// for the backend.
+pub fn detect(
+    m: Option<&Module>,
+    backend: &dyn Backend,
+    cache: &Cache,
+    protocol: &Protocol,
+    redo: bool,
+    progress: &dyn crate::ctx::Progress,
+) -> Result<Vec<PairRule>, Failure> {
+    let Some(m) = m else {
+        return stored_pairs(cache, backend);
+    };
+    if redo {
+        cache.clear_fusion_pairs(&backend.fingerprint())?;
+    }
+    // A verdict stands for the place it was tested at (a 3x3 conv beside its batch norm,
+    // where another file has a depthwise one): the file's rules are the verdicts at its own
+    // places, each tested once. Files that share a database never re-test each other's
+    // pairs, so a noisy re-test cannot flip a rule a file has already been measured with.
+    let at = |s: &PairRule, p: &Probe| s.a == p.a && s.b == p.b && s.place == p.place;
+    let mut chains = single_ops(m);
+    let mut tested = HashSet::new();
+    let mut own: Vec<Probe> = Vec::new();
+    let mut stored = stored_pairs(cache, backend)?;
+    for round in 1..crate::kernels::MAX_CHAIN {
+        let mut probes = probes(m, &chains);
+        if round == 1 {
+            probes.extend(constant_probes(m));
+        }
+        probes.retain(|p| tested.insert((p.a.clone(), p.b.clone())));
+        let todo: Vec<&Probe> = probes
+            .iter()
+            .filter(|p| !stored.iter().any(|s| at(s, p)))
+            .collect();
+        if !todo.is_empty() {
+            test_pairs(&todo, backend, cache, protocol, progress)?;
+            stored = stored_pairs(cache, backend)?;
+        }
+        // The next round extends the chains found fused in this one.
+        chains = probes
+            .iter()
+            .filter(|p| p.a != crate::kernels::CONSTANT)
+            .filter(|p| stored.iter().any(|s| at(s, p) && s.fused))
+            .map(|p| {
+                p.a.split('+')
+                    .chain([p.b.as_str()])
+                    .map(String::from)
+                    .collect()
+            })
+            .collect();
+        own.extend(probes);
+        if chains.is_empty() {
+            break;
+        }
+    }
+    stored.retain(|s| own.iter().any(|p| at(s, p)));
+    Ok(stored)
+}
+
+fn test_pairs(
+    todo: &[&Probe],
+    backend: &dyn Backend,
+    cache: &Cache,
+    protocol: &Protocol,
+    progress: &dyn crate::ctx::Progress,
+) -> Result<(), Failure> {
+    let fingerprint = backend.fingerprint();
+    progress.note(&format!(
+        "fusion test: {} op pairs on {fingerprint} ({} networks)",
+        todo.len(),
+        3 * todo.len() + 1
+    ));
+    let mut nets = vec![Network::fixed("empty", empty())];
+    for p in todo {
+        let id = |part: &str| format!("{}-{}-{part}", p.a, p.b);
+        nets.push(Network::fixed(id("a"), p.alone_a.clone()));
+        nets.push(Network::fixed(id("b"), p.alone_b.clone()));
+        nets.push(Network::fixed(id("ab"), p.pair.clone()));
+    }
+    let lowered: Vec<Lowered> = nets
+        .iter()
+        .map(|n| backend.lower(n))
+        .collect::<Result<_, _>>()?;
+    // All probes interleaved, so machine drift hits A, B and A→B alike; and twice, each run
+    // in sessions of its own. (Compiled artefacts are cached: the second run only times.)
+    let runs: Vec<Vec<f64>> = (0..2)
+        .map(|_| {
+            measure_together(backend, &lowered, protocol)
+                .map(|ls| ls.iter().map(|l| l.p10_ms).collect())
+        })
+        .collect::<Result<_, _>>()?;
+    for (k, p) in todo.iter().enumerate() {
+        // Net of the per-call cost every probe pays once, so T_A + T_B does not count it
+        // twice.
+        let times = |t: &[f64]| {
+            let net = |i: usize| (t[1 + 3 * k + i] - t[0]).max(0.0);
+            (net(0), net(1), net(2))
+        };
+        // A fusion must show in each run: ORT settles a session in a fast or a slow mode
+        // (a depthwise conv alone 10% slower than beside its relu6), and one such run
+        // must not make a rule. The times reported are the better of the two.
+        let fused = runs.iter().all(|t| {
+            let (t_a, t_b, t_ab) = times(t);
+            verdict(&p.a, t_a, t_b, t_ab)
+        });
+        let best: Vec<f64> = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(a, b)| a.min(*b))
+            .collect();
+        let (t_a, t_b, t_ab) = times(&best);
+        let verdict = PairRule {
+            a: p.a.clone(),
+            b: p.b.clone(),
+            place: p.place.clone(),
+            t_a,
+            t_b,
+            t_ab,
+            fused,
+        };
+        cache.put_fusion_pair(
+            &fingerprint,
+            &p.a,
+            &p.b,
+            &p.place,
+            &serde_json::to_string(&verdict)?,
+        )?;
+    }
+    Ok(())
+}
+
+fn stored_pairs(cache: &Cache, backend: &dyn Backend) -> Result<Vec<PairRule>, Failure> {
+    cache
+        .fusion_pairs(&backend.fingerprint())?
+        .iter()
+        .map(|s| {
+            serde_json::from_str(s)
+                .map_err(|e| format!("a stored fusion verdict does not parse: {e}").into())
+        })
+        .collect()
 }

@@ -2,10 +2,12 @@
 //! the `correct` pass that builds BBSSP's layer-adaptive table from whole-network
 //! measurements, and the figures that say how well a predictor matches measured latency.
 
+use crate::ctx::{outside, Ctx};
 use crate::elaborate::{Builder, Frame};
 use crate::pass::Pass;
 use crate::skeleton::{self, FillLayers};
 use serde::{Deserialize, Serialize};
+use spacetune_backends::{cache::Cache, measure::Anchor, Backend, Lowered};
 use spacetune_ir::*;
 use std::collections::BTreeMap;
 
@@ -128,29 +130,229 @@ pub struct Measured {
 }
 
 /// `correct`: every (decision, option) of every measured space gets its corrected cost
-/// `t_i + (Lat(SSBN_(i,j)) − Lat(SSBN_0))` and, where timed, its naive cost; the tables
-/// become the module's `luts` side table.
-pub struct Correct {
-    /// The backend fingerprint, as text.
-    pub backend: String,
-    /// Per space (index into `checked`), its measurements.
-    pub measured: Vec<(u32, Measured)>,
-}
+/// `t_i + (Lat(SSBN_(i,j)) − Lat(SSBN_0))` and its naive cost (the option timed alone
+/// where it is used); the tables become the module's `luts` side table.
+pub struct Correct;
 
 impl Pass for Correct {
     fn name(&self) -> &'static str {
         "correct"
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diagnostics> {
-        assert!(m.phase >= Phase::Expanded, "correct runs after expand");
+    fn is_pure(&self) -> bool {
+        false
+    }
+    fn run(&self, m: &mut Module, cx: &Ctx<'_>) -> Result<(), Diagnostics> {
+        assert!(m.phase >= Phase::Measured, "correct runs after measure");
+        let backend = cx.backend(self.name())?.fingerprint().to_string();
         let mut luts = Vec::new();
-        for (space, measured) in &self.measured {
-            luts.push(table(m, *space, &self.backend, measured)?);
+        for s in cx.spaces(m)? {
+            let measured = measure_for_table(m, s, cx)?;
+            luts.push(table(m, s, &backend, &measured)?);
         }
         m.luts = luts;
         m.advance(Phase::Annotated);
         Ok(())
     }
+}
+
+/// The measure pass's figure for every SSBN of space `s`, in network order; an error names
+/// the first SSBN without one (the corrected table needs them all).
+pub fn ssbn_latencies(m: &Module, s: u32) -> Result<Vec<(Handle<Network>, f64)>, Diagnostics> {
+    let info = &m.checked[s as usize];
+    let table = m.latencies.as_ref().ok_or_else(|| {
+        Diagnostic::error("no latencies: the `measure` pass has not run".to_string())
+    })?;
+    m.networks_of(s)
+        .map(|(h, n)| match table.results.get(&h).map(|t| &t.result) {
+            Some(Ok(l)) => Ok((h, l.p10_ms)),
+            Some(Err(e)) => Err(Diagnostic::error(format!(
+                "SSBN {} failed on {}: {e}; the corrected table of space `{}` needs every SSBN",
+                n.id, table.backend, info.name
+            ))
+            .into()),
+            None => Err(Diagnostic::error(format!(
+                "SSBN {} of space `{}` was not measured",
+                n.id, info.name
+            ))
+            .into()),
+        })
+        .collect()
+}
+
+/// The anchor of space `s`'s measurements: SSBN_0, and two swaps as bridges from different
+/// parts of the space (so their own errors stay apart).
+pub fn anchor(m: &Module, s: u32, backend: &dyn Backend) -> Result<Anchor, Diagnostics> {
+    let lower = |n: &Network| backend.lower(n).map_err(|e| outside("lowering", e));
+    let base = m
+        .networks_of(s)
+        .find(|(_, n)| n.origin == Origin::Base)
+        .ok_or_else(|| Diagnostic::error("a space has an SSBN_0".to_string()))?;
+    let swaps: Vec<&Network> = m
+        .networks_of(s)
+        .filter(|(_, n)| matches!(n.origin, Origin::Swap { .. }))
+        .map(|(_, n)| n)
+        .collect();
+    Ok(Anchor {
+        reference: lower(base.1)?,
+        bridges: [swaps.len() / 3, 2 * swaps.len() / 3]
+            .iter()
+            .filter_map(|&i| swaps.get(i))
+            .map(|n| lower(n))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Measures lowered networks on the anchor's scale, through `store` (the context's own
+/// store when `None`), with a progress stage called `what`; fails naming the first network
+/// that could not be measured (everything measured stays in the store).
+pub fn measure_on(
+    cx: &Ctx<'_>,
+    anchor: &Anchor,
+    lowered: &[Lowered],
+    store: Option<&Cache>,
+    what: &str,
+) -> Result<Vec<f64>, Diagnostics> {
+    let backend = cx.backend("correct")?;
+    let store = match store {
+        Some(s) => s,
+        None => cx.store("correct")?,
+    };
+    let stage = cx
+        .progress
+        .stage(&format!("{what} on {}", backend.name()), lowered.len());
+    let ms = anchor
+        .measure(backend, lowered, &cx.protocol, store, |o| stage.tick(&o.id))
+        .map_err(|e| outside(what, e))?;
+    ms.into_iter()
+        .map(|r| r.map_err(|e| outside(&format!("{what} on {}", backend.name()), e)))
+        .collect()
+}
+
+/// [`measure_on`] for networks not yet lowered.
+pub fn measure_nets_on(
+    cx: &Ctx<'_>,
+    anchor: &Anchor,
+    nets: &[Network],
+    store: Option<&Cache>,
+    what: &str,
+) -> Result<Vec<f64>, Diagnostics> {
+    let backend = cx.backend("correct")?;
+    let lowered: Vec<Lowered> = nets
+        .iter()
+        .map(|n| backend.lower(n).map_err(|e| outside("lowering", e)))
+        .collect::<Result<_, _>>()?;
+    measure_on(cx, anchor, &lowered, store, what)
+}
+
+/// Everything the table of space `s` is built from: the SSBNs as the measure pass timed
+/// them (with `cx.replicate − 1` further runs averaged in), SSBN_0 measured again as an
+/// ordinary network, and every option timed alone where it is used.
+pub fn measure_for_table(m: &Module, s: u32, cx: &Ctx<'_>) -> Result<Measured, Diagnostics> {
+    let backend = cx.backend("correct")?;
+    let mut ssbn_ms: Vec<f64> = ssbn_latencies(m, s)?.iter().map(|x| x.1).collect();
+    let anchor = anchor(m, s, backend)?;
+    let ssbns: Vec<&Network> = m.networks_of(s).map(|(_, n)| n).collect();
+    // SSBN_0 is the drift reference: its stored figure defines the scale the others are
+    // measured on, and is not itself a measurement on that scale like theirs. Its error
+    // against them would enter every corrected prediction k − 1 times (a network with k
+    // swapped decisions), so the table takes SSBN_0 measured again as an ordinary network
+    // — a copy under its own key — beside the others.
+    let reference = &anchor.reference;
+    let base_again = Lowered {
+        id: format!("{}-again", reference.id),
+        hash: format!("{}-again", reference.hash),
+        ..reference.clone()
+    };
+    let once = std::slice::from_ref(&base_again);
+    let mut base_ms = measure_on(cx, &anchor, once, None, "SSBN_0 again")?[0];
+    // BBSSP's table rests on one measurement per SSBN, and an error in one delta lands in
+    // every prediction that uses it: further independent runs (on the same anchor, so on
+    // the same scale) are averaged in.
+    if cx.replicate > 1 {
+        let mut again: Vec<Lowered> = ssbns
+            .iter()
+            .map(|n| backend.lower(n).map_err(|e| outside("lowering", e)))
+            .collect::<Result<_, _>>()?;
+        again.push(base_again);
+        for _ in 1..cx.replicate {
+            // (The bridges keep their first figure: they define this run's scale.)
+            let store = cx.store("correct")?;
+            let fresh = anchor
+                .fresh(backend, store)
+                .map_err(|e| outside("the store", e))?;
+            let t = measure_on(cx, &anchor, &again, Some(&fresh), "SSBNs again")?;
+            for (sum, t) in ssbn_ms.iter_mut().zip(&t) {
+                *sum += t;
+            }
+            base_ms += t[ssbns.len()];
+        }
+        for t in &mut ssbn_ms {
+            *t /= cx.replicate as f64;
+        }
+        base_ms /= cx.replicate as f64;
+    }
+    let mut measured = Measured {
+        base_ms,
+        profile: base_profile(m, s),
+        ..Measured::default()
+    };
+    for (n, &t) in ssbns.iter().zip(&ssbn_ms) {
+        if let Origin::Swap { decision, option } = n.origin {
+            measured.swaps.insert((decision.index() as u32, option), t);
+        }
+    }
+    naive_timings(m, s, cx, &anchor, &mut measured)?;
+    Ok(measured)
+}
+
+/// The backend's per-layer profile of SSBN_0 of space `s`, if the measure pass got one.
+fn base_profile(m: &Module, s: u32) -> Option<Vec<(Region, f64)>> {
+    let (h, _) = m.networks_of(s).find(|(_, n)| n.origin == Origin::Base)?;
+    let timed = m.latencies.as_ref()?.results.get(&h)?;
+    let per_layer = timed.result.as_ref().ok()?.per_layer.as_ref()?;
+    Some(per_layer.iter().map(|t| (t.region, t.ms)).collect())
+}
+
+/// The naive table's timings: every option alone, where it is used, and the fixed parts.
+fn naive_timings(
+    m: &Module,
+    s: u32,
+    cx: &Ctx<'_>,
+    anchor: &Anchor,
+    measured: &mut Measured,
+) -> Result<(), Diagnostics> {
+    let info = &m.checked[s as usize];
+    let alone = standalone(m, s)?;
+    let mut alone_nets = Vec::new();
+    for (k, g) in alone.fixed.iter().enumerate() {
+        alone_nets.push(Network::fixed(format!("{}-fixed{k}", info.name), g.clone()));
+    }
+    for (i, options) in alone.options.iter().enumerate() {
+        for (j, uses) in options.iter().flatten().enumerate() {
+            for (k, g) in uses.iter().enumerate() {
+                alone_nets.push(Network::fixed(
+                    format!("{}-alone-{i}-{j}-{k}", info.name),
+                    g.clone(),
+                ));
+            }
+        }
+    }
+    let alone_ms = measure_nets_on(cx, anchor, &alone_nets, None, "blocks alone")?;
+    let mut next = alone_ms.iter().copied();
+    measured.naive_fixed_ms = Some(next.by_ref().take(alone.fixed.len()).sum());
+    measured.naive = alone
+        .options
+        .iter()
+        .map(|options| {
+            options.as_ref().map(|per_option| {
+                per_option
+                    .iter()
+                    .map(|uses| next.by_ref().take(uses.len()).sum())
+                    .collect()
+            })
+        })
+        .collect();
+    Ok(())
 }
 
 /// BBSSP's table for one space.

@@ -1,25 +1,40 @@
 //! spacetune's passes over the IR, and the pipeline that orders them.
 //!
-//! `check` and `expand` are passes; elaboration (templates + decisions → graphs) is the
-//! shared machinery under them, in `elaborate`, `skeleton`, `resolve`, `eval` and `prims`.
+//! The passes, in pipeline order (see [`pipeline`]): `check`, `expand` (pure: the front
+//! end), then `measure`, `correct` (in [`latency`]), `profile`, `select` and `reduce`.
+//! Passes that reach outside the source take a backend, the measurement store, data and
+//! progress reporting from the driver's [`ctx::Ctx`]; what they learn becomes a side
+//! table of the module. Elaboration (templates + decisions → graphs) is the shared
+//! machinery under the front end, in `elaborate`, `skeleton`, `resolve`, `eval` and
+//! `prims`. Beside the pipeline: fusion-rule detection ([`fusion`]), the egg kernel model
+//! ([`kernels`]) and the latency evaluation ([`evaluate`]) that scores every predictor.
+//!
+//! Dependencies point one way: passes use the IR and the backends; neither knows passes.
 
 pub mod check;
+pub mod ctx;
 pub mod elaborate;
 pub mod eval;
+pub mod evaluate;
 pub mod expand;
 pub mod fusion;
 pub mod kernels;
 pub mod latency;
+pub mod measure;
 pub mod pass;
 pub mod pipeline;
 pub mod prims;
+pub mod profile;
+pub mod reduce;
 pub mod resolve;
 pub mod select;
 pub mod skeleton;
 pub mod validate;
 
+pub use ctx::Ctx;
 pub use pass::{Pass, PassManager};
 pub use pipeline::{pass_names, passes};
+use spacetune_ir::Diagnostics;
 
 /// The closest of `candidates` to `name` by edit distance, if close enough to be a typo.
 pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {

@@ -1,11 +1,9 @@
 //! The pipeline: the passes in the order they run, each with why it sits where it does.
+//! Every command runs a prefix of this list (`spacetune run FILE --until PASS` names it).
 
 use crate::pass::Pass;
 
-/// The ordered pass list of a compile. The passes after `expand` need data from outside
-/// the source — latencies (`latency::Correct`, run by `spacetune latency-eval` once the
-/// networks are measured), accuracies (`select`) — and are run by the commands that have it,
-/// in this order: measure, correct, profile, select.
+/// The ordered pass list.
 pub fn passes() -> Vec<Box<dyn Pass>> {
     vec![
         // Resolves names and decisions and proves every candidate builds where it can go;
@@ -13,6 +11,19 @@ pub fn passes() -> Vec<Box<dyn Pass>> {
         Box::new(crate::check::Check),
         // Needs check's decisions; builds SSBN_0 and every SSBN_(i,j).
         Box::new(crate::expand::Expand),
+        // Times the SSBNs whole on the backend (the store memoises every result). The
+        // first pass that needs the outside world: a compile without a context stops here.
+        Box::new(crate::measure::Measure),
+        // Needs every SSBN of a space measured: the corrected table is built from the
+        // differences Lat(SSBN_(i,j)) − Lat(SSBN_0); the naive one from blocks timed alone.
+        Box::new(crate::latency::Correct),
+        // Independent of the latencies, but after them: measuring is minutes and training
+        // is hours, so a backend that cannot run the space fails before any training.
+        Box::new(crate::profile::Profile),
+        // Needs a latency and an accuracy for every SSBN of every space.
+        Box::new(crate::select::Select),
+        // Needs the selection; its module is what the search (next) will run on.
+        Box::new(crate::reduce::Reduce),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! The IR verifier: invariants every pass must leave true (see the IR crate docs).
 
-use spacetune_ir::{Module, Phase, Shape};
+use spacetune_ir::{Handle, Module, Network, Phase, Shape};
 
 /// Lists every broken invariant, or nothing.
 pub fn validate(m: &Module) -> Result<(), Vec<String>> {
@@ -33,7 +33,7 @@ pub fn validate(m: &Module) -> Result<(), Vec<String>> {
         if m.networks.len() != want {
             problems.push(format!("{} networks, expected {want}", m.networks.len()));
         }
-        for n in &m.networks {
+        for n in m.networks.values() {
             let g = &n.graph;
             if g.shapes.len() != g.nodes.len() || g.regions.len() != g.nodes.len() {
                 problems.push(format!("{}: side tables do not match the node count", n.id));
@@ -59,9 +59,137 @@ pub fn validate(m: &Module) -> Result<(), Vec<String>> {
             }
         }
     }
+    learned(m, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// The side tables of the passes after `expand`.
+fn learned(m: &Module, problems: &mut Vec<String>) {
+    let valid = |h: Handle<Network>| h.index() < m.networks.len();
+    // A table covers whole spaces: every SSBN of a space it has any of.
+    let whole = |what: &str, has: &dyn Fn(Handle<Network>) -> bool, problems: &mut Vec<String>| {
+        for (s, info) in m.checked.iter().enumerate() {
+            let nets: Vec<Handle<Network>> = m.networks_of(s as u32).map(|(h, _)| h).collect();
+            let n = nets.iter().filter(|&&h| has(h)).count();
+            if n != 0 && n != nets.len() {
+                problems.push(format!(
+                    "{what} for {n} of {} SSBNs of space {}",
+                    nets.len(),
+                    info.name
+                ));
+            }
+        }
+    };
+    if m.phase >= Phase::Measured {
+        match &m.latencies {
+            None => problems.push("measured, but no latency table".into()),
+            Some(t) => {
+                if t.results.keys().any(|&h| !valid(h)) {
+                    problems.push("a latency of a network that does not exist".into());
+                }
+                whole("latencies", &|h| t.results.contains_key(&h), problems);
+            }
+        }
+    }
+    if m.phase >= Phase::Annotated {
+        for lut in &m.luts {
+            let Some(info) = m.checked.get(lut.space as usize) else {
+                problems.push(format!(
+                    "a latency table of space {} that does not exist",
+                    lut.space
+                ));
+                continue;
+            };
+            let fits = lut.rows.len() == info.decisions.len()
+                && lut
+                    .rows
+                    .iter()
+                    .zip(info.decisions.iter())
+                    .all(|(r, (_, d))| r.options.len() == d.options.len());
+            if !fits {
+                problems.push(format!(
+                    "the latency table of {} does not match its decisions",
+                    info.name
+                ));
+            }
+        }
+    }
+    if m.phase >= Phase::Profiled {
+        match &m.accuracies {
+            None => problems.push("profiled, but no accuracy table".into()),
+            Some(t) => {
+                for (&h, a) in &t.results {
+                    if !valid(h) || !(0.0..=1.0).contains(&a.accuracy) {
+                        problems.push(format!(
+                            "accuracy #{} is {} (or of no network)",
+                            h.index(),
+                            a.accuracy
+                        ));
+                    }
+                }
+                whole("accuracies", &|h| t.results.contains_key(&h), problems);
+            }
+        }
+    }
+    if m.phase >= Phase::Selected {
+        selected(m, problems);
+    }
+}
+
+fn selected(m: &Module, problems: &mut Vec<String>) {
+    let Some(s) = &m.selection else {
+        problems.push("selected, but no selection".into());
+        return;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if s.ranked
+        .iter()
+        .any(|r| r.network.index() >= m.networks.len() || !seen.insert(r.network))
+    {
+        problems.push("the selection ranks a network twice, or one that does not exist".into());
+    }
+    let Some(info) = m.checked.get(s.space as usize) else {
+        problems.push("the winning space does not exist".into());
+        return;
+    };
+    if s.keep.len() != info.decisions.len() {
+        problems.push(format!(
+            "{} kept lists for {} decisions",
+            s.keep.len(),
+            info.decisions.len()
+        ));
+    }
+    for ((_, d), kept) in info.decisions.iter().zip(&s.keep) {
+        let ordered = kept.windows(2).all(|w| w[0] < w[1]);
+        if !ordered
+            || !kept.contains(&d.default)
+            || kept.iter().any(|&o| o as usize >= d.options.len())
+        {
+            problems.push(format!(
+                "decision {} keeps {kept:?} of {} options (default {})",
+                d.name,
+                d.options.len(),
+                d.default
+            ));
+        }
+    }
+    if m.phase >= Phase::Reduced {
+        let want = 1 + s
+            .keep
+            .iter()
+            .map(|k| k.len().saturating_sub(1))
+            .sum::<usize>();
+        match &m.reduced {
+            None => problems.push("reduced, but no reduced module".into()),
+            Some(r) if r.networks.len() != want => problems.push(format!(
+                "the reduced module expands to {} SSBNs, the selection keeps {want}",
+                r.networks.len()
+            )),
+            Some(_) => {}
+        }
     }
 }

@@ -1,0 +1,162 @@
+//! Side tables of the passes that learn from outside the source: latencies (`measure`),
+//! accuracies (`profile`) and the selection (`select`), each keyed by [`Handle<Network>`].
+
+use crate::arena::Handle;
+use crate::network::Region;
+use crate::space_info::Network;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The latency of one network, with the statistics of the protocol that produced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// The figure of merit: the median over windows of each window's 10th percentile (see
+    /// the backends' measurement protocol), scaled to the run's reference.
+    pub p10_ms: f64,
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    pub var_ms2: f64,
+    pub count: u32,
+    /// The samples disagree more than the protocol accepts.
+    pub noisy: bool,
+    pub per_layer: Option<Vec<LayerTime>>,
+}
+
+impl Latency {
+    /// A latency the backend computed or reported itself, with no spread.
+    pub fn exact(ms: f64) -> Latency {
+        Latency {
+            p10_ms: ms,
+            median_ms: ms,
+            mean_ms: ms,
+            var_ms2: 0.0,
+            count: 1,
+            noisy: false,
+            per_layer: None,
+        }
+    }
+
+    /// Multiplies every time by `factor` (a drift correction).
+    pub fn scale(&mut self, factor: f64) {
+        self.p10_ms *= factor;
+        self.median_ms *= factor;
+        self.mean_ms *= factor;
+        self.var_ms2 *= factor * factor;
+        if let Some(layers) = &mut self.per_layer {
+            for l in layers {
+                l.ms *= factor;
+            }
+        }
+    }
+}
+
+/// Time spent in one part of the network (a searchable layer, a fixed part, a cell).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerTime {
+    pub region: Region,
+    pub ms: f64,
+}
+
+/// One network's measurement: what the backend ran (its content hash), whether the store
+/// already had it, and the latency or why there is none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timed {
+    pub hash: String,
+    pub cached: bool,
+    pub result: Result<Latency, String>,
+}
+
+/// `measure`'s side table: the networks measured on one backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyTable {
+    /// The backend fingerprint the latencies belong to, as text.
+    pub backend: String,
+    pub results: BTreeMap<Handle<Network>, Timed>,
+}
+
+impl LatencyTable {
+    /// The figure of merit of a network measured without failure.
+    pub fn ms(&self, n: Handle<Network>) -> Option<f64> {
+        self.results.get(&n)?.result.as_ref().ok().map(|l| l.p10_ms)
+    }
+}
+
+/// Where the accuracies came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccuracySource {
+    /// Trained here: SSBN_0 trained, every other SSBN fine-tuned from it. `task` is the
+    /// training key (data set, subsets, budgets, seed) the store files them under.
+    Profile { task: String, task_id: String },
+    /// Read from a table (a tabular benchmark, an earlier run).
+    Table { path: String },
+}
+
+/// One network's accuracy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trained {
+    /// Validation accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Taken from the store (or the table), not trained in this run.
+    pub cached: bool,
+}
+
+/// `profile`'s side table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccuracyTable {
+    pub source: AccuracySource,
+    pub results: BTreeMap<Handle<Network>, Trained>,
+    /// Notes on how the data was adapted to each space's input, in space order.
+    pub notes: Vec<String>,
+}
+
+/// BBSSP's trade-off knobs (authors' ImageNet values: thres 0.80, scale 2, λ 0.01, N 60).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectParams {
+    pub thres: f64,
+    pub scale: f64,
+    pub lambda: f64,
+    pub n: usize,
+}
+
+impl Default for SelectParams {
+    fn default() -> Self {
+        SelectParams {
+            thres: 0.80,
+            scale: 2.0,
+            lambda: 0.01,
+            n: 60,
+        }
+    }
+}
+
+/// One SSBN with its measured figures and cost.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scored {
+    pub network: Handle<Network>,
+    pub id: String,
+    pub space: String,
+    pub key: String,
+    pub accuracy: f64,
+    pub latency_ms: f64,
+    pub cost: f64,
+    /// Counted towards its space's picks (the ranked walk reached it before a winner).
+    pub picked: bool,
+}
+
+/// `select`'s side table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Selection {
+    pub params: SelectParams,
+    /// Every SSBN, cheapest first.
+    pub ranked: Vec<Scored>,
+    pub winner: String,
+    /// Index of the winning space in [`crate::Module::checked`].
+    pub space: u32,
+    /// The winner reached N picks (otherwise: the most picks when the list ran out).
+    pub reached: bool,
+    /// Per decision of the winning space, the options kept (the default always), ascending.
+    pub keep: Vec<Vec<u32>>,
+    /// Mean latency of the winning space's picked SSBNs.
+    pub picked_mean_latency_ms: f64,
+}

@@ -1,0 +1,172 @@
+//! The driver's context: everything a pass may reach outside the source — the backend, the
+//! measurement store, the protocol, where accuracies come from, the user's knobs, progress
+//! reporting. The command line builds one and hands it to the pass manager; pure passes
+//! never look at it, so a compile without one runs the front end exactly as before.
+
+use crate::Diagnostics;
+use spacetune_backends::{cache::Cache, measure::Protocol, Backend};
+use spacetune_ir::{Diagnostic, Module};
+use std::path::PathBuf;
+
+/// What the passes after `expand` may use. Every field is optional in spirit: a pass that
+/// needs something missing fails with a diagnostic saying what to give it.
+pub struct Ctx<'a> {
+    pub backend: Option<&'a dyn Backend>,
+    /// The measurement store: latencies, accuracies, fusion verdicts.
+    pub store: Option<&'a Cache>,
+    pub protocol: Protocol,
+    /// Only this space (by name); all when `None`.
+    pub space: Option<String>,
+    /// Independent measurements of every SSBN averaged into the corrected table (the
+    /// first is the measure pass's own).
+    pub replicate: usize,
+    pub accuracy: Option<AccuracyFrom>,
+    /// Selection knobs given on the command line (they override the file's `select` line).
+    pub select: SelectOverrides,
+    pub progress: &'a dyn Progress,
+}
+
+impl Default for Ctx<'_> {
+    fn default() -> Self {
+        Ctx {
+            backend: None,
+            store: None,
+            protocol: Protocol::default(),
+            space: None,
+            replicate: 1,
+            accuracy: None,
+            select: SelectOverrides::default(),
+            progress: &Quiet,
+        }
+    }
+}
+
+/// Where `profile` gets accuracies.
+#[derive(Clone, Debug)]
+pub enum AccuracyFrom {
+    /// Train SSBN_0 and fine-tune every other SSBN from it (BBSSP).
+    Train(TrainSpec),
+    /// A CSV with `key` and `accuracy` columns (and optionally `space`), e.g. a tabular
+    /// benchmark or an earlier profile.
+    Table(PathBuf),
+}
+
+/// The data set and training budget of a profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSpec {
+    /// fashion-mnist, cifar10:DIR or synthetic.
+    pub dataset: String,
+    pub train_subset: usize,
+    pub validation: usize,
+    pub epochs: usize,
+    pub finetune_epochs: usize,
+    pub finetune_subset: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub threads: usize,
+    /// Train and evaluate SSBN_0 only.
+    pub base_only: bool,
+    /// Where SSBN_0 checkpoints go (a directory per training key is made inside).
+    pub checkpoints: PathBuf,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            dataset: "fashion-mnist".into(),
+            train_subset: 6000,
+            validation: 1000,
+            epochs: 3,
+            finetune_epochs: 1,
+            finetune_subset: 2000,
+            batch: 64,
+            lr: 0.05,
+            seed: 0,
+            threads: 2,
+            base_only: false,
+            checkpoints: PathBuf::from(".spacetune"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SelectOverrides {
+    pub thres: Option<f64>,
+    pub scale: Option<f64>,
+    pub lambda: Option<f64>,
+    pub n: Option<usize>,
+}
+
+/// Progress of a stage of work (networks measured, SSBNs trained).
+pub trait Progress {
+    fn stage(&self, what: &str, len: usize) -> Box<dyn Stage + '_>;
+    /// A line worth telling the user now (what was fitted, what data was used).
+    fn note(&self, line: &str);
+}
+
+pub trait Stage {
+    /// One item is done.
+    fn tick(&self, item: &str);
+    /// What is being worked on now.
+    fn working(&self, item: &str);
+}
+
+/// No progress output (tests, libraries).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&self, _: &str, _: usize) -> Box<dyn Stage + '_> {
+        Box::new(Quiet)
+    }
+    fn note(&self, _: &str) {}
+}
+
+impl Stage for Quiet {
+    fn tick(&self, _: &str) {}
+    fn working(&self, _: &str) {}
+}
+
+/// A failure outside the source (a backend, the store, the data) as diagnostics.
+pub fn outside(doing: &str, e: impl std::fmt::Display) -> Diagnostics {
+    Diagnostic::error(format!("{doing}: {e}")).into()
+}
+
+impl<'a> Ctx<'a> {
+    pub fn backend(&self, pass: &str) -> Result<&'a dyn Backend, Diagnostics> {
+        self.backend.ok_or_else(|| {
+            Diagnostic::error(format!(
+                "the `{pass}` pass needs a backend to measure on (give one with --backend)"
+            ))
+            .into()
+        })
+    }
+    pub fn store(&self, pass: &str) -> Result<&'a Cache, Diagnostics> {
+        self.store.ok_or_else(|| {
+            Diagnostic::error(format!(
+                "the `{pass}` pass needs a measurement store (--db)"
+            ))
+            .into()
+        })
+    }
+    /// The spaces to work on: the one called `space`, or all, by index into `checked`.
+    pub fn spaces(&self, m: &Module) -> Result<Vec<u32>, Diagnostics> {
+        let spaces: Vec<u32> = (0..m.checked.len() as u32)
+            .filter(|&s| {
+                self.space
+                    .as_deref()
+                    .is_none_or(|n| m.checked[s as usize].name == n)
+            })
+            .collect();
+        if spaces.is_empty() {
+            let known: Vec<&str> = m.checked.iter().map(|i| i.name.as_str()).collect();
+            return Err(Diagnostic::error(format!(
+                "no space `{}` (spaces: {})",
+                self.space.as_deref().unwrap_or(""),
+                known.join(", ")
+            ))
+            .into());
+        }
+        Ok(spaces)
+    }
+}

@@ -1,0 +1,511 @@
+//! The latency evaluation: every predictor of a space's latency (naive, BBSSP's corrected
+//! table, the egg kernel model, their fitted variants) scored on random networks of the
+//! space measured whole, on the same scale as the SSBNs. Runs on a module the `correct`
+//! pass has annotated; its networks are measured through the context's store.
+
+use crate::ctx::{outside, Ctx};
+use crate::fusion::{self, PairRule};
+use crate::kernels::{self, FusionRules};
+use crate::latency::{
+    agreement, anchor, corrections_hold, fit_line, fit_plane, measure_nets_on, Agreement,
+    CorrectionsHold,
+};
+use serde::Serialize;
+use spacetune_backends::{measure::Anchor, weights::Rng};
+use spacetune_ir::*;
+use std::collections::{BTreeMap, HashSet};
+
+/// What to score the predictors on.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Random networks (not SSBNs) the predictors are scored on.
+    pub samples: usize,
+    pub seed: u64,
+    /// Further random networks, not scored: the first half calibrates the fitted
+    /// predictors, the second half chooses the recommended one.
+    pub validate: usize,
+    /// Scored networks measured a second time, afresh, for the noise floor.
+    pub repeat: usize,
+}
+
+/// One network's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub key: String,
+    pub measured_ms: f64,
+    /// By predictor, in [`PREDICTORS`] order (`None`: that predictor has no table here).
+    pub predicted_ms: Vec<Option<f64>>,
+    pub kernels: usize,
+}
+
+/// One predictor's agreement on the scored and on the validation networks.
+#[derive(Clone, Debug, Serialize)]
+pub struct Score {
+    pub name: String,
+    pub what: String,
+    pub scored: Option<Agreement>,
+    pub validation: Option<Agreement>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub space: String,
+    pub backend: String,
+    pub samples: usize,
+    pub seed: u64,
+    pub ssbns: usize,
+    pub fusion_pairs: Vec<PairRule>,
+    pub distinct_kernels: usize,
+    /// Distinct pairs of consecutive kernels timed for their hand-over.
+    pub handover_pairs: usize,
+    pub predictors: Vec<Score>,
+    pub recommended: String,
+    /// The noise floor: a second, independent measurement of some scored networks scored
+    /// like a predictor, and the mean coefficient of variation of the pairs.
+    pub repeat: Option<Agreement>,
+    pub repeat_cv: Option<f64>,
+    /// Whether the corrected table's corrections (its departures from naive) hold on the
+    /// scored networks (`None`: no naive table, or no corrections).
+    pub corrections_hold: Option<CorrectionsHold>,
+    /// Each fitted predictor's coefficients.
+    pub fit: BTreeMap<String, Vec<f64>>,
+    pub scored: Vec<Row>,
+    /// The held-out networks that fitted corrected+fit and kernel+fit.
+    pub calibration: Vec<Row>,
+    /// The held-out networks that chose the recommendation.
+    pub validation: Vec<Row>,
+}
+
+/// Everything the predictors are computed from, per network: the SSBNs first, then the
+/// random networks (scored, calibration, validation).
+pub struct Model<'a> {
+    pub lut: &'a SpaceLut,
+    pub decisions: Vec<&'a Decision>,
+    pub nets: Vec<&'a Network>,
+    /// Measured: the SSBNs as the corrected table has them, then the random networks.
+    pub measured: Vec<f64>,
+    pub ssbns: usize,
+    /// Indices (into `nets`) of the calibration networks.
+    pub calibration: std::ops::Range<usize>,
+    pub kernel: Vec<f64>,
+    pub pairs: Vec<f64>,
+    pub kernel_count: Vec<f64>,
+    /// The per-call cost (the empty network).
+    pub call: f64,
+}
+
+impl Model<'_> {
+    fn naive(&self, i: usize) -> Option<f64> {
+        self.lut.naive(&self.nets[i].choices)
+    }
+    fn corrected(&self, i: usize) -> f64 {
+        self.lut.corrected(&self.nets[i].choices)
+    }
+    /// Decisions off their default.
+    fn swapped(&self, i: usize) -> f64 {
+        let n = self.nets[i];
+        n.choices
+            .iter()
+            .zip(&self.decisions)
+            .filter(|(&c, d)| d.default != c)
+            .count() as f64
+    }
+    /// A line `a + b·x` through the SSBNs.
+    fn ssbn_line(&self, x: impl Fn(usize) -> Option<f64>) -> Option<Vec<f64>> {
+        let xs: Option<Vec<f64>> = (0..self.ssbns).map(x).collect();
+        let (a, b) = fit_line(&xs?, &self.measured[..self.ssbns]);
+        Some(vec![a, b])
+    }
+    fn kernel_features(&self, i: usize) -> Vec<f64> {
+        vec![self.kernel[i] - self.call, self.kernel_count[i]]
+    }
+    /// The kernel model's prediction if the choices did not interact: SSBN_0's plus each
+    /// swap's delta as the kernel model sees it on the SSBNs.
+    fn kernel_additive(&self, i: usize) -> f64 {
+        let base = self.kernel[0];
+        let n = self.nets[i];
+        let delta = |d: usize, c: u32| {
+            (0..self.ssbns)
+                .find(|&k| {
+                    self.nets[k].origin
+                        == Origin::Swap {
+                            decision: Handle::new(d),
+                            option: c,
+                        }
+                })
+                .map_or(0.0, |k| self.kernel[k] - base)
+        };
+        base + n
+            .choices
+            .iter()
+            .enumerate()
+            .filter(|(d, &c)| self.decisions[*d].default != c)
+            .map(|(d, &c)| delta(d, c))
+            .sum::<f64>()
+    }
+}
+
+/// A latency predictor: its name, what it is, how it is fitted (coefficients, reported;
+/// `None`: it has no table for this space) and how it predicts network `i` of the model.
+pub struct Predictor {
+    pub name: &'static str,
+    pub what: &'static str,
+    fit: fn(&Model) -> Option<Vec<f64>>,
+    predict: fn(&Model, &[f64], usize) -> Option<f64>,
+    /// Its coefficients go into the report.
+    reported: bool,
+}
+
+fn unfitted(_: &Model) -> Option<Vec<f64>> {
+    Some(Vec::new())
+}
+
+/// The predictors, in report order.
+pub const PREDICTORS: &[Predictor] = &[
+    Predictor {
+        name: "naive",
+        what: "blocks timed alone, summed (FBNet, ProxylessNAS, OFA)",
+        fit: unfitted,
+        predict: |m, _, i| m.naive(i),
+        reported: false,
+    },
+    Predictor {
+        name: "naive+fit",
+        what: "naive, with a line a + b·naive fitted on the SSBNs (per-call and context costs)",
+        fit: |m| m.ssbn_line(|i| m.naive(i)),
+        predict: |m, f, i| m.naive(i).map(|x| f[0] + f[1] * x),
+        reported: true,
+    },
+    Predictor {
+        name: "corrected",
+        what: "BBSSP: Lat(SSBN_0) + Σ_i (Lat(SSBN_(i,c_i)) − Lat(SSBN_0))",
+        fit: unfitted,
+        predict: |m, _, i| Some(m.corrected(i)),
+        reported: false,
+    },
+    Predictor {
+        name: "corrected+fit",
+        what: "corrected, with the base Lat(SSBN_0) fitted on the calibration networks",
+        fit: fit_base_shift,
+        predict: |m, f, i| Some(m.corrected(i) + (m.swapped(i) - 1.0).max(0.0) * f[0]),
+        reported: true,
+    },
+    Predictor {
+        name: "kernel",
+        what: "egg kernel model: the kernels the backend runs, each timed alone (net of the per-call cost)",
+        fit: unfitted,
+        predict: |m, _, i| Some(m.kernel[i]),
+        reported: false,
+    },
+    Predictor {
+        name: "kernel+pairs",
+        what: "kernel model, less what each pair of consecutive kernels saves handing its output over (timed as a pair)",
+        fit: unfitted,
+        predict: |m, _, i| Some(m.pairs[i]),
+        reported: false,
+    },
+    Predictor {
+        name: "kernel+fit",
+        what: "kernel model, with a per-kernel cost, fitted on the calibration networks",
+        fit: fit_kernel_plane,
+        predict: |m, f, i| {
+            let x = m.kernel_features(i);
+            Some(f[0] + x.iter().zip(&f[1..]).map(|(x, b)| x * b).sum::<f64>())
+        },
+        reported: true,
+    },
+    Predictor {
+        name: "corrected+kernel",
+        what: "corrected, plus the kernel model's estimate of how the choices interact",
+        fit: |m| m.ssbn_line(|i| Some(m.kernel[i])),
+        predict: |m, f, i| Some(m.corrected(i) + f[1] * (m.kernel[i] - m.kernel_additive(i))),
+        reported: false,
+    },
+];
+
+/// The corrected table counts Lat(SSBN_0) k − 1 times negatively for a network with k
+/// swapped decisions (Σ_i Lat(SSBN_(i,c_i)) − (k − 1)·Lat(SSBN_0)), so an error of e in
+/// that one measurement moves a prediction by (k − 1)·e. corrected+fit replaces it by the
+/// base that best explains the calibration networks (least squares, one parameter). The
+/// coefficients reported: the shift of the base, and 1.
+fn fit_base_shift(m: &Model) -> Option<Vec<f64>> {
+    let (num, den) = m.calibration.clone().fold((0.0, 0.0), |(num, den), i| {
+        let k1 = (m.swapped(i) - 1.0).max(0.0);
+        (num + (m.corrected(i) - m.measured[i]) * k1, den + k1 * k1)
+    });
+    let shift = if den > 0.0 { num / den } else { 0.0 };
+    Some(vec![-shift, 1.0])
+}
+
+/// A kernel timed alone pays what it does not pay inside the network (its output allocated
+/// and handed back each call): a per-kernel term, fitted on the calibration networks (the
+/// SSBNs cannot tell it: their kernel counts barely vary). The network pays the per-call
+/// cost once, as the empty network measures it, so it is the plane's base. Coefficients:
+/// the call cost, the slope on the kernel model, the cost per kernel.
+fn fit_kernel_plane(m: &Model) -> Option<Vec<f64>> {
+    let features: Vec<Vec<f64>> = m
+        .calibration
+        .clone()
+        .map(|i| m.kernel_features(i))
+        .collect();
+    let plane = fit_plane(&features, m.call, &m.measured[m.calibration.clone()])
+        .or_else(|| Some(vec![m.ssbn_line(|i| Some(m.kernel[i]))?[1], 0.0]))?;
+    Some(std::iter::once(m.call).chain(plane).collect())
+}
+
+/// Random choice vectors of `info`: not SSBNs (at least two decisions off their default),
+/// all distinct, drawn uniformly per decision from one seeded stream.
+pub fn sample(info: &SpaceInfo, n: usize, seed: u64) -> Vec<Vec<u32>> {
+    let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
+    let possible: f64 = decisions.iter().map(|d| d.options.len() as f64).product();
+    let mut rng = Rng::new(seed);
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut tries = 0;
+    while out.len() < n && tries < 100 * n + 1000 && (seen.len() as f64) < possible {
+        tries += 1;
+        let c: Vec<u32> = decisions
+            .iter()
+            .map(|d| rng.below(d.options.len() as u64) as u32)
+            .collect();
+        let off = decisions
+            .iter()
+            .zip(&c)
+            .filter(|(d, &c)| d.default != c)
+            .count();
+        if off >= 2 && seen.insert(c.clone()) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The random networks of `choices`, built.
+fn random_networks(m: &Module, s: u32, choices: &[Vec<u32>]) -> Result<Vec<Network>, Diagnostics> {
+    let info = &m.checked[s as usize];
+    let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
+    choices
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let graph = crate::expand::build(m, info, c)?;
+            let mut n = Network::fixed(format!("{}-r{k}", info.name), graph);
+            n.origin = Origin::Sampled;
+            n.space = s;
+            n.key = crate::expand::key(&decisions, c);
+            n.choices = c.clone();
+            Ok(n)
+        })
+        .collect()
+}
+
+/// The kernel model's predictions: what to time (the distinct kernels and hand-over pairs
+/// of every network), timed, and summed per network (alone, and less the hand-overs).
+struct KernelFigures {
+    kernel: Vec<f64>,
+    pairs: Vec<f64>,
+    counts: Vec<f64>,
+    call: f64,
+    distinct: usize,
+    pair_count: usize,
+}
+
+fn kernel_figures(
+    cx: &Ctx<'_>,
+    anchor: &Anchor,
+    nets: &[&Network],
+    rules: &FusionRules,
+) -> Result<KernelFigures, Diagnostics> {
+    let plan = kernels::Plan::new(nets.iter().map(|n| n.graph.pruned()), rules);
+    // Each kernel timed alone pays the per-call cost of a network once; the network it is
+    // part of pays it once in all. The empty network measures it.
+    let mut probes = vec![Network::fixed("empty", fusion::empty())];
+    probes.extend(plan.probes());
+    let ms = measure_nets_on(cx, anchor, &probes, None, "kernels")?;
+    let (kernel, pairs) = plan.predict(ms[0], &ms[1..]);
+    Ok(KernelFigures {
+        kernel,
+        pairs,
+        counts: plan.counts(),
+        call: ms[0],
+        distinct: plan.kernels.len(),
+        pair_count: plan.pairs.len(),
+    })
+}
+
+/// Scores every predictor of space `s` (its table from the `correct` pass) on random
+/// networks measured whole.
+pub fn evaluate(
+    m: &Module,
+    s: u32,
+    cx: &Ctx<'_>,
+    pairs: &[PairRule],
+    o: &EvalOptions,
+) -> Result<Report, Diagnostics> {
+    let info = &m.checked[s as usize];
+    let backend = cx.backend("latency evaluation")?;
+    let lut = m.luts.iter().find(|l| l.space == s).ok_or_else(|| {
+        Diagnostic::error(format!(
+            "space `{}` has no latency table: run `correct` first",
+            info.name
+        ))
+    })?;
+    // Scored networks come first in the stream, so the same `samples` and `seed` score the
+    // same networks whatever `validate` is.
+    let choices = sample(info, o.samples + o.validate, o.seed);
+    if choices.len() < o.samples + o.validate {
+        return Err(Diagnostic::error(format!(
+            "space `{}` has only {} networks that are not SSBNs; ask for fewer samples",
+            info.name,
+            choices.len()
+        ))
+        .into());
+    }
+    let anchor = anchor(m, s, backend)?;
+    let random = random_networks(m, s, &choices)?;
+    let random_ms = measure_nets_on(cx, &anchor, &random, None, "random networks")?;
+    let ssbns: Vec<&Network> = m.networks_of(s).map(|(_, n)| n).collect();
+    let nets: Vec<&Network> = ssbns.iter().copied().chain(random.iter()).collect();
+    let k = kernel_figures(cx, &anchor, &nets, &fusion::rules(pairs))?;
+    // The SSBNs as the corrected table has them (replicates averaged, SSBN_0 measured again).
+    let measured: Vec<f64> = ssbns
+        .iter()
+        .map(|n| lut.corrected(&n.choices))
+        .chain(random_ms.iter().copied())
+        .collect();
+    let n_ssbn = ssbns.len();
+    let model = Model {
+        lut,
+        decisions: info.decisions.iter().map(|(_, d)| d).collect(),
+        nets,
+        measured,
+        ssbns: n_ssbn,
+        calibration: n_ssbn + o.samples..n_ssbn + o.samples + o.validate / 2,
+        kernel: k.kernel,
+        pairs: k.pairs,
+        kernel_count: k.counts,
+        call: k.call,
+    };
+    let fits: Vec<Option<Vec<f64>>> = PREDICTORS.iter().map(|p| (p.fit)(&model)).collect();
+    let rows: Vec<Row> = random
+        .iter()
+        .enumerate()
+        .map(|(r, n)| {
+            let i = n_ssbn + r;
+            Row {
+                id: n.id.clone(),
+                key: n.key.clone(),
+                measured_ms: random_ms[r],
+                predicted_ms: PREDICTORS
+                    .iter()
+                    .zip(&fits)
+                    .map(|(p, f)| f.as_ref().and_then(|f| (p.predict)(&model, f, i)))
+                    .collect(),
+                kernels: model.kernel_count[i] as usize,
+            }
+        })
+        .collect();
+    let (repeat, repeat_cv) = noise_floor(cx, &anchor, &random, &random_ms, o)?;
+    let mut report = Report {
+        space: info.name.clone(),
+        backend: backend.fingerprint().to_string(),
+        samples: o.samples,
+        seed: o.seed,
+        ssbns: n_ssbn,
+        fusion_pairs: pairs.to_vec(),
+        distinct_kernels: k.distinct,
+        handover_pairs: k.pair_count,
+        predictors: Vec::new(),
+        recommended: String::new(),
+        repeat,
+        repeat_cv,
+        corrections_hold: None,
+        fit: PREDICTORS
+            .iter()
+            .zip(&fits)
+            .filter(|(p, _)| p.reported)
+            .filter_map(|(p, f)| Some((p.name.to_string(), f.clone()?)))
+            .collect(),
+        scored: rows[..o.samples].to_vec(),
+        calibration: rows[o.samples..o.samples + o.validate / 2].to_vec(),
+        validation: rows[o.samples + o.validate / 2..].to_vec(),
+    };
+    score(&mut report);
+    Ok(report)
+}
+
+/// The predictors' scores, the recommendation and whether the corrections hold.
+fn score(r: &mut Report) {
+    let predicted = |rows: &[Row], p: usize| -> Option<Vec<f64>> {
+        rows.iter().map(|r| r.predicted_ms[p]).collect()
+    };
+    let truth = |rows: &[Row]| -> Vec<f64> { rows.iter().map(|r| r.measured_ms).collect() };
+    let agree = |rows: &[Row], p: usize| -> Option<Agreement> {
+        predicted(rows, p)
+            .filter(|_| !rows.is_empty())
+            .map(|p| agreement(&p, &truth(rows)))
+    };
+    let column = |name: &str| {
+        let p = PREDICTORS.iter().position(|p| p.name == name)?;
+        predicted(&r.scored, p)
+    };
+    r.corrections_hold = column("naive")
+        .zip(column("corrected"))
+        .and_then(|(naive, corrected)| corrections_hold(&naive, &corrected, &truth(&r.scored)));
+    r.predictors = PREDICTORS
+        .iter()
+        .enumerate()
+        .map(|(p, pr)| Score {
+            name: pr.name.to_string(),
+            what: pr.what.to_string(),
+            scored: agree(&r.scored, p),
+            validation: agree(&r.validation, p),
+        })
+        .collect();
+    // The recommendation rests on the validation networks only: the most of them within
+    // ±5% (the goal a user plans with), then the lower MAPE. MAPE alone would let one rare,
+    // badly predicted network decide.
+    r.recommended = r
+        .predictors
+        .iter()
+        .filter_map(|p| p.validation.as_ref().map(|v| (&p.name, v)))
+        .min_by(|a, b| {
+            b.1.within5
+                .total_cmp(&a.1.within5)
+                .then(a.1.mape.total_cmp(&b.1.mape))
+        })
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| "corrected".into());
+}
+
+/// Some scored networks measured again, afresh: the noise floor.
+fn noise_floor(
+    cx: &Ctx<'_>,
+    anchor: &Anchor,
+    random: &[Network],
+    random_ms: &[f64],
+    o: &EvalOptions,
+) -> Result<(Option<Agreement>, Option<f64>), Diagnostics> {
+    if o.repeat == 0 {
+        return Ok((None, None));
+    }
+    let again: Vec<Network> = random
+        .iter()
+        .take(o.repeat.min(o.samples))
+        .cloned()
+        .collect();
+    let backend = cx.backend("latency evaluation")?;
+    let fresh = anchor
+        .fresh(backend, cx.store("latency evaluation")?)
+        .map_err(|e| outside("the store", e))?;
+    let second = measure_nets_on(cx, anchor, &again, Some(&fresh), "repeats")?;
+    let first = &random_ms[..second.len()];
+    let cv = first
+        .iter()
+        .zip(&second)
+        .map(|(a, b)| std::f64::consts::SQRT_2 * (a - b).abs() / (a + b))
+        .sum::<f64>()
+        / second.len().max(1) as f64;
+    Ok((Some(agreement(&second, first)), Some(cv)))
+}

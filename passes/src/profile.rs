@@ -1,0 +1,324 @@
+//! `profile`: an accuracy for every SSBN. BBSSP's way: train SSBN_0 of every space on the
+//! data set, fine-tune each SSBN_(i,j) from SSBN_0's weights with only the swapped layer
+//! re-initialised, and record validation accuracy in the store as each is made, so a
+//! killed run continues where it stopped. Or read them from a table (a tabular benchmark).
+
+use crate::ctx::{outside, AccuracyFrom, Ctx, TrainSpec};
+use crate::pass::Pass;
+use sha2::{Digest, Sha256};
+use spacetune_backends::{
+    cache::Cache,
+    data::{Dataset, Split, FASHION_MNIST_DIR},
+    network_hash,
+    torch::TchNet,
+    train::{self, TrainConfig},
+    weights::{transfer, Weights},
+};
+use spacetune_ir::*;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub struct Profile;
+
+impl Pass for Profile {
+    fn name(&self) -> &'static str {
+        "profile"
+    }
+    fn is_pure(&self) -> bool {
+        false
+    }
+    fn run(&self, m: &mut Module, cx: &Ctx<'_>) -> Result<(), Diagnostics> {
+        assert!(m.phase >= Phase::Expanded, "profile runs after expand");
+        let table = match &cx.accuracy {
+            None => {
+                return Err(Diagnostic::error(
+                    "the `profile` pass needs accuracies: a data set to train on (--dataset) \
+                     or a table of them (--accuracy CSV)"
+                        .to_string(),
+                )
+                .into())
+            }
+            Some(AccuracyFrom::Table(path)) => from_table(m, cx, path)?,
+            Some(AccuracyFrom::Train(spec)) => {
+                let store = cx.store(self.name())?;
+                train_all(m, cx, spec, store).map_err(|e| outside("profiling", e))?
+            }
+        };
+        m.accuracies = Some(table);
+        m.advance(Phase::Profiled);
+        Ok(())
+    }
+}
+
+/// Everything that changes an accuracy, as the store's training key, and its short id.
+fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
+    let cfg = TrainConfig {
+        epochs: spec.epochs,
+        batch: spec.batch,
+        lr: spec.lr,
+        seed: spec.seed,
+        threads: spec.threads,
+        ..TrainConfig::default()
+    };
+    let finetune = TrainConfig {
+        epochs: spec.finetune_epochs,
+        ..cfg.clone()
+    };
+    let task = serde_json::json!({
+        "dataset": spec.dataset, "train_subset": spec.train_subset,
+        "validation": spec.validation, "train": cfg, "finetune": finetune,
+        "finetune_subset": spec.finetune_subset,
+    })
+    .to_string();
+    let id: String = Sha256::digest(task.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (task, id, cfg, finetune)
+}
+
+/// The data set called `spec` (fashion-mnist, cifar10:DIR or synthetic).
+pub fn load_data(spec: &str, split: Split, seed: u64) -> Result<Dataset, String> {
+    let e = |e: spacetune_backends::BackendError| e.to_string();
+    Ok(match spec {
+        "fashion-mnist" => {
+            Dataset::fashion_mnist(Path::new(FASHION_MNIST_DIR), split).map_err(e)?
+        }
+        "synthetic" => Dataset::synthetic(
+            if split == Split::Train { 4000 } else { 1000 },
+            Shape::new(1, 28, 28),
+            10,
+            seed ^ (split == Split::Test) as u64,
+        ),
+        other => match other.strip_prefix("cifar10:") {
+            Some(dir) => Dataset::cifar10(Path::new(dir), split).map_err(e)?,
+            None => {
+                return Err(format!(
+                    "unknown data set `{other}` (fashion-mnist, cifar10:DIR or synthetic)"
+                ))
+            }
+        },
+    })
+}
+
+/// The region a decision's swapped block lives in: layer i for layer decisions; named
+/// choices span many places, so nothing is re-initialised for them.
+fn fresh_region(m: &Module, net: &Network) -> Option<Region> {
+    let Origin::Swap { decision, .. } = net.origin else {
+        return None;
+    };
+    match m.checked[net.space as usize].decisions[decision].kind {
+        DecisionKind::Layer(i) => Some(Region::Layer(i)),
+        DecisionKind::Named => None,
+    }
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+fn train_all(
+    m: &Module,
+    cx: &Ctx<'_>,
+    spec: &TrainSpec,
+    store: &Cache,
+) -> Result<AccuracyTable, Failure> {
+    let (task, task_id, cfg, finetune) = task(spec);
+    let full = load_data(&spec.dataset, Split::Train, spec.seed)?;
+    let pool = full.subset(spec.train_subset + spec.validation, spec.seed);
+    let (train_raw, val_raw) = pool.split(spec.validation, spec.seed ^ 1);
+    let ckpt_dir = spec.checkpoints.join(format!("checkpoints-{task_id}"));
+    std::fs::create_dir_all(&ckpt_dir)?;
+    cx.progress.note(&format!(
+        "profile: {} ({} train, {} validation; SSBN_0 {} epochs, fine-tune {} epoch(s) on {}; batch {}, lr {}, seed {}, {} threads)",
+        spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, finetune.epochs,
+        spec.finetune_subset, cfg.batch, cfg.lr, cfg.seed, cfg.threads
+    ));
+    let mut results = BTreeMap::new();
+    let mut notes = Vec::new();
+    for s in cx.spaces(m)? {
+        let info = &m.checked[s as usize];
+        let nets: Vec<(Handle<Network>, &Network)> = m
+            .networks_of(s)
+            .filter(|(_, n)| !spec.base_only || n.origin == Origin::Base)
+            .collect();
+        let Some(&(_, base)) = nets.iter().find(|(_, n)| n.origin == Origin::Base) else {
+            continue;
+        };
+        let base_graph = base.graph.pruned();
+        let input = base_graph.shapes[0];
+        let (train_set, note) = train_raw.adapt(input)?;
+        let (val, _) = val_raw.adapt(input)?;
+        if let Some(note) = note {
+            let note = format!("space {}: {note}", info.name);
+            cx.progress.note(&note);
+            notes.push(note);
+        }
+        let data = Data {
+            tune: train_set.subset(spec.finetune_subset, spec.seed ^ 2),
+            train: train_set,
+            val,
+        };
+        let stage = cx
+            .progress
+            .stage(&format!("profile {}", info.name), nets.len());
+        // SSBN_0: trained once; its checkpoint is what every fine-tuning starts from.
+        let ckpt = ckpt_dir.join(format!("{}.safetensors", network_hash(&base_graph, 1)));
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net0 = TchNet::new(
+            &vs.root(),
+            &base_graph,
+            &Weights::random(&base_graph, spec.seed),
+        )?;
+        if ckpt.exists() {
+            train::load(&mut vs, &ckpt)?;
+        } else {
+            stage.working(&format!("training {}", base.id));
+            train::train(&net0, &vs, &data.train, &cfg, |_, _, _| {})?;
+            train::save(&vs, &ckpt)?;
+        }
+        let base = Base {
+            graph: &base_graph,
+            weights: net0.weights(),
+            net: &net0,
+        };
+        for &(h, net) in &nets {
+            let graph = net.graph.pruned();
+            let hash = network_hash(&graph, 1);
+            let trained = match store.accuracy(&task, &hash)? {
+                Some(accuracy) => Trained {
+                    accuracy,
+                    cached: true,
+                },
+                None => {
+                    stage.working(&net.id);
+                    let t = std::time::Instant::now();
+                    let accuracy = one(m, net, &graph, &base, &data, &finetune, spec.seed)?;
+                    let seconds = t.elapsed().as_secs_f64();
+                    store.put_accuracy(&task, &hash, &net.id, &net.key, accuracy, seconds)?;
+                    Trained {
+                        accuracy,
+                        cached: false,
+                    }
+                }
+            };
+            stage.tick(&net.id);
+            results.insert(h, trained);
+        }
+    }
+    Ok(AccuracyTable {
+        source: AccuracySource::Profile { task, task_id },
+        results,
+        notes,
+    })
+}
+
+struct Data {
+    train: Dataset,
+    tune: Dataset,
+    val: Dataset,
+}
+
+/// SSBN_0 of a space, trained.
+struct Base<'a> {
+    graph: &'a Graph,
+    weights: Weights,
+    net: &'a TchNet,
+}
+
+/// One SSBN's accuracy: SSBN_0 evaluated as trained, any other fine-tuned from it.
+fn one(
+    m: &Module,
+    net: &Network,
+    graph: &Graph,
+    base: &Base<'_>,
+    data: &Data,
+    finetune: &TrainConfig,
+    seed: u64,
+) -> Result<f64, Failure> {
+    if net.origin == Origin::Base {
+        return Ok(train::accuracy(base.net, &data.val, 256)?);
+    }
+    let init = Weights::random(graph, seed ^ 3);
+    let (w, _) = transfer(
+        base.graph,
+        &base.weights,
+        graph,
+        &init,
+        fresh_region(m, net),
+    );
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let tuned = TchNet::new(&vs.root(), graph, &w)?;
+    train::train(&tuned, &vs, &data.tune, finetune, |_, _, _| {})?;
+    Ok(train::accuracy(&tuned, &data.val, 256)?)
+}
+
+/// Accuracies from a CSV with `key` and `accuracy` columns, and optionally `space` (keys
+/// of different spaces may coincide); every SSBN of the spaces worked on must be in it.
+fn from_table(m: &Module, cx: &Ctx<'_>, path: &Path) -> Result<AccuracyTable, Diagnostics> {
+    let rows = read_table(path).map_err(|e| Diagnostics::from(Diagnostic::error(e)))?;
+    let mut results = BTreeMap::new();
+    for s in cx.spaces(m)? {
+        let space = &m.checked[s as usize].name;
+        for (h, n) in m.networks_of(s) {
+            let accuracy = rows
+                .get(&(Some(space.clone()), n.key.clone()))
+                .or_else(|| rows.get(&(None, n.key.clone())))
+                .ok_or_else(|| {
+                    Diagnostic::error(format!(
+                        "{} has no accuracy for {} (space `{space}`, key `{}`)",
+                        path.display(),
+                        n.id,
+                        n.key
+                    ))
+                })?;
+            results.insert(
+                h,
+                Trained {
+                    accuracy: *accuracy,
+                    cached: true,
+                },
+            );
+        }
+    }
+    Ok(AccuracyTable {
+        source: AccuracySource::Table {
+            path: path.display().to_string(),
+        },
+        results,
+        notes: Vec::new(),
+    })
+}
+
+type TableRows = HashMap<(Option<String>, String), f64>;
+
+/// `(space, key) → accuracy` (space `None` when the table has no `space` column).
+pub fn read_table(path: &Path) -> Result<TableRows, String> {
+    let at = |line: usize| format!("{}:{line}", path.display());
+    let mut r = csv::Reader::from_path(path)
+        .map_err(|e| format!("reading accuracies from {}: {e}", path.display()))?;
+    let headers = r.headers().map_err(|e| format!("{}: {e}", at(1)))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let (Some(k), Some(a)) = (col("key"), col("accuracy")) else {
+        return Err(format!(
+            "{}: the table needs `key` and `accuracy` columns (it has: {})",
+            at(1),
+            headers.iter().collect::<Vec<_>>().join(", ")
+        ));
+    };
+    let space = col("space");
+    let mut out = HashMap::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| format!("{}: {e}", at(line + 2)))?;
+        let field = |i: usize| rec.get(i).unwrap_or("").trim();
+        let acc: f64 = field(a)
+            .parse()
+            .map_err(|_| format!("{}: accuracy `{}` is not a number", at(line + 2), field(a)))?;
+        if !(0.0..=1.0).contains(&acc) {
+            return Err(format!("{}: accuracy {acc} is not in [0, 1]", at(line + 2)));
+        }
+        out.insert(
+            (space.map(|i| field(i).to_string()), field(k).to_string()),
+            acc,
+        );
+    }
+    Ok(out)
+}
