@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use spacetune::backends::{cache::Cache, sim::Sim, Options as BackendOptions};
 use spacetune::ir::{Diagnostics, Module, Phase};
-use spacetune::pass::ctx::{AccuracyFrom, Ctx, TrainSpec};
+use spacetune::pass::ctx::{AccuracyFrom, Ctx, SelectOverrides, TrainSpec};
 use spacetune::pass::{passes, Pass, PassManager};
 use std::path::Path;
 use std::process::Command;
@@ -78,6 +78,12 @@ fn every_pass_in_order_on_sim_and_synthetic_data() {
         backend: Some(&sim),
         store: Some(&store),
         accuracy: Some(AccuracyFrom::Train(tiny(dir.path()))),
+        // Few picks, so `reduce` has something to cut.
+        select: SelectOverrides {
+            n: Some(4),
+            lambda: Some(0.05),
+            ..SelectOverrides::default()
+        },
         ..Ctx::default()
     };
     let after = run_all(FILE, cx, &passes());
@@ -167,8 +173,8 @@ fn dump_after_works_for_every_pass_and_prints_its_table() {
     let shows = [
         ("check", "; space widths"),
         ("expand", "; networks (15)"),
-        ("measure", "; latencies on spacetune-sim"),
-        ("correct", "; latency widths on spacetune-sim"),
+        ("measure", "; latencies on sim spacetune-sim"),
+        ("correct", "; latency widths on sim spacetune-sim"),
         ("profile", "; accuracies from table"),
         ("select", "; selection thres="),
         ("reduce", "; reduced ("),

@@ -424,6 +424,91 @@ pub fn describe(k: &Kernel, net: &Graph) -> String {
     format!("{}({}) -> {out}", k.name, reads.join(", "))
 }
 
+/// A hand-over of one network: the pair's key and the two kernels (indices).
+type Handover = (String, usize, usize);
+
+/// What the kernel model times for a set of networks, and how it sums the timings: every
+/// distinct kernel (by content hash) once, and every distinct pair of consecutive kernels
+/// that hands its output straight over, timed as a network of two.
+pub struct Plan {
+    pub kernels: BTreeMap<String, Graph>,
+    pub pairs: BTreeMap<String, Graph>,
+    /// Per network: its kernels' keys, and its hand-overs (pair key, kernel a, kernel b).
+    per_net: Vec<(Vec<String>, Vec<Handover>)>,
+}
+
+impl Plan {
+    /// The plan for the pruned `graphs` on a backend with `rules`.
+    pub fn new(graphs: impl Iterator<Item = Graph>, rules: &FusionRules) -> Plan {
+        let hash = |g: &Graph| spacetune_backends::network_hash(g, 1);
+        let mut plan = Plan {
+            kernels: BTreeMap::new(),
+            pairs: BTreeMap::new(),
+            per_net: Vec::new(),
+        };
+        for g in graphs {
+            let ks = kernels(&g, rules).kernels;
+            let mut keys = Vec::new();
+            for k in &ks {
+                let kg = k.graph(&g);
+                let key = hash(&kg);
+                plan.kernels.entry(key.clone()).or_insert(kg);
+                keys.push(key);
+            }
+            let mut pairs = Vec::new();
+            for (a, b) in handovers(&g, &ks) {
+                let pg = pair_graph(&g, &ks[a], &ks[b]);
+                let key = hash(&pg);
+                plan.pairs.entry(key.clone()).or_insert(pg);
+                pairs.push((key, a, b));
+            }
+            plan.per_net.push((keys, pairs));
+        }
+        plan
+    }
+
+    /// The networks to time: the distinct kernels, then the distinct pairs.
+    pub fn probes(&self) -> Vec<Network> {
+        let kernels = self
+            .kernels
+            .iter()
+            .map(|(key, g)| (format!("kernel-{key}"), g));
+        let pairs = self.pairs.iter().map(|(key, g)| (format!("pair-{key}"), g));
+        kernels
+            .chain(pairs)
+            .map(|(id, g)| Network::fixed(id, g.clone()))
+            .collect()
+    }
+
+    /// Kernels per network.
+    pub fn counts(&self) -> Vec<f64> {
+        self.per_net.iter().map(|(k, _)| k.len() as f64).collect()
+    }
+
+    /// Per network: the kernel model (the per-call cost once, plus every kernel net of
+    /// it), and the same less what its hand-overs save. `ms` are the probes' timings.
+    pub fn predict(&self, call: f64, ms: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (single, pair) = ms.split_at(self.kernels.len());
+        let net = |t: &f64| (t - call).max(0.0);
+        let by_key: BTreeMap<&String, f64> =
+            self.kernels.keys().zip(single.iter().map(net)).collect();
+        let pair_by_key: BTreeMap<&String, f64> =
+            self.pairs.keys().zip(pair.iter().map(net)).collect();
+        self.per_net
+            .iter()
+            .map(|(keys, pairs)| {
+                let alone = call + keys.iter().map(|k| by_key[k]).sum::<f64>();
+                // A hand-over saves what the pair runs faster than its two kernels alone.
+                // Not clamped at zero: on a noisy backend that would turn noise into a
+                // saving on every pair.
+                let saved =
+                    |(p, a, b): &Handover| by_key[&keys[*a]] + by_key[&keys[*b]] - pair_by_key[p];
+                (alone, alone - pairs.iter().map(saved).sum::<f64>())
+            })
+            .unzip()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,88 +814,5 @@ mod tests {
             h.iter().all(|&(a, _)| k.kernels[a].name != "conv+bn"),
             "{h:?}"
         );
-    }
-}
-
-/// What the kernel model times for a set of networks, and how it sums the timings: every
-/// distinct kernel (by content hash) once, and every distinct pair of consecutive kernels
-/// that hands its output straight over, timed as a network of two.
-pub struct Plan {
-    pub kernels: BTreeMap<String, Graph>,
-    pub pairs: BTreeMap<String, Graph>,
-    /// Per network: its kernels' keys, and its hand-overs (pair key, kernel a, kernel b).
-    per_net: Vec<(Vec<String>, Vec<(String, usize, usize)>)>,
-}
-
-impl Plan {
-    /// The plan for the pruned `graphs` on a backend with `rules`.
-    pub fn new(graphs: impl Iterator<Item = Graph>, rules: &FusionRules) -> Plan {
-        let hash = |g: &Graph| spacetune_backends::network_hash(g, 1);
-        let mut plan = Plan {
-            kernels: BTreeMap::new(),
-            pairs: BTreeMap::new(),
-            per_net: Vec::new(),
-        };
-        for g in graphs {
-            let ks = kernels(&g, rules).kernels;
-            let mut keys = Vec::new();
-            for k in &ks {
-                let kg = k.graph(&g);
-                let key = hash(&kg);
-                plan.kernels.entry(key.clone()).or_insert(kg);
-                keys.push(key);
-            }
-            let mut pairs = Vec::new();
-            for (a, b) in handovers(&g, &ks) {
-                let pg = pair_graph(&g, &ks[a], &ks[b]);
-                let key = hash(&pg);
-                plan.pairs.entry(key.clone()).or_insert(pg);
-                pairs.push((key, a, b));
-            }
-            plan.per_net.push((keys, pairs));
-        }
-        plan
-    }
-
-    /// The networks to time: the distinct kernels, then the distinct pairs.
-    pub fn probes(&self) -> Vec<Network> {
-        let kernels = self
-            .kernels
-            .iter()
-            .map(|(key, g)| (format!("kernel-{key}"), g));
-        let pairs = self.pairs.iter().map(|(key, g)| (format!("pair-{key}"), g));
-        kernels
-            .chain(pairs)
-            .map(|(id, g)| Network::fixed(id, g.clone()))
-            .collect()
-    }
-
-    /// Kernels per network.
-    pub fn counts(&self) -> Vec<f64> {
-        self.per_net.iter().map(|(k, _)| k.len() as f64).collect()
-    }
-
-    /// Per network: the kernel model (the per-call cost once, plus every kernel net of
-    /// it), and the same less what its hand-overs save. `ms` are the probes' timings.
-    pub fn predict(&self, call: f64, ms: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (single, pair) = ms.split_at(self.kernels.len());
-        let net = |t: &f64| (t - call).max(0.0);
-        let by_key: BTreeMap<&String, f64> =
-            self.kernels.keys().zip(single.iter().map(net)).collect();
-        let pair_by_key: BTreeMap<&String, f64> =
-            self.pairs.keys().zip(pair.iter().map(net)).collect();
-        self.per_net
-            .iter()
-            .map(|(keys, pairs)| {
-                let alone = call + keys.iter().map(|k| by_key[k]).sum::<f64>();
-                // A hand-over saves what the pair runs faster than its two kernels alone.
-                // Not clamped at zero: on a noisy backend that would turn noise into a
-                // saving on every pair.
-                let saved = |(p, a, b): &(String, usize, usize)| {
-                    by_key[&keys[*a]] + by_key[&keys[*b]] - pair_by_key[p]
-                };
-                (alone, alone - pairs.iter().map(saved).sum::<f64>())
-            })
-            .unzip()
     }
 }

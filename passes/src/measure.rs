@@ -66,14 +66,17 @@ impl Pass for Measure {
     }
 }
 
+/// Networks lowered, and those that could not be, each with its failed measurement.
+type Lowering = (
+    Vec<(Handle<Network>, Lowered)>,
+    Vec<(Handle<Network>, Timed)>,
+);
+
 /// Lowers every network; one the backend cannot lower is a failed measurement of its own.
 pub fn lower_all<'m>(
     backend: &dyn Backend,
     nets: impl Iterator<Item = (Handle<Network>, &'m Network)>,
-) -> (
-    Vec<(Handle<Network>, Lowered)>,
-    Vec<(Handle<Network>, Timed)>,
-) {
+) -> Lowering {
     let mut lowered = Vec::new();
     let mut failed = Vec::new();
     for (h, n) in nets {
