@@ -204,7 +204,7 @@ fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
     };
     let mut code = ExitCode::SUCCESS;
     if m.phase >= Phase::Measured {
-        code = measure::print_measured(&m, &measured)?;
+        code = measure::print_measured(&m, &world.backend.fingerprint(), &measured)?;
     }
     if m.phase >= Phase::Profiled {
         let seconds = start.elapsed().as_secs_f64();
@@ -219,68 +219,13 @@ fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let dump = cli.dump_after.as_deref();
     match cli.command {
-        Command::Check { file } => {
-            let Some(m) = load(&file, Some("check"), dump)? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            for info in &m.checked {
-                println!(
-                    "space {}: {} decisions, {} ssbns, output {}",
-                    info.name,
-                    info.decisions.len(),
-                    info.ssbn_count(),
-                    info.output
-                );
-            }
-            println!("{}: ok", file.display());
-        }
-        Command::Expand { file, format } => {
-            let Some(m) = load(&file, None, dump)? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            match format {
-                Format::Text => {
-                    for info in &m.checked {
-                        println!("; space {}: {} ssbns", info.name, info.ssbn_count());
-                    }
-                    for n in m.networks.values() {
-                        println!("{}", NetworkLine(n));
-                    }
-                }
-                Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&expand_json(&file, &m))?)
-                }
-            }
-        }
+        Command::Check { file } => return check(&file, dump),
+        Command::Expand { file, format } => return expand(&file, format, dump),
         Command::Print {
             file,
             emit,
             network,
-        } => {
-            let until = if network.is_some() {
-                None
-            } else {
-                Some("check")
-            };
-            let Some(m) = load(&file, until, dump)? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            match (emit, network) {
-                (Emit::Dsl, None) => print!("{}", spacetune::ir::dsl::print_module(&m)),
-                (Emit::Ir, None) => print!("{m}"),
-                (Emit::Json, None) => println!("{}", serde_json::to_string_pretty(&m)?),
-                (e, Some(id)) => {
-                    let n = m
-                        .network(&id)
-                        .with_context(|| format!("no network `{id}` in {}", file.display()))?;
-                    match e {
-                        Emit::Json => println!("{}", serde_json::to_string_pretty(n)?),
-                        Emit::Dsl => print!("{}", spacetune::ir::dsl::print_network(&m, n)),
-                        Emit::Ir => print!("{}\n{}", NetworkLine(n), n.graph),
-                    }
-                }
-            }
-        }
+        } => return print(&file, emit, network, dump),
         Command::Measure(args) => {
             let world = measure::World::open(&args.on)?;
             let mut cx = world.ctx();
@@ -288,7 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(m) = load_with(&args.file, Some("measure"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            return measure::print_measured(&m, &args);
+            return measure::print_measured(&m, &world.backend.fingerprint(), &args);
         }
         Command::Export(args) => {
             let Some(m) = load(&args.file, None, dump)? else {
@@ -338,6 +283,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             latency::latency_eval(&m, &world, &args)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &Path, dump: Option<&str>) -> Result<ExitCode> {
+    let Some(m) = load(file, Some("check"), dump)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    for info in &m.checked {
+        println!(
+            "space {}: {} decisions, {} ssbns, output {}",
+            info.name,
+            info.decisions.len(),
+            info.ssbn_count(),
+            info.output
+        );
+    }
+    println!("{}: ok", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn expand(file: &Path, format: Format, dump: Option<&str>) -> Result<ExitCode> {
+    let Some(m) = load(file, None, dump)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    match format {
+        Format::Text => {
+            for info in &m.checked {
+                println!("; space {}: {} ssbns", info.name, info.ssbn_count());
+            }
+            for n in m.networks.values() {
+                println!("{}", NetworkLine(n));
+            }
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&expand_json(file, &m))?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(file: &Path, emit: Emit, network: Option<String>, dump: Option<&str>) -> Result<ExitCode> {
+    let until = if network.is_some() {
+        None
+    } else {
+        Some("check")
+    };
+    let Some(m) = load(file, until, dump)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    match (emit, network) {
+        (Emit::Dsl, None) => print!("{}", spacetune::ir::dsl::print_module(&m)),
+        (Emit::Ir, None) => print!("{m}"),
+        (Emit::Json, None) => println!("{}", serde_json::to_string_pretty(&m)?),
+        (e, Some(id)) => {
+            let n = m
+                .network(&id)
+                .with_context(|| format!("no network `{id}` in {}", file.display()))?;
+            match e {
+                Emit::Json => println!("{}", serde_json::to_string_pretty(n)?),
+                Emit::Dsl => print!("{}", spacetune::ir::dsl::print_network(&m, n)),
+                Emit::Ir => print!("{}\n{}", NetworkLine(n), n.graph),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -186,7 +186,11 @@ impl Drop for Bar {
 /// The measure pass's table as rows: space, id, key, outcome.
 type Rows<'a> = Vec<(&'a str, &'a Network, &'a Timed)>;
 
-pub fn print_measured(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
+pub fn print_measured(
+    m: &Module,
+    fingerprint: &backends::Fingerprint,
+    args: &MeasureArgs,
+) -> Result<ExitCode> {
     let table = m.latencies.as_ref().context("nothing was measured")?;
     let rows: Rows = table
         .results
@@ -198,7 +202,7 @@ pub fn print_measured(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
         .collect();
     let stem = stem(&args.file);
     let base = args.out.join(format!("{stem}.{}", args.on.backend));
-    write_results(&base, &table.backend, &rows)?;
+    write_results(&base, fingerprint, &rows)?;
     let failed = rows.iter().filter(|r| r.2.result.is_err()).count();
     let cached = rows.iter().filter(|r| r.2.cached).count();
     let noisy = rows
@@ -244,7 +248,7 @@ pub fn print_measured(m: &Module, args: &MeasureArgs) -> Result<ExitCode> {
     })
 }
 
-fn write_results(base: &Path, fingerprint: &str, rows: &Rows) -> Result<()> {
+fn write_results(base: &Path, fingerprint: &backends::Fingerprint, rows: &Rows) -> Result<()> {
     if let Some(dir) = base.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

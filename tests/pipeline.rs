@@ -30,25 +30,6 @@ fn tiny(dir: &Path) -> TrainSpec {
     }
 }
 
-fn tiny_flags() -> Vec<&'static str> {
-    vec![
-        "--dataset",
-        "synthetic",
-        "--train-subset",
-        "128",
-        "--validation",
-        "64",
-        "--epochs",
-        "1",
-        "--finetune-subset",
-        "64",
-        "--batch",
-        "32",
-        "--threads",
-        "1",
-    ]
-}
-
 /// The text of the module after every pass, in order.
 fn run_all(file: &str, cx: Ctx<'_>, list: &[Box<dyn Pass>]) -> Vec<(String, String)> {
     let parsed = spacetune::grammar::parse_file(&root().join(file));
@@ -222,13 +203,17 @@ fn run_until_reduce_selects_what_measure_profile_and_select_select() {
         v.extend(rest.iter().map(|s| s.to_string()));
         v
     };
-    let run = with(&["run", FILE, "--until", "reduce"], &one, &tiny_flags());
+    let run = with(
+        &["run", FILE, "--until", "reduce"],
+        &one,
+        common::TINY_BUDGET,
+    );
     let mut run = run.iter().map(String::as_str).collect::<Vec<_>>();
     run.extend(knobs);
     spacetune(&run);
     let measure = with(&["measure", FILE], &two, &[]);
     spacetune(&measure.iter().map(String::as_str).collect::<Vec<_>>());
-    let profile = with(&["profile", FILE], &two, &tiny_flags());
+    let profile = with(&["profile", FILE], &two, common::TINY_BUDGET);
     spacetune(&profile.iter().map(String::as_str).collect::<Vec<_>>());
     let csv = two.join("width_choice.accuracy.csv");
     let select = with(

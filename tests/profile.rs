@@ -10,33 +10,17 @@ use std::time::{Duration, Instant};
 const FILE: &str = "tests/in/width_choice.space"; // 15 SSBNs, 3×32×32 input
 
 fn args(dir: &std::path::Path) -> Vec<String> {
-    [
-        "profile",
-        FILE,
-        "--dataset",
-        "synthetic",
-        "--train-subset",
-        "128",
-        "--validation",
-        "64",
-        "--epochs",
-        "1",
-        "--finetune-subset",
-        "64",
-        "--batch",
-        "32",
-        "--threads",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "--db".into(),
-        dir.join("m.db").display().to_string(),
-        "--out".into(),
-        dir.join("out").display().to_string(),
-    ])
-    .collect()
+    ["profile", FILE]
+        .iter()
+        .chain(common::TINY_BUDGET)
+        .map(|s| s.to_string())
+        .chain([
+            "--db".into(),
+            dir.join("m.db").display().to_string(),
+            "--out".into(),
+            dir.join("out").display().to_string(),
+        ])
+        .collect()
 }
 
 /// Accuracy rows in the database (0 while it does not exist yet).

@@ -59,6 +59,13 @@ impl fmt::Display for Module {
                 writeln!(f, "{}", NetworkLine(n))?;
             }
         }
+        self.fmt_learned(f)
+    }
+}
+
+impl Module {
+    /// The side tables of `measure`, `correct`, `profile`, `select` and `reduce`.
+    fn fmt_learned(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(t) = &self.latencies {
             writeln!(f)?;
             writeln!(f, "; latencies on {} ({})", t.backend, t.results.len())?;
@@ -76,46 +83,7 @@ impl fmt::Display for Module {
                 }
             }
         }
-        for lut in &self.luts {
-            let info = &self.checked[lut.space as usize];
-            writeln!(f)?;
-            writeln!(f, "; latency {} on {}", info.name, lut.backend)?;
-            let naive = |x: Option<f64>| x.map_or(String::new(), |v| format!(" naive={}", Ms(v)));
-            writeln!(
-                f,
-                "lut base={} fixed={}{} shares={:?}",
-                Ms(lut.base_ms),
-                Ms(lut.fixed_ms),
-                naive(lut.fixed_naive_ms),
-                lut.shares
-            )?;
-            for row in &lut.rows {
-                let d = &info.decisions[crate::Handle::new(row.decision as usize)];
-                writeln!(
-                    f,
-                    "lut d{} {} share={}",
-                    row.decision,
-                    d.name,
-                    Ms(row.share_ms)
-                )?;
-                for (j, e) in row.options.iter().enumerate() {
-                    writeln!(
-                        f,
-                        "    [{j}] {} corrected={}{}",
-                        d.options[j].token,
-                        Ms(e.corrected_ms),
-                        naive(e.naive_ms)
-                    )?;
-                }
-            }
-        }
-        self.fmt_learned(f)
-    }
-}
-
-impl Module {
-    /// The side tables of `profile`, `select` and `reduce`.
-    fn fmt_learned(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_luts(f)?;
         if let Some(t) = &self.accuracies {
             writeln!(f)?;
             let source = match &t.source {
@@ -168,6 +136,46 @@ impl Module {
             writeln!(f)?;
             writeln!(f, "; reduced ({} ssbns)", r.networks.len())?;
             write!(f, "{}", crate::dsl::print_module(r))?;
+        }
+        Ok(())
+    }
+}
+
+impl Module {
+    /// The side table of `correct`.
+    fn fmt_luts(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for lut in &self.luts {
+            let info = &self.checked[lut.space as usize];
+            writeln!(f)?;
+            writeln!(f, "; latency {} on {}", info.name, lut.backend)?;
+            let naive = |x: Option<f64>| x.map_or(String::new(), |v| format!(" naive={}", Ms(v)));
+            writeln!(
+                f,
+                "lut base={} fixed={}{} shares={:?}",
+                Ms(lut.base_ms),
+                Ms(lut.fixed_ms),
+                naive(lut.fixed_naive_ms),
+                lut.shares
+            )?;
+            for row in &lut.rows {
+                let d = &info.decisions[crate::Handle::new(row.decision as usize)];
+                writeln!(
+                    f,
+                    "lut d{} {} share={}",
+                    row.decision,
+                    d.name,
+                    Ms(row.share_ms)
+                )?;
+                for (j, e) in row.options.iter().enumerate() {
+                    writeln!(
+                        f,
+                        "    [{j}] {} corrected={}{}",
+                        d.options[j].token,
+                        Ms(e.corrected_ms),
+                        naive(e.naive_ms)
+                    )?;
+                }
+            }
         }
         Ok(())
     }

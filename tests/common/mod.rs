@@ -73,3 +73,21 @@ pub fn module(file: &str) -> spacetune::ir::Module {
         file,
     )
 }
+
+/// Profile flags for a budget small enough for a test (synthetic data, one thread).
+pub const TINY_BUDGET: &[&str] = &[
+    "--dataset",
+    "synthetic",
+    "--train-subset",
+    "128",
+    "--validation",
+    "64",
+    "--epochs",
+    "1",
+    "--finetune-subset",
+    "64",
+    "--batch",
+    "32",
+    "--threads",
+    "1",
+];
