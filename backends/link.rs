@@ -1,6 +1,6 @@
-//! Link settings shared by the build scripts of `spacetune-backends` and `spacetune`
-//! (link arguments apply only to the package whose build script emits them, so both emit
-//! them). A module of both build scripts (`#[path]`).
+//! Link settings shared by the build scripts of `spacetune-backends`, `spacetune-passes` and
+//! `spacetune` (link arguments apply only to the package whose build script emits them, so
+//! each emits them). A module of each build script (`#[path]`).
 //!
 //! - libtorch: tch links it dynamically but sets no rpath; torch-sys (a direct dependency
 //!   for exactly this reason) exports the directory it linked against as
