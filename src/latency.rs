@@ -64,7 +64,10 @@ pub fn print_pairs(pairs: &[PairRule]) {
 pub fn fusion_rules(m: Option<&Module>, args: &FusionArgs) -> Result<()> {
     let world = World::open(&args.on)?;
     let pairs = detect(m, &world, args.redo)?;
-    println!("fusion rules of {}", world.backend.fingerprint());
+    println!(
+        "fusion rules of {}",
+        world.backend.fingerprint().under(&world.protocol)
+    );
     if pairs.is_empty() {
         println!("none stored; give a .space file to test its op pairs");
     } else {

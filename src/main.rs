@@ -204,13 +204,13 @@ fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
     };
     let mut code = ExitCode::SUCCESS;
     if m.phase >= Phase::Measured {
-        code = measure::print_measured(&m, &world.backend.fingerprint(), &measured)?;
+        code = measure::print_measured(&m, &world.fingerprint(), &measured)?;
     }
     if m.phase >= Phase::Profiled {
         let seconds = start.elapsed().as_secs_f64();
         profile::print_profiled(&m, &args.file, &args.out, seconds)?;
     }
-    if m.phase >= Phase::Reduced {
+    if m.phase >= Phase::Selected {
         select::print_selected(&m, &args.file, &args.out)?;
     }
     Ok(code)
@@ -233,7 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(m) = load_with(&args.file, Some("measure"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            return measure::print_measured(&m, &world.backend.fingerprint(), &args);
+            return measure::print_measured(&m, &world.fingerprint(), &args);
         }
         Command::Export(args) => {
             let Some(m) = load(&args.file, None, dump)? else {

@@ -54,6 +54,10 @@ impl World {
             protocol,
         })
     }
+    /// What this world's measurements are keyed and labelled by.
+    pub fn fingerprint(&self) -> backends::Fingerprint {
+        self.backend.fingerprint().under(&self.protocol)
+    }
     /// A context over this world; the caller fills in the rest.
     pub fn ctx(&self) -> Ctx<'_> {
         Ctx {

@@ -53,24 +53,23 @@ pub struct SelectArgs {
     pub out: PathBuf,
 }
 
-/// Writes the reduced space, the ranking (CSV, JSON) and prints the kept options.
+/// Writes the ranking (CSV, JSON) and the reduced space, where the `reduce` pass has run,
+/// and prints the kept options.
 pub fn print_selected(m: &Module, file: &Path, out: &Path) -> Result<()> {
     let selection = m.selection.as_ref().context("nothing was selected")?;
-    let reduced = m
-        .reduced
-        .as_ref()
-        .context("the selection was not reduced")?;
-    let text = dsl::print_module(reduced);
-    write(file, out, selection, &text)?;
+    let text = m.reduced.as_deref().map(dsl::print_module);
+    write(file, out, selection, text.as_deref())?;
     report(m, selection);
     Ok(())
 }
 
-fn write(file: &Path, out: &Path, s: &Selection, text: &str) -> Result<()> {
+fn write(file: &Path, out: &Path, s: &Selection, reduced: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let stem = stem(file);
     let space = out.join(format!("{stem}.reduced.space"));
-    std::fs::write(&space, text)?;
+    if let Some(text) = reduced {
+        std::fs::write(&space, text)?;
+    }
     let json = out.join(format!("{stem}.select.json"));
     std::fs::write(&json, serde_json::to_string_pretty(s)?)?;
     let table = out.join(format!("{stem}.select.csv"));
@@ -98,12 +97,15 @@ fn write(file: &Path, out: &Path, s: &Selection, text: &str) -> Result<()> {
         ])?;
     }
     w.flush()?;
-    println!(
-        "wrote {}, {} and {}",
-        space.display(),
-        table.display(),
-        json.display()
-    );
+    match reduced {
+        Some(_) => println!(
+            "wrote {}, {} and {}",
+            space.display(),
+            table.display(),
+            json.display()
+        ),
+        None => println!("wrote {} and {}", table.display(), json.display()),
+    }
     Ok(())
 }
 
@@ -115,12 +117,7 @@ fn report(m: &Module, s: &Selection) {
         if s.reached { "reached N first" } else { "has the most picks (none reached N)" },
         s.ranked.len(), s.picked_mean_latency_ms
     );
-    let info = &m.checked[s.space as usize];
-    for ((_, d), kept) in info.decisions.iter().zip(&s.keep) {
-        let tokens: Vec<&str> = kept
-            .iter()
-            .map(|&o| d.options[o as usize].token.as_str())
-            .collect();
+    for (_, d, tokens) in s.kept(&m.checked) {
         println!("  {:<10} {}", d.name, tokens.join(" "));
     }
 }

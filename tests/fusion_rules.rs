@@ -5,7 +5,7 @@
 
 mod common;
 
-use spacetune::backends::{cache::Cache, lookup, Options};
+use spacetune::backends::{cache::Cache, lookup, measure::Protocol, Options};
 use spacetune::pass::fusion::PairRule;
 use std::process::Command;
 
@@ -40,11 +40,8 @@ fn detect_on(space: &str, backend: &str, options: &[&str]) -> Vec<PairRule> {
     let b = lookup(backend, &Options::parse(&pairs).unwrap()).unwrap();
     Cache::open(&db)
         .unwrap()
-        .fusion_pairs(&b.fingerprint())
+        .fusion_pairs(&b.fingerprint().under(&Protocol::default()))
         .unwrap()
-        .iter()
-        .map(|s| serde_json::from_str(s).unwrap())
-        .collect()
 }
 
 fn fused(rules: &[PairRule]) -> Vec<String> {
@@ -152,11 +149,13 @@ fn a_file_keeps_its_verdicts_when_another_tests_the_same_pairs_elsewhere() {
     );
     let all: Vec<PairRule> = Cache::open(&db)
         .unwrap()
-        .fusion_pairs(&lookup("sim", &Options::default()).unwrap().fingerprint())
-        .unwrap()
-        .iter()
-        .map(|s| serde_json::from_str(s).unwrap())
-        .collect();
+        .fusion_pairs(
+            &lookup("sim", &Options::default())
+                .unwrap()
+                .fingerprint()
+                .under(&Protocol::default()),
+        )
+        .unwrap();
     let twice = all
         .iter()
         .filter(|r| {

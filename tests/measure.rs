@@ -4,7 +4,7 @@
 mod common;
 
 use common::root;
-use spacetune::backends::{cache::Cache, lookup, Options};
+use spacetune::backends::{cache::Cache, lookup, measure::Protocol, Options};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ fn a_killed_run_resumes_and_measures_only_the_rest() {
     .unwrap();
     let stored = Cache::open(&dir.path().join("m.db"))
         .unwrap()
-        .count(&backend.fingerprint())
+        .count(&backend.fingerprint().under(&Protocol::default()))
         .unwrap();
     assert!(
         (20..SSBNS).contains(&stored),
@@ -196,4 +196,28 @@ fn unknown_backend_and_bad_option_are_clear_errors() {
     let out = spacetune(&measure_args(dir.path(), "ort", &["opt=fast"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("opt must be all or disabled"), "{stderr}");
+}
+
+/// The runtimes' versions come from what the process loaded; the pins are scripts/setup.sh's.
+#[test]
+fn fingerprints_name_the_runtimes_as_loaded() {
+    let runtime = |name: &str| {
+        lookup(name, &Options::default())
+            .unwrap()
+            .fingerprint()
+            .runtime
+    };
+    let python = root().join(".deps/venv/bin/python");
+    let out = Command::new(&python)
+        .args(["-c", "import onnxruntime; print(onnxruntime.__version__)"])
+        .output()
+        .unwrap();
+    let ort = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(ort.trim(), "1.32.0", "the venv's onnxruntime");
+    let r = runtime("ort");
+    assert!(r.starts_with("onnxruntime 1.32.0 ("), "{r}");
+    let r = runtime("tch");
+    assert!(r.starts_with("libtorch 2.13.0"), "{r}");
+    let r = runtime("tvm");
+    assert_eq!(r, "apache-tvm 0.27.0.post1 tvm-ffi 0.1.14.post1");
 }

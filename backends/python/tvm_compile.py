@@ -2,7 +2,8 @@
 backend: `python tvm_compile.py MODEL.onnx OUT.so --pipeline fuse|plain`, or many models in
 one process (TVM's import costs seconds): `python tvm_compile.py --batch LIST --pipeline P`,
 LIST holding `MODEL.onnx<TAB>OUT.so` lines; each library is written beside and renamed when
-complete, and a model that fails is reported and skipped.
+complete, and a model that fails is reported and skipped. `--version` prints the versions of
+TVM and TVM FFI as imported (the backend's fingerprint).
 
 `fuse` is TVM's default CPU pipeline, `relax.get_default_pipeline(target)` for llvm
 (FuseOps + FuseTIR) — note that `tvm.compile(relax_pipeline="default")` on a CPU target
@@ -106,7 +107,13 @@ def main():
     ap.add_argument("out", nargs="?")
     ap.add_argument("--batch", help="a file of MODEL<TAB>OUT lines")
     ap.add_argument("--pipeline", choices=["fuse", "plain"], default="fuse")
+    ap.add_argument("--version", action="store_true")
     args = ap.parse_args()
+    if args.version:
+        import tvm_ffi
+
+        print(f"apache-tvm {tvm.__version__} tvm-ffi {tvm_ffi.__version__}")
+        return
     fuse = args.pipeline == "fuse"
     if args.batch is None:
         compile_one(args.model, args.out, fuse)

@@ -1,9 +1,14 @@
 //! The measurement cache: SQLite, keyed by backend fingerprint + network content hash.
 //! Every result is committed as soon as it exists, so a killed run loses nothing finished.
+//!
+//! A fingerprint is stored as its JSON and keyed by a digest of it: a row written before a
+//! field joined the fingerprint (the protocol, the runtime as loaded) stays in the file
+//! under its old key, unread, and the network is measured again.
 
 use crate::{Fingerprint, Latency, Lowered, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
+use spacetune_ir::PairRule;
 use std::path::Path;
 
 pub struct Cache {
@@ -72,6 +77,9 @@ impl Cache {
     }
 
     fn key(&self, f: &Fingerprint) -> Result<String> {
+        if f.protocol.is_none() {
+            return Err(crate::BackendError::Unkeyed(f.to_string()));
+        }
         let description = serde_json::to_string(f).expect("fingerprints serialise");
         let digest = Sha256::digest(description.as_bytes());
         let id: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
@@ -184,22 +192,15 @@ impl Cache {
         Ok(n as usize)
     }
 
-    /// Records the fusion test of the op pair `a → b` at `place` under `f` (`verdict` is the
-    /// caller's JSON: times, outcome), replacing an earlier one at the same place. Verdicts
-    /// at other places stay: each holds for the place it was tested at.
-    pub fn put_fusion_pair(
-        &self,
-        f: &Fingerprint,
-        a: &str,
-        b: &str,
-        place: &str,
-        verdict: &str,
-    ) -> Result<()> {
+    /// Records the fusion test of an op pair under `f`, replacing an earlier one at the
+    /// same place. Verdicts at other places stay: each holds for the place it was tested at.
+    pub fn put_fusion_pair(&self, f: &Fingerprint, verdict: &PairRule) -> Result<()> {
         let key = self.key(f)?;
+        let json = serde_json::to_string(verdict).expect("a verdict serialises");
         self.conn.execute(
             "INSERT OR REPLACE INTO fusion_verdicts (fingerprint, a, b, place, verdict)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key, a, b, place, verdict],
+            params![key, verdict.a, verdict.b, verdict.place, json],
         )?;
         Ok(())
     }
@@ -215,13 +216,21 @@ impl Cache {
     }
 
     /// Every fusion-test verdict stored under `f`, ordered by pair and place.
-    pub fn fusion_pairs(&self, f: &Fingerprint) -> Result<Vec<String>> {
+    pub fn fusion_pairs(&self, f: &Fingerprint) -> Result<Vec<PairRule>> {
         let key = self.key(f)?;
         let mut stmt = self.conn.prepare(
             "SELECT verdict FROM fusion_verdicts WHERE fingerprint = ?1 ORDER BY a, b, place",
         )?;
-        let rows = stmt.query_map(params![key], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map(params![key], |r| r.get::<_, String>(0))?;
+        rows.map(|json| {
+            let json = json?;
+            serde_json::from_str(&json).map_err(|e| {
+                crate::BackendError::Runtime(format!(
+                    "a stored fusion verdict does not parse ({e}): {json}"
+                ))
+            })
+        })
+        .collect()
     }
 
     /// Rows (successes and failures) stored under `f`.
@@ -233,5 +242,71 @@ impl Cache {
             |r| r.get(0),
         )?;
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Protocol;
+    use crate::{BackendError, Latency};
+
+    fn fingerprint() -> Fingerprint {
+        Fingerprint {
+            backend: "ort".into(),
+            runtime: "onnxruntime 1.32.0 (abc)".into(),
+            options: Default::default(),
+            threads: 1,
+            protocol: None,
+        }
+    }
+
+    fn stored(cache: &Cache, f: &Fingerprint, ms: f64) -> Lowered {
+        let l = Lowered {
+            id: "n".into(),
+            hash: "h".into(),
+            graph: Default::default(),
+            text: String::new(),
+            bytes: Vec::new(),
+        };
+        let latency = Latency {
+            p10_ms: ms,
+            median_ms: ms,
+            mean_ms: ms,
+            var_ms2: 0.0,
+            count: 1,
+            noisy: false,
+            per_layer: None,
+        };
+        cache.put(f, &l, &Ok(latency)).unwrap();
+        l
+    }
+
+    #[test]
+    fn a_quick_protocol_result_is_not_served_to_a_full_protocol_run() {
+        let cache = Cache::in_memory().unwrap();
+        let quick = fingerprint().under(&Protocol::quick());
+        let full = fingerprint().under(&Protocol::default());
+        let l = stored(&cache, &quick, 1.5);
+        assert_eq!(cache.get(&quick, &l.hash).unwrap().unwrap().p10_ms, 1.5);
+        assert!(cache.get(&full, &l.hash).unwrap().is_none());
+        let tweaked = Protocol {
+            window_ms: 7.0,
+            ..Protocol::default()
+        };
+        assert!(cache
+            .get(&fingerprint().under(&tweaked), &l.hash)
+            .unwrap()
+            .is_none());
+        assert!(tweaked.label().starts_with("custom@"));
+        assert!(Protocol::quick().label().starts_with("quick@"));
+    }
+
+    #[test]
+    fn a_fingerprint_without_its_protocol_is_refused() {
+        let cache = Cache::in_memory().unwrap();
+        let err = cache.get(&fingerprint(), "h").unwrap_err();
+        assert!(matches!(err, BackendError::Unkeyed(_)), "{err}");
+        assert!(cache.count(&fingerprint()).is_err());
     }
 }

@@ -170,6 +170,7 @@ impl Backend for Exec {
             runtime: "external command".into(),
             options,
             threads: 0,
+            protocol: None,
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {

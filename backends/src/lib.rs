@@ -44,6 +44,10 @@ pub enum BackendError {
     },
     #[error("cache: {0}")]
     Cache(#[from] rusqlite::Error),
+    /// A measurement looked up or stored under a fingerprint that does not say how it was
+    /// timed: a caller's mistake, refused so that no result is served under the wrong key.
+    #[error("cache: the fingerprint `{0}` names no measurement protocol")]
+    Unkeyed(String),
 }
 
 impl BackendError {
@@ -56,13 +60,26 @@ impl BackendError {
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 /// Everything that changes what a measurement means. Two measurements are comparable only
-/// under equal fingerprints.
+/// under equal fingerprints. A backend gives its own part ([`Backend::fingerprint`]: the
+/// runtime as loaded, its options); the store keys only on one completed with the
+/// measurement protocol ([`Fingerprint::under`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub backend: String,
     pub runtime: String,
     pub options: BTreeMap<String, String>,
     pub threads: usize,
+    /// The measurement protocol's label and digest ([`measure::Protocol::label`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+impl Fingerprint {
+    /// This fingerprint for measurements timed under `protocol`.
+    pub fn under(mut self, protocol: &measure::Protocol) -> Fingerprint {
+        self.protocol = Some(protocol.label());
+        self
+    }
 }
 
 impl fmt::Display for Fingerprint {
@@ -74,6 +91,9 @@ impl fmt::Display for Fingerprint {
         )?;
         for (k, v) in &self.options {
             write!(f, " {k}={v}")?;
+        }
+        if let Some(p) = &self.protocol {
+            write!(f, " protocol={p}")?;
         }
         Ok(())
     }

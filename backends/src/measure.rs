@@ -26,8 +26,9 @@
 //! `SPACETUNE_TRACE=1` prints every chunk's window p10s and scale estimates to stderr.
 
 use crate::cache::Cache;
-use crate::{Backend, BackendError, Latency, Lowered, Result, Runner, Timing};
+use crate::{Backend, BackendError, Fingerprint, Latency, Lowered, Result, Runner, Timing};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,6 +95,24 @@ impl Protocol {
             attempts: 1,
             ..Protocol::default()
         }
+    }
+
+    /// The protocol's name where it is a preset (`default`, `quick`, else `custom`) and a
+    /// digest of every setting: part of each measurement's key, so a result timed under one
+    /// protocol is never served as another's.
+    pub fn label(&self) -> String {
+        let json = serde_json::to_string(self).expect("a protocol serialises");
+        let digest = Sha256::digest(json.as_bytes());
+        let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let same = |p: Protocol| serde_json::to_string(&p).is_ok_and(|j| j == json);
+        let name = if same(Protocol::default()) {
+            "default"
+        } else if same(Protocol::quick()) {
+            "quick"
+        } else {
+            "custom"
+        };
+        format!("{name}@{short}")
     }
 }
 
@@ -235,24 +254,8 @@ pub fn measure_all(
     cache: &Cache,
     mut progress: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
-    let fingerprint = backend.fingerprint();
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; lowered.len()];
-    let mut todo = Vec::new();
-    for (i, l) in lowered.iter().enumerate() {
-        match cache.get(&fingerprint, &l.hash)? {
-            Some(latency) => {
-                let o = Outcome {
-                    id: l.id.clone(),
-                    hash: l.hash.clone(),
-                    cached: true,
-                    latency: Ok(latency),
-                };
-                progress(&o);
-                outcomes[i] = Some(o);
-            }
-            None => todo.push(i),
-        }
-    }
+    let fingerprint = backend.fingerprint().under(protocol);
+    let (mut outcomes, todo) = from_cache(cache, &fingerprint, lowered, &mut progress)?;
     let pending: Vec<&Lowered> = todo.iter().map(|&i| &lowered[i]).collect();
     backend.prepare_all(&pending)?;
     let is_reference = |i: usize| reference.is_some_and(|r| lowered[i].hash == r.hash);
@@ -304,49 +307,21 @@ pub fn measure_all(
             .copied()
             .find(|&i| is_reference(i))
             .unwrap_or(usize::MAX);
-        // Bridges from different chunks, so their errors are independent.
-        let mut bridges: Vec<(usize, f64)> = Vec::new();
-        let mut from: Vec<usize> = Vec::new();
-        for &(b, stored, chunk) in known.iter().rev() {
-            if bridges.len() == protocol.bridges || !protocol.normalise {
-                break;
-            }
-            if !from.contains(&chunk) {
-                bridges.push((b, stored));
-                from.push(chunk);
-            }
-        }
-        let mut first: Vec<Box<dyn Runner + '_>> = timed.into_iter().map(|(_, r)| r).collect();
-        let mut chosen: Option<Attempt> = None;
-        for _ in 0..protocol.attempts.max(1) {
-            let t = attempt(
-                backend,
-                lowered,
-                reference.filter(|_| reference_owner == usize::MAX),
-                &members,
-                &bridges,
-                std::mem::take(&mut first),
-                anchor,
-                protocol,
-            );
-            let calm = t.spread <= protocol.calm && t.noisy <= 0.25;
-            if chosen
-                .as_ref()
-                .is_none_or(|c| (t.spread, t.noisy) < (c.spread, c.noisy))
-            {
-                chosen = Some(t);
-            }
-            if calm {
-                break;
-            }
-        }
+        let timing = Chunk {
+            lowered,
+            rider: reference.filter(|_| reference_owner == usize::MAX),
+            members: &members,
+            bridges: &bridges(&known, protocol),
+            anchor,
+        };
+        let first = timed.into_iter().map(|(_, r)| r).collect();
         let Attempt {
             owner,
             latencies,
             failed,
             factor,
             ..
-        } = chosen.expect("at least one attempt");
+        } = calmest(backend, &timing, first, protocol);
         if anchor.is_none() {
             anchor = best_session(&owner, &latencies, reference_owner)
                 .ok()
@@ -380,6 +355,87 @@ pub fn measure_all(
         .collect())
 }
 
+/// The networks of `lowered` the cache holds (reported to `progress` at once), and the
+/// indices of the rest, still to be timed.
+#[allow(clippy::type_complexity)]
+fn from_cache(
+    cache: &Cache,
+    fingerprint: &Fingerprint,
+    lowered: &[Lowered],
+    progress: &mut impl FnMut(&Outcome),
+) -> Result<(Vec<Option<Outcome>>, Vec<usize>)> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; lowered.len()];
+    let mut todo = Vec::new();
+    for (i, l) in lowered.iter().enumerate() {
+        match cache.get(fingerprint, &l.hash)? {
+            Some(latency) => {
+                let o = Outcome {
+                    id: l.id.clone(),
+                    hash: l.hash.clone(),
+                    cached: true,
+                    latency: Ok(latency),
+                };
+                progress(&o);
+                outcomes[i] = Some(o);
+            }
+            None => todo.push(i),
+        }
+    }
+    Ok((outcomes, todo))
+}
+
+/// A chunk's bridges, newest first: networks already on the anchor's scale (`known`:
+/// index, stored figure, chunk), each from a different chunk so their errors are
+/// independent.
+fn bridges(known: &[(usize, f64, usize)], protocol: &Protocol) -> Vec<(usize, f64)> {
+    let mut bridges: Vec<(usize, f64)> = Vec::new();
+    let mut from: Vec<usize> = Vec::new();
+    for &(b, stored, chunk) in known.iter().rev() {
+        if bridges.len() == protocol.bridges || !protocol.normalise {
+            break;
+        }
+        if !from.contains(&chunk) {
+            bridges.push((b, stored));
+            from.push(chunk);
+        }
+    }
+    bridges
+}
+
+/// What one chunk's timing needs besides the runners: the networks (`members` index into
+/// `lowered`), the reference when it rides along, the bridges, and the anchor's figure.
+struct Chunk<'c> {
+    lowered: &'c [Lowered],
+    rider: Option<&'c Lowered>,
+    members: &'c [usize],
+    bridges: &'c [(usize, f64)],
+    anchor: Option<f64>,
+}
+
+/// Times a chunk until an attempt is calm (or `attempts` are spent) and keeps the calmest.
+fn calmest<'a>(
+    backend: &'a dyn Backend,
+    chunk: &Chunk<'_>,
+    mut first: Vec<Box<dyn Runner + 'a>>,
+    protocol: &Protocol,
+) -> Attempt {
+    let mut chosen: Option<Attempt> = None;
+    for _ in 0..protocol.attempts.max(1) {
+        let t = attempt(backend, chunk, std::mem::take(&mut first), protocol);
+        let calm = t.spread <= protocol.calm && t.noisy <= 0.25;
+        if chosen
+            .as_ref()
+            .is_none_or(|c| (t.spread, t.noisy) < (c.spread, c.noisy))
+        {
+            chosen = Some(t);
+        }
+        if calm {
+            break;
+        }
+    }
+    chosen.expect("at least one attempt")
+}
+
 /// One timing of a chunk: its runners' owners and results, and how far the scale estimates
 /// (reference and bridges) disagreed.
 struct Attempt {
@@ -396,17 +452,19 @@ struct Attempt {
 /// Times `members` (each in `sessions` sessions; `first` holds one already-loaded runner per
 /// member, or nothing) beside the reference, when it rides along, and the bridges, and
 /// works out the chunk's scale: the median of stored over now.
-#[allow(clippy::too_many_arguments)]
 fn attempt<'a>(
     backend: &'a dyn Backend,
-    lowered: &[Lowered],
-    rider: Option<&Lowered>,
-    members: &[usize],
-    bridges: &[(usize, f64)],
+    chunk: &Chunk<'_>,
     first: Vec<Box<dyn Runner + 'a>>,
-    anchor: Option<f64>,
     p: &Protocol,
 ) -> Attempt {
+    let Chunk {
+        lowered,
+        rider,
+        members,
+        bridges,
+        anchor,
+    } = *chunk;
     let mut owner: Vec<usize> = Vec::new();
     let mut runners: Vec<Box<dyn Runner + 'a>> = Vec::new();
     let mut failed: Vec<(usize, String)> = Vec::new();
@@ -564,9 +622,14 @@ impl Anchor {
     /// An empty in-memory cache holding only the stored latencies of the reference and the
     /// bridges, so that networks measured into it afresh (replicates, repeats) are put on
     /// the same scale as the stored ones.
-    pub fn fresh(&self, backend: &dyn Backend, cache: &Cache) -> Result<Cache> {
+    pub fn fresh(
+        &self,
+        backend: &dyn Backend,
+        protocol: &Protocol,
+        cache: &Cache,
+    ) -> Result<Cache> {
         let fresh = Cache::in_memory()?;
-        let fingerprint = backend.fingerprint();
+        let fingerprint = backend.fingerprint().under(protocol);
         for l in std::iter::once(&self.reference).chain(&self.bridges) {
             if let Some(latency) = cache.get(&fingerprint, &l.hash)? {
                 fresh.put(&fingerprint, l, &Ok(latency))?;
@@ -687,6 +750,7 @@ mod tests {
                 runtime: "test".into(),
                 options: Default::default(),
                 threads: 1,
+                protocol: None,
             }
         }
         fn lower(&self, _: &Network) -> Result<Lowered> {

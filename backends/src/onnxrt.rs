@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 pub fn init() -> Result<()> {
     static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| {
-        let path = std::env::var("ORT_DYLIB_PATH")
-            .ok()
-            .or(option_env!("SPACETUNE_ORT_DYLIB").map(String::from))
-            .ok_or("no ONNX Runtime library: run scripts/setup.sh or set ORT_DYLIB_PATH")?;
+        let path =
+            dylib().ok_or("no ONNX Runtime library: run scripts/setup.sh or set ORT_DYLIB_PATH")?;
         ::ort::init_from(&path)
             .with_name("spacetune")
             .commit()
@@ -24,6 +22,53 @@ pub fn init() -> Result<()> {
     })
     .clone()
     .map_err(BackendError::Runtime)
+}
+
+/// The library `init` loads: ORT_DYLIB_PATH, else the venv's, found at build time.
+fn dylib() -> Option<String> {
+    std::env::var("ORT_DYLIB_PATH")
+        .ok()
+        .or(option_env!("SPACETUNE_ORT_DYLIB").map(String::from))
+}
+
+/// The loaded ONNX Runtime's version (its `GetVersionString`; a library's file name names a
+/// version only by convention) and commit (from its build info), or why it is unknown.
+pub fn runtime() -> String {
+    static RUNTIME: OnceLock<String> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| match version() {
+            Ok(v) => {
+                let info = ::ort::info();
+                let commit = info
+                    .split(", ")
+                    .find_map(|f| f.trim().strip_prefix("git-commit-id="));
+                match commit {
+                    Some(c) => format!("onnxruntime {v} ({c})"),
+                    None => format!("onnxruntime {v}"),
+                }
+            }
+            Err(e) => format!("onnxruntime (version unknown: {e})"),
+        })
+        .clone()
+}
+
+fn version() -> std::result::Result<String, String> {
+    init().map_err(|e| e.to_string())?;
+    let path = dylib().ok_or("no library path")?;
+    // The library is loaded already: this takes another reference to the same one.
+    // SAFETY: ONNX Runtime's C API: OrtGetApiBase returns a pointer to a static struct whose
+    // GetVersionString returns a static NUL-terminated string.
+    unsafe {
+        let lib = libloading::Library::new(&path).map_err(|e| e.to_string())?;
+        let base: libloading::Symbol<unsafe extern "C" fn() -> *const ::ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").map_err(|e| e.to_string())?;
+        let base = base();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned null".into());
+        }
+        let v = ((*base).GetVersionString)();
+        Ok(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
 }
 
 pub struct Ort {
@@ -122,17 +167,12 @@ impl Backend for Ort {
             if self.optimize { "all" } else { "disabled" }.into(),
         );
         options.insert("seed".into(), self.seed.to_string());
-        let runtime = option_env!("SPACETUNE_ORT_DYLIB")
-            .and_then(|p| {
-                p.rsplit_once(".so.")
-                    .map(|(_, v)| format!("onnxruntime {v}"))
-            })
-            .unwrap_or_else(|| "onnxruntime".into());
         Fingerprint {
             backend: "ort".into(),
-            runtime,
+            runtime: runtime(),
             options,
             threads: self.threads,
+            protocol: None,
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {

@@ -236,6 +236,49 @@ impl Runner for TchRunner {
     }
 }
 
+/// The version of the libtorch this process loaded: the library is found in the process's
+/// memory map and its distribution's version file read (`torch/version.py` of a wheel,
+/// `build-version` of a libtorch archive), or why it is unknown.
+pub fn runtime() -> String {
+    static RUNTIME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| match loaded_version() {
+            Ok(v) => format!("libtorch {v} (tch 0.26)"),
+            Err(e) => format!("libtorch (version unknown: {e}) (tch 0.26)"),
+        })
+        .clone()
+}
+
+fn loaded_version() -> std::result::Result<String, String> {
+    // Only a tensor op guarantees the library is mapped (it may be loaded lazily).
+    let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let lib = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .ok_or("libtorch_cpu.so is not in the memory map")?;
+    let dir = std::path::Path::new(lib)
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or("libtorch_cpu.so has no parent directory")?;
+    if let Ok(py) = std::fs::read_to_string(dir.join("version.py")) {
+        let value = |key: &str| {
+            py.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().strip_prefix('='))
+                .map(|v| v.trim().trim_matches('\'').to_string())
+        };
+        if let Some(v) = value("__version__") {
+            let git = value("git_version").unwrap_or_default();
+            let commit: String = git.chars().take(12).collect();
+            return Ok(format!("{v} {commit}").trim().to_string());
+        }
+    }
+    std::fs::read_to_string(dir.join("build-version"))
+        .map(|v| v.trim().to_string())
+        .map_err(|_| format!("no version.py or build-version beside {lib}"))
+}
+
 impl Backend for Tch {
     fn name(&self) -> &str {
         "tch"
@@ -245,9 +288,10 @@ impl Backend for Tch {
         options.insert("seed".into(), self.seed.to_string());
         Fingerprint {
             backend: "tch".into(),
-            runtime: "libtorch (tch 0.26)".into(),
+            runtime: runtime(),
             options,
             threads: self.threads,
+            protocol: None,
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {

@@ -4,6 +4,7 @@
 //! VM's `main` in-process.
 
 use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
+use sha2::Digest;
 use spacetune_ir::Network;
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,8 +12,6 @@ use std::time::{Duration, Instant};
 use tvm_ffi::{Any, AnyView, Function, Module, Tensor};
 
 const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tvm_compile.py");
-/// TVM's version, part of the fingerprint and of the compiled-module cache key.
-pub const VERSION: &str = "0.27.0.post1";
 /// Bumped whenever the helper's pipeline changes, so cached libraries are not reused.
 const HELPER_REVISION: u32 = 2;
 const DL_CPU: i32 = 1;
@@ -62,10 +61,42 @@ impl Tvm {
         }
     }
 
-    /// Where the compiled library of a lowered network is cached, and its base name.
+    /// TVM's and TVM FFI's versions as the helper's Python imports them (once per
+    /// process: the import costs seconds), or why they could not be read.
+    pub fn version() -> &'static std::result::Result<String, String> {
+        static VERSION: std::sync::OnceLock<std::result::Result<String, String>> =
+            std::sync::OnceLock::new();
+        VERSION.get_or_init(|| {
+            let python = Self::python();
+            let out = Command::new(&python)
+                .arg(HELPER)
+                .arg("--version")
+                .output()
+                .map_err(|e| format!("running {python} {HELPER}: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !text.is_empty() {
+                Ok(text)
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        })
+    }
+
+    /// The runtime part of the fingerprint: the version as imported, or why it is unknown.
+    fn runtime() -> String {
+        match Self::version() {
+            Ok(v) => v.clone(),
+            Err(e) => format!("apache-tvm (version unknown: {e})"),
+        }
+    }
+
+    /// Where the compiled library of a lowered network is cached, and its base name (the
+    /// version joins it as a digest: a TVM upgrade never loads an older build's library).
     fn library(&self, lowered: &Lowered) -> (PathBuf, String) {
+        let digest = sha2::Sha256::digest(Self::runtime().as_bytes());
+        let tvm: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
         let name = format!(
-            "{}-{}-s{}-tvm{VERSION}-h{HELPER_REVISION}",
+            "{}-{}-s{}-tvm{tvm}-h{HELPER_REVISION}",
             lowered.hash,
             self.pipeline(),
             self.seed
@@ -238,9 +269,10 @@ impl Backend for Tvm {
         options.insert("seed".into(), self.seed.to_string());
         Fingerprint {
             backend: "tvm".into(),
-            runtime: format!("apache-tvm {VERSION}"),
+            runtime: Self::runtime(),
             options,
             threads: self.threads,
+            protocol: None,
         }
     }
     fn lower(&self, net: &Network) -> Result<Lowered> {

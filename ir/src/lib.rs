@@ -69,8 +69,8 @@ pub use arena::{Arena, Handle};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use latency::{LutEntry, LutRow, ShareSource, SpaceLut};
 pub use measured::{
-    AccuracySource, AccuracyTable, Latency, LatencyTable, LayerTime, Scored, SelectParams,
-    Selection, Timed, Trained,
+    AccuracySource, AccuracyTable, FusionRules, Latency, LatencyTable, LayerTime, PairRule, Scored,
+    SelectParams, Selection, Timed, Trained, CONSTANT,
 };
 pub use network::{Cost, Graph, Node, Prim, Region, Shape};
 pub use space_info::{

@@ -1,11 +1,12 @@
 //! Side tables of the passes that learn from outside the source: latencies (`measure`),
-//! accuracies (`profile`) and the selection (`select`), each keyed by [`Handle<Network>`].
+//! accuracies (`profile`) and the selection (`select`), each keyed by [`Handle<Network>`];
+//! and what the fusion test learns of a backend (pair verdicts, the rules they make).
 
 use crate::arena::Handle;
 use crate::network::Region;
-use crate::space_info::Network;
+use crate::space_info::{Decision, Network, SpaceInfo};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The latency of one network, with the statistics of the protocol that produced it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,4 +160,61 @@ pub struct Selection {
     pub keep: Vec<Vec<u32>>,
     /// Mean latency of the winning space's picked SSBNs.
     pub picked_mean_latency_ms: f64,
+}
+
+impl Selection {
+    /// Per decision of the winning space (`checked` is the module's), the tokens kept.
+    pub fn kept<'m>(
+        &self,
+        checked: &'m [SpaceInfo],
+    ) -> Vec<(Handle<Decision>, &'m Decision, Vec<&'m str>)> {
+        let info = &checked[self.space as usize];
+        info.decisions
+            .iter()
+            .zip(&self.keep)
+            .map(|((h, d), kept)| {
+                let tokens = kept
+                    .iter()
+                    .map(|&o| d.options[o as usize].token.as_str())
+                    .collect();
+                (h, d, tokens)
+            })
+            .collect()
+    }
+}
+
+/// The fusion test's verdict on one op pair `a → b` at one place (the shapes it was tested
+/// at), with the times it rests on (ms, net of the per-call cost).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairRule {
+    pub a: String,
+    pub b: String,
+    pub place: String,
+    pub t_a: f64,
+    pub t_b: f64,
+    pub t_ab: f64,
+    pub fused: bool,
+}
+
+/// A backend's fusion rules: ordered pairs `(A, B)` for which A followed by B runs as one
+/// kernel. B is an op name (`Prim::name`); A is an op name or a fused chain (`conv+bn`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FusionRules {
+    pub fused: BTreeSet<(String, String)>,
+}
+
+/// The A of a pair `(zero, B)`: B reading a constant is computed when the network is
+/// compiled (constant folding), so it costs nothing when the network runs.
+pub const CONSTANT: &str = "zero";
+
+impl FusionRules {
+    pub fn fuses(&self, a: &str, b: &str) -> bool {
+        self.fused.contains(&(a.to_string(), b.to_string()))
+    }
+
+    /// Whether the backend computes what depends on constants alone when it compiles: one
+    /// op folded is taken for all (compilers fold whole constant sub-graphs, not op types).
+    pub fn folds_constants(&self) -> bool {
+        self.fused.iter().any(|(a, _)| a == CONSTANT)
+    }
 }

@@ -111,12 +111,7 @@ impl Module {
                 s.winner,
                 if s.reached { "reached N" } else { "most picks" }
             )?;
-            let info = &self.checked[s.space as usize];
-            for ((h, d), kept) in info.decisions.iter().zip(&s.keep) {
-                let tokens: Vec<&str> = kept
-                    .iter()
-                    .map(|&o| d.options[o as usize].token.as_str())
-                    .collect();
+            for (h, d, tokens) in s.kept(&self.checked) {
                 writeln!(f, "keep d{} {} [{}]", h.index(), d.name, tokens.join(", "))?;
             }
             for (rank, r) in s.ranked.iter().enumerate() {

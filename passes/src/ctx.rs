@@ -4,7 +4,7 @@
 //! never look at it, so a compile without one runs the front end exactly as before.
 
 use crate::Diagnostics;
-use spacetune_backends::{cache::Cache, measure::Protocol, Backend};
+use spacetune_backends::{cache::Cache, measure::Protocol, Backend, Fingerprint};
 use spacetune_ir::{Diagnostic, Module};
 use std::path::PathBuf;
 
@@ -140,6 +140,11 @@ impl<'a> Ctx<'a> {
             ))
             .into()
         })
+    }
+    /// What the pass's measurements are keyed and labelled by: the backend's fingerprint
+    /// under this context's protocol.
+    pub fn fingerprint(&self, pass: &str) -> Result<Fingerprint, Diagnostics> {
+        Ok(self.backend(pass)?.fingerprint().under(&self.protocol))
     }
     pub fn store(&self, pass: &str) -> Result<&'a Cache, Diagnostics> {
         self.store.ok_or_else(|| {

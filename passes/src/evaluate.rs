@@ -409,7 +409,7 @@ pub fn evaluate(
     let (repeat, repeat_cv) = noise_floor(cx, &anchor, &random, &random_ms, o)?;
     let mut report = Report {
         space: info.name.clone(),
-        backend: backend.fingerprint().to_string(),
+        backend: backend.fingerprint().under(&cx.protocol).to_string(),
         samples: o.samples,
         seed: o.seed,
         ssbns: n_ssbn,
@@ -497,7 +497,7 @@ fn noise_floor(
         .collect();
     let backend = cx.backend("latency evaluation")?;
     let fresh = anchor
-        .fresh(backend, cx.store("latency evaluation")?)
+        .fresh(backend, &cx.protocol, cx.store("latency evaluation")?)
         .map_err(|e| outside("the store", e))?;
     let second = measure_nets_on(cx, anchor, &again, Some(&fresh), "repeats")?;
     let first = &random_ms[..second.len()];

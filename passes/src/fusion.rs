@@ -7,10 +7,10 @@
 //! This module builds the probe networks, times them through the store and applies the test.
 
 use crate::kernels::{FusionRules, CONSTANT};
-use serde::{Deserialize, Serialize};
 use spacetune_backends::{
     cache::Cache, measure::measure_together, measure::Protocol, Backend, Lowered,
 };
+pub use spacetune_ir::PairRule;
 use spacetune_ir::{Graph, Module, Network, Prim, Region, Shape};
 use std::collections::{BTreeMap, HashSet};
 
@@ -26,18 +26,6 @@ pub struct Probe {
     pub alone_a: Graph,
     pub alone_b: Graph,
     pub pair: Graph,
-}
-
-/// One pair's verdict, with the times it rests on (ms, net of the per-call cost).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PairRule {
-    pub a: String,
-    pub b: String,
-    pub place: String,
-    pub t_a: f64,
-    pub t_b: f64,
-    pub t_ab: f64,
-    pub fused: bool,
 }
 
 /// Savings below this share of T_AB are within one network's test-retest noise.
@@ -309,10 +297,10 @@ pub fn detect(
     progress: &dyn crate::ctx::Progress,
 ) -> Result<Vec<PairRule>, Failure> {
     let Some(m) = m else {
-        return stored_pairs(cache, backend);
+        return stored_pairs(cache, backend, protocol);
     };
     if redo {
-        cache.clear_fusion_pairs(&backend.fingerprint())?;
+        cache.clear_fusion_pairs(&backend.fingerprint().under(protocol))?;
     }
     // A verdict stands for the place it was tested at (a 3x3 conv beside its batch norm,
     // where another file has a depthwise one): the file's rules are the verdicts at its own
@@ -322,7 +310,7 @@ pub fn detect(
     let mut chains = single_ops(m);
     let mut tested = HashSet::new();
     let mut own: Vec<Probe> = Vec::new();
-    let mut stored = stored_pairs(cache, backend)?;
+    let mut stored = stored_pairs(cache, backend, protocol)?;
     for round in 1..crate::kernels::MAX_CHAIN {
         let mut probes = probes(m, &chains);
         if round == 1 {
@@ -335,7 +323,7 @@ pub fn detect(
             .collect();
         if !todo.is_empty() {
             test_pairs(&todo, backend, cache, protocol, progress)?;
-            stored = stored_pairs(cache, backend)?;
+            stored = stored_pairs(cache, backend, protocol)?;
         }
         // The next round extends the chains found fused in this one.
         chains = probes
@@ -365,7 +353,7 @@ fn test_pairs(
     protocol: &Protocol,
     progress: &dyn crate::ctx::Progress,
 ) -> Result<(), Failure> {
-    let fingerprint = backend.fingerprint();
+    let fingerprint = backend.fingerprint().under(protocol);
     progress.note(&format!(
         "fusion test: {} op pairs on {fingerprint} ({} networks)",
         todo.len(),
@@ -419,24 +407,15 @@ fn test_pairs(
             t_ab,
             fused,
         };
-        cache.put_fusion_pair(
-            &fingerprint,
-            &p.a,
-            &p.b,
-            &p.place,
-            &serde_json::to_string(&verdict)?,
-        )?;
+        cache.put_fusion_pair(&fingerprint, &verdict)?;
     }
     Ok(())
 }
 
-fn stored_pairs(cache: &Cache, backend: &dyn Backend) -> Result<Vec<PairRule>, Failure> {
-    cache
-        .fusion_pairs(&backend.fingerprint())?
-        .iter()
-        .map(|s| {
-            serde_json::from_str(s)
-                .map_err(|e| format!("a stored fusion verdict does not parse: {e}").into())
-        })
-        .collect()
+fn stored_pairs(
+    cache: &Cache,
+    backend: &dyn Backend,
+    protocol: &Protocol,
+) -> Result<Vec<PairRule>, Failure> {
+    Ok(cache.fusion_pairs(&backend.fingerprint().under(protocol))?)
 }

@@ -4,11 +4,12 @@
 //!
 //! # Terms
 //!
-//! Node `i` of the pruned graph becomes `(op a<i> child…)`: the leaf `a<i>` names the node
-//! (its primitive and shapes live in the graph), so two ops with equal shapes but their own
-//! weights stay two e-classes. Network inputs are leaves `in<i>`, constant zeros `zero<i>`.
-//! A fused kernel is one e-node whose operator joins its ops with `+` (`conv+bn+relu`); its
-//! children are the ops' name leaves, then the tensors it reads from outside (the first op's
+//! Node `i` of the pruned graph becomes `(op a<i> child…)`, a [`Term::Kernel`] of one op:
+//! the [`Leaf`] `a<i>` names the node (its primitive and shapes live in the graph), so two
+//! ops with equal shapes but their own weights stay two e-classes. Network inputs are
+//! leaves `in<i>`, constant zeros `zero<i>`. A fused kernel is one e-node whose [`Chain`]
+//! holds its ops (`conv+bn+relu`); its children are the ops' leaves, then the tensors it
+//! reads from outside (the first op's
 //! inputs, then one per `add` further down the chain). An `add` lists its operands in the
 //! order the network computes them, and only the last one's kernel may take the add: a
 //! kernel can add a tensor into its output only if that tensor already exists.
@@ -28,38 +29,98 @@
 //! the producer of a residual input read by the block and by its skip — is counted once,
 //! however many readers it has.
 
-use egg::{define_language, rewrite, Extractor, Id, RecExpr, Rewrite, Runner, Symbol};
-use serde::{Deserialize, Serialize};
+use egg::{define_language, rewrite, Extractor, Id, Language, RecExpr, Rewrite, Runner, Symbol};
+pub use spacetune_ir::{FusionRules, CONSTANT};
 use spacetune_ir::{Graph, Network, Node, Prim, Shape};
 use std::collections::{BTreeMap, BTreeSet};
 
 define_language! {
     /// A network as the kernel model sees it.
     pub enum Term {
-        Op(Symbol, Vec<Id>),
+        "share" = Share(Id),
+        Leaf(Leaf),
+        Kernel(Chain, Vec<Id>),
     }
 }
 
-/// A backend's fusion rules: ordered pairs `(A, B)` for which A followed by B runs as one
-/// kernel. B is an op name (`Prim::name`); A is an op name or a fused chain (`conv+bn`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FusionRules {
-    pub fused: BTreeSet<(String, String)>,
+/// A leaf of a term: the network node it stands for — an op (whose primitive and shapes
+/// live in the graph), a network input, or a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Leaf {
+    Op(usize),
+    Input(usize),
+    Constant(usize),
 }
 
-/// The A of a pair `(zero, B)`: B reading a constant is computed when the network is
-/// compiled (constant folding), so it costs nothing when the network runs.
-pub const CONSTANT: &str = "zero";
-
-impl FusionRules {
-    pub fn fuses(&self, a: &str, b: &str) -> bool {
-        self.fused.contains(&(a.to_string(), b.to_string()))
+impl Leaf {
+    /// The network node's index.
+    pub fn node(self) -> usize {
+        match self {
+            Leaf::Op(i) | Leaf::Input(i) | Leaf::Constant(i) => i,
+        }
     }
+}
 
-    /// Whether the backend computes what depends on constants alone when it compiles: one
-    /// op folded is taken for all (compilers fold whole constant sub-graphs, not op types).
-    pub fn folds_constants(&self) -> bool {
-        self.fused.iter().any(|(a, _)| a == CONSTANT)
+impl std::fmt::Display for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leaf::Op(i) => write!(f, "a{i}"),
+            Leaf::Input(i) => write!(f, "in{i}"),
+            Leaf::Constant(i) => write!(f, "{CONSTANT}{i}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Leaf {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Leaf, ()> {
+        let index = |prefix: &str| s.strip_prefix(prefix)?.parse().ok();
+        index("a")
+            .map(Leaf::Op)
+            .or_else(|| index("in").map(Leaf::Input))
+            .or_else(|| index(CONSTANT).map(Leaf::Constant))
+            .ok_or(())
+    }
+}
+
+/// The ops of one kernel, in the order they run: one op (`conv`) or a fused chain
+/// (`conv+bn+relu`). Written joined by `+` in patterns and reports.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Chain(pub Vec<Symbol>);
+
+impl Chain {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// An activation run as the prologue of the kernel after it (`relu+conv+bn`).
+    fn prologue(&self) -> bool {
+        self.0.len() > 1 && matches!(self.0[0].as_str(), "relu" | "relu6")
+    }
+}
+
+impl std::fmt::Display for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, op) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(op.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Chain {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Chain, ()> {
+        let ops: Vec<Symbol> = s.split('+').map(Symbol::from).collect();
+        if ops.iter().any(|o| o.as_str().is_empty()) {
+            return Err(());
+        }
+        Ok(Chain(ops))
     }
 }
 
@@ -185,25 +246,26 @@ pub fn term(graph: &Graph) -> RecExpr<Term> {
     for (h, n) in graph.nodes.iter() {
         let i = h.index();
         let id = match n.op {
-            Prim::Input => expr.add(Term::Op(format!("in{i}").into(), vec![])),
-            Prim::Zero => expr.add(Term::Op(format!("zero{i}").into(), vec![])),
+            Prim::Input => expr.add(Term::Leaf(Leaf::Input(i))),
+            Prim::Zero => expr.add(Term::Leaf(Leaf::Constant(i))),
             Prim::Identity => {
                 value.push(value[n.inputs[0].index()]);
                 continue;
             }
             ref op => {
-                let mut children = vec![expr.add(Term::Op(format!("a{i}").into(), vec![]))];
+                let mut children = vec![expr.add(Term::Leaf(Leaf::Op(i)))];
                 let mut inputs: Vec<usize> = n.inputs.iter().map(|x| x.index()).collect();
                 if matches!(op, Prim::Add) {
                     // Operands in the order they are computed (see `rewrites`).
                     inputs.sort_unstable();
                 }
                 children.extend(inputs.iter().map(|&x| value[x]));
-                expr.add(Term::Op(term_name(n).into(), children))
+                let op = Chain(vec![Symbol::from(term_name(n))]);
+                expr.add(Term::Kernel(op, children))
             }
         };
         let read_as = if readers[i] > 1 && !matches!(n.op, Prim::Input | Prim::Zero) {
-            expr.add(Term::Op("share".into(), vec![id]))
+            expr.add(Term::Share(id))
         } else {
             id
         };
@@ -308,15 +370,12 @@ const PROLOGUE: f64 = 1e-3;
 impl egg::CostFunction<Term> for KernelCount {
     type Cost = f64;
     fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &Term, mut costs: C) -> f64 {
-        let Term::Op(op, children) = enode;
-        let own = if children.is_empty() || op.as_str() == "share" {
-            0.0
-        } else if op.as_str().starts_with("relu+") || op.as_str().starts_with("relu6+") {
-            1.0 + PROLOGUE
-        } else {
-            1.0
+        let own = match enode {
+            Term::Share(_) | Term::Leaf(_) => 0.0,
+            Term::Kernel(chain, _) if chain.prologue() => 1.0 + PROLOGUE,
+            Term::Kernel(..) => 1.0,
         };
-        children.iter().fold(own, |acc, &c| acc + costs(c))
+        enode.children().iter().fold(own, |acc, &c| acc + costs(c))
     }
 }
 
@@ -330,24 +389,21 @@ fn read_kernels(expr: &RecExpr<Term>, fold: bool) -> Vec<Kernel> {
     let mut source: Vec<usize> = Vec::with_capacity(nodes.len());
     let mut constant: Vec<bool> = Vec::with_capacity(nodes.len());
     let mut kernels = Vec::new();
-    let index = |s: &str, prefix: &str| s.strip_prefix(prefix).and_then(|n| n.parse().ok());
-    for Term::Op(op, children) in nodes {
-        let op = op.as_str();
-        if children.is_empty() {
-            let i = index(op, "a")
-                .or_else(|| index(op, "in"))
-                .or_else(|| index(op, "zero"))
-                .expect("leaves name a node");
-            source.push(i);
-            constant.push(op.starts_with(CONSTANT));
-            continue;
-        }
-        if op == "share" {
-            source.push(source[usize::from(children[0])]);
-            constant.push(constant[usize::from(children[0])]);
-            continue;
-        }
-        let n_ops = op.split('+').count();
+    for node in nodes {
+        let (chain, children) = match node {
+            Term::Leaf(leaf) => {
+                source.push(leaf.node());
+                constant.push(matches!(leaf, Leaf::Constant(_)));
+                continue;
+            }
+            Term::Share(c) => {
+                source.push(source[usize::from(*c)]);
+                constant.push(constant[usize::from(*c)]);
+                continue;
+            }
+            Term::Kernel(chain, children) => (chain, children),
+        };
+        let n_ops = chain.len();
         let ops: Vec<usize> = children[..n_ops]
             .iter()
             .map(|&c| source[usize::from(c)])
@@ -363,7 +419,7 @@ fn read_kernels(expr: &RecExpr<Term>, fold: bool) -> Vec<Kernel> {
             continue;
         }
         kernels.push(Kernel {
-            name: op.to_string(),
+            name: chain.to_string(),
             ops,
             reads,
         });

@@ -143,7 +143,7 @@ impl Pass for Correct {
     }
     fn run(&self, m: &mut Module, cx: &Ctx<'_>) -> Result<(), Diagnostics> {
         assert!(m.phase >= Phase::Measured, "correct runs after measure");
-        let backend = cx.backend(self.name())?.fingerprint().to_string();
+        let backend = cx.fingerprint(self.name())?.to_string();
         let mut luts = Vec::new();
         for s in cx.spaces(m)? {
             let measured = measure_for_table(m, s, cx)?;
@@ -179,10 +179,23 @@ pub fn ssbn_latencies(m: &Module, s: u32) -> Result<Vec<(Handle<Network>, f64)>,
         .collect()
 }
 
+/// Every network lowered through the backend; fails naming the first that cannot be.
+fn lower_each<'n>(
+    backend: &dyn Backend,
+    nets: impl IntoIterator<Item = &'n Network>,
+) -> Result<Vec<Lowered>, Diagnostics> {
+    nets.into_iter()
+        .map(|n| {
+            backend
+                .lower(n)
+                .map_err(|e| outside(&format!("lowering {}", n.id), e))
+        })
+        .collect()
+}
+
 /// The anchor of space `s`'s measurements: SSBN_0, and two swaps as bridges from different
 /// parts of the space (so their own errors stay apart).
 pub fn anchor(m: &Module, s: u32, backend: &dyn Backend) -> Result<Anchor, Diagnostics> {
-    let lower = |n: &Network| backend.lower(n).map_err(|e| outside("lowering", e));
     let base = m
         .networks_of(s)
         .find(|(_, n)| n.origin == Origin::Base)
@@ -192,13 +205,12 @@ pub fn anchor(m: &Module, s: u32, backend: &dyn Backend) -> Result<Anchor, Diagn
         .filter(|(_, n)| matches!(n.origin, Origin::Swap { .. }))
         .map(|(_, n)| n)
         .collect();
+    let bridges = [swaps.len() / 3, 2 * swaps.len() / 3]
+        .into_iter()
+        .filter_map(|i| swaps.get(i).copied());
     Ok(Anchor {
-        reference: lower(base.1)?,
-        bridges: [swaps.len() / 3, 2 * swaps.len() / 3]
-            .iter()
-            .filter_map(|&i| swaps.get(i))
-            .map(|n| lower(n))
-            .collect::<Result<_, _>>()?,
+        reference: lower_each(backend, [base.1])?.remove(0),
+        bridges: lower_each(backend, bridges)?,
     })
 }
 
@@ -236,11 +248,7 @@ pub fn measure_nets_on(
     store: Option<&Cache>,
     what: &str,
 ) -> Result<Vec<f64>, Diagnostics> {
-    let backend = cx.backend("correct")?;
-    let lowered: Vec<Lowered> = nets
-        .iter()
-        .map(|n| backend.lower(n).map_err(|e| outside("lowering", e)))
-        .collect::<Result<_, _>>()?;
+    let lowered = lower_each(cx.backend("correct")?, nets)?;
     measure_on(cx, anchor, &lowered, store, what)
 }
 
@@ -269,16 +277,13 @@ pub fn measure_for_table(m: &Module, s: u32, cx: &Ctx<'_>) -> Result<Measured, D
     // every prediction that uses it: further independent runs (on the same anchor, so on
     // the same scale) are averaged in.
     if cx.replicate > 1 {
-        let mut again: Vec<Lowered> = ssbns
-            .iter()
-            .map(|n| backend.lower(n).map_err(|e| outside("lowering", e)))
-            .collect::<Result<_, _>>()?;
+        let mut again = lower_each(backend, ssbns.iter().copied())?;
         again.push(base_again);
         for _ in 1..cx.replicate {
             // (The bridges keep their first figure: they define this run's scale.)
             let store = cx.store("correct")?;
             let fresh = anchor
-                .fresh(backend, store)
+                .fresh(backend, &cx.protocol, store)
                 .map_err(|e| outside("the store", e))?;
             let t = measure_on(cx, &anchor, &again, Some(&fresh), "SSBNs again")?;
             for (sum, t) in ssbn_ms.iter_mut().zip(&t) {

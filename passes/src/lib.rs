@@ -1,7 +1,8 @@
 //! spacetune's passes over the IR, and the pipeline that orders them.
 //!
 //! The passes, in pipeline order (see [`pipeline`]): `check`, `expand` (pure: the front
-//! end), then `measure`, `correct` (in [`latency`]), `profile`, `select` and `reduce`.
+//! end), then `measure`, `correct` (in [`latency`]), `profile`, `select` and `reduce`
+//! (the reduced space as a module of its own).
 //! Passes that reach outside the source take a backend, the measurement store, data and
 //! progress reporting from the driver's [`ctx::Ctx`]; what they learn becomes a side
 //! table of the module. Elaboration (templates + decisions → graphs) is the shared

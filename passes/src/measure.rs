@@ -58,7 +58,7 @@ impl Pass for Measure {
             }
         }
         m.latencies = Some(LatencyTable {
-            backend: backend.fingerprint().to_string(),
+            backend: backend.fingerprint().under(&cx.protocol).to_string(),
             results,
         });
         m.advance(Phase::Measured);
