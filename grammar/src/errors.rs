@@ -93,7 +93,9 @@ pub(crate) fn from_pest(error: pest::error::Error<Rule>, file: u32, text: &str) 
     let found = if start >= text.len() {
         "end of file".to_string()
     } else {
-        format!("`{}`", &text[start..token_end.min(start + 24)])
+        // At most 24 characters (not bytes: the token may hold any UTF-8).
+        let token: String = text[start..token_end].chars().take(24).collect();
+        format!("`{token}`")
     };
     let message = match &error.variant {
         ErrorVariant::ParsingError {

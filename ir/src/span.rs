@@ -64,7 +64,11 @@ impl SourceMap {
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, span: Span) -> (usize, usize) {
         let text = &self.file(span.file).text;
-        let at = (span.start as usize).min(text.len());
+        let mut at = (span.start as usize).min(text.len());
+        // A span that falls inside a character counts from the character's start.
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
         let before = &text[..at];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

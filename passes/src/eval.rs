@@ -198,8 +198,12 @@ impl<'m> Evaluator<'m> {
                 }
                 // Exact integer division stays an integer; otherwise the result is a number
                 // (channel counts are rounded where they are used).
-                Div if x % y == 0 => Value::Int(x / y),
-                Div => Value::Float(x as f64 / y as f64),
+                // (`i64::MIN / -1` has no remainder either: it overflows.)
+                Div => match x.checked_rem(y) {
+                    Some(0) => Value::Int(x.checked_div(y).ok_or_else(overflow)?),
+                    Some(_) => Value::Float(x as f64 / y as f64),
+                    None => return Err(overflow()),
+                },
                 Rem => Value::Int(x.checked_rem(y).ok_or_else(overflow)?),
                 Lt => Value::Bool(x < y),
                 Le => Value::Bool(x <= y),
