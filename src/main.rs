@@ -7,6 +7,7 @@ use spacetune::ir::print::NetworkLine;
 use spacetune::ir::{Module, Origin, Phase};
 use spacetune::pass::ctx::{AccuracyFrom, Ctx};
 use spacetune::{compile, Options};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -166,7 +167,13 @@ fn load_with(
     match compiled.result {
         Ok(m) => Ok(Some(m)),
         Err(diags) => {
-            let mut stderr = StandardStream::stderr(ColorChoice::Auto);
+            // termcolor's Auto honours NO_COLOR and TERM, not whether stderr is a terminal.
+            let colour = if std::io::stderr().is_terminal() {
+                ColorChoice::Auto
+            } else {
+                ColorChoice::Never
+            };
+            let mut stderr = StandardStream::stderr(colour);
             for d in &diags.0 {
                 d.emit(&compiled.sources, &mut stderr);
             }

@@ -57,6 +57,44 @@ fn errors_exit_nonzero_with_a_located_message() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
 
+/// Diagnostics written to a pipe or a file carry no ANSI escapes, even with a colour
+/// terminal named in TERM (and NO_COLOR unset).
+#[test]
+fn diagnostics_are_plain_when_stderr_is_not_a_terminal() {
+    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args(["check", "tests/fail/skip_changes_shape.space"])
+        .current_dir(root())
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skip_changes_shape.space:13:9"), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in {err:?}");
+}
+
+/// A UTF-8 byte-order mark before the first declaration is not part of the source, and
+/// columns on line 1 count from after it.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("tests/in/width_choice.space")).unwrap();
+    let good = dir.path().join("bom.space");
+    std::fs::write(&good, format!("\u{feff}{text}")).unwrap();
+    let out = spacetune(&["check", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad.space");
+    std::fs::write(&bad, "\u{feff}inptu 3x32x32\n").unwrap();
+    let out = spacetune(&["check", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.space:1:1"), "{err}");
+    assert!(err.contains("found `inptu`"), "{err}");
+}
+
 #[test]
 fn print_dsl_is_a_fixed_point_and_dump_after_works() {
     let out = spacetune(&["print", "examples/nb201.space", "--emit", "dsl"]);

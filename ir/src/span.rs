@@ -51,10 +51,16 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
+    /// Adds a file's text, without the UTF-8 byte-order mark some editors write first (it is
+    /// not part of the source: spans count from after it).
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> u32 {
+        let mut text = text.into();
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
         self.files.push(SourceFile {
             name: name.into(),
-            text: text.into(),
+            text,
         });
         (self.files.len() - 1) as u32
     }
