@@ -196,7 +196,11 @@ fn print_report(r: &Report) {
     for p in &r.predictors {
         match &p.scored {
             Some(a) => line(&p.name, a, p.validation.as_ref()),
-            None => println!("{:<18} (no table: a decision is a value choice)", p.name),
+            None => println!(
+                "{:<18} ({})",
+                p.name,
+                p.unscored.as_deref().unwrap_or("no scores")
+            ),
         }
     }
     if let (Some(a), Some(cv)) = (&r.repeat, r.repeat_cv) {
@@ -213,8 +217,10 @@ fn print_report(r: &Report) {
             h.spread, h.slope, h.stderr
         );
     }
-    println!(
-        "recommended: {} (most validation networks within ±5%, then the lowest MAPE)",
-        r.recommended
-    );
+    match &r.recommended {
+        Some(name) => println!(
+            "recommended: {name} (most validation networks within ±5%, then the lowest MAPE)"
+        ),
+        None => println!("no recommendation: no validation networks (give --validate N)"),
+    }
 }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use spacetune::backends::{self, cache::Cache, measure::Protocol, weights::Weights, Backend};
-use spacetune::ir::{Module, Network, Origin, Timed};
+use spacetune::ir::{Latency, Module, Network, Origin, Timed};
 use spacetune::pass::ctx::{Ctx, Progress, Stage};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -209,18 +209,20 @@ pub fn print_measured(
     write_results(&base, fingerprint, &rows)?;
     let failed = rows.iter().filter(|r| r.2.result.is_err()).count();
     let cached = rows.iter().filter(|r| r.2.cached).count();
-    let noisy = rows
-        .iter()
-        .filter(|r| r.2.result.as_ref().is_ok_and(|l| l.noisy))
-        .count();
+    let count = |f: fn(&Latency) -> bool| {
+        rows.iter()
+            .filter(|r| r.2.result.as_ref().is_ok_and(f))
+            .count()
+    };
     println!(
-        "{}: {} networks on {} ({} measured, {} from the cache, {} noisy, {} failed)",
+        "{}: {} networks on {} ({} measured, {} from the cache, {} noisy, {} unscaled, {} failed)",
         args.file.display(),
         rows.len(),
         table.backend,
         rows.len() - cached,
         cached,
-        noisy,
+        count(|l| l.noisy),
+        count(|l| l.unscaled),
         failed
     );
     println!("{:<14} {:>10} {:>10}  choice", "id", "p10 ms", "median ms");
@@ -239,7 +241,12 @@ pub fn print_measured(
                 "{id:<14} {:>10.4} {:>10.4}  {key}{}",
                 l.p10_ms,
                 l.median_ms,
-                if l.noisy { "  (noisy)" } else { "" }
+                match (l.noisy, l.unscaled) {
+                    (true, true) => "  (noisy, unscaled)",
+                    (true, false) => "  (noisy)",
+                    (false, true) => "  (unscaled: its chunk had no scale estimate)",
+                    (false, false) => "",
+                }
             ),
             Err(e) => println!("{id:<14} {:>10} {:>10}  {key}  FAILED: {e}", "-", "-"),
         }
@@ -283,6 +290,7 @@ fn write_results(base: &Path, fingerprint: &backends::Fingerprint, rows: &Rows) 
         "std_ms",
         "count",
         "noisy",
+        "unscaled",
         "failure",
     ])?;
     for (space, n, t) in rows {
@@ -298,6 +306,7 @@ fn write_results(base: &Path, fingerprint: &backends::Fingerprint, rows: &Rows) 
             &f(l.map(|l| l.var_ms2.sqrt())),
             &l.map(|l| l.count.to_string()).unwrap_or_default(),
             &l.map(|l| l.noisy.to_string()).unwrap_or_default(),
+            &l.map(|l| l.unscaled.to_string()).unwrap_or_default(),
             t.result.as_ref().err().map(String::as_str).unwrap_or(""),
         ])?;
     }

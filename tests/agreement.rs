@@ -1,18 +1,21 @@
 //! Agreement: the same network with the same weights computes the same outputs on tch, ONNX
-//! Runtime and TVM, for every block family of the examples.
+//! Runtime and TVM (where it is compiled in), for every block family of the examples.
 
 mod common;
 
 use common::module;
 use spacetune::backends::onnxrt::{self, Ort};
 use spacetune::backends::torch::{calibrated_weights, TchNet};
+#[cfg(feature = "tvm")]
 use spacetune::backends::tvm::{self, Tvm};
 use spacetune::backends::weights::{random_input, Weights};
 use spacetune::backends::{network_hash, onnx, Lowered};
 use spacetune::ir::{Graph, Handle, Network};
 
-/// Outputs of tch, ort and tvm for one network.
-fn outputs(graph: &Graph, weights: &Weights, id: &str, dir: &std::path::Path) -> [Vec<f32>; 3] {
+/// Outputs of tch, then of ort and tvm by name, for one network.
+type Outputs = (Vec<f32>, Vec<(&'static str, Vec<f32>)>);
+
+fn outputs(graph: &Graph, weights: &Weights, id: &str, dir: &std::path::Path) -> Outputs {
     let s = graph.shape(Handle::new(0));
     let x = random_input(s, 1, 11);
     let dims = [1, s.c as i64, s.h as i64, s.w as i64];
@@ -31,7 +34,32 @@ fn outputs(graph: &Graph, weights: &Weights, id: &str, dir: &std::path::Path) ->
     };
     let udims = dims.map(|d| d as usize);
     let by_ort = onnxrt::infer(&ort, &bytes, udims, x.clone()).unwrap();
+    let mut others = vec![("ort", by_ort)];
+    others.extend(by_tvm(graph, bytes, id, dir, dims, &x));
+    (by_tch, others)
+}
 
+#[cfg(not(feature = "tvm"))]
+fn by_tvm(
+    _: &Graph,
+    _: Vec<u8>,
+    _: &str,
+    _: &std::path::Path,
+    _: [i64; 4],
+    _: &[f32],
+) -> Option<(&'static str, Vec<f32>)> {
+    None
+}
+
+#[cfg(feature = "tvm")]
+fn by_tvm(
+    graph: &Graph,
+    bytes: Vec<u8>,
+    id: &str,
+    dir: &std::path::Path,
+    dims: [i64; 4],
+    x: &[f32],
+) -> Option<(&'static str, Vec<f32>)> {
     let tvm = Tvm {
         fuse: true,
         threads: 1,
@@ -47,8 +75,7 @@ fn outputs(graph: &Graph, weights: &Weights, id: &str, dir: &std::path::Path) ->
         bytes,
     };
     let main = tvm.load(&tvm.compile(&lowered).unwrap()).unwrap();
-    let by_tvm = tvm::infer(&main, dims, &x).unwrap();
-    [by_tch, by_ort, by_tvm]
+    Some(("tvm", tvm::infer(&main, dims, x).unwrap()))
 }
 
 fn check(file: &str, pick: impl Fn(&Network) -> bool, what: &str) {
@@ -61,7 +88,7 @@ fn check(file: &str, pick: impl Fn(&Network) -> bool, what: &str) {
     let graph = net.graph.pruned();
     let weights = calibrated_weights(&graph, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let [t, o, v] = outputs(&graph, &weights, &net.id, dir.path());
+    let (t, others) = outputs(&graph, &weights, &net.id, dir.path());
     let classes = graph.shapes.last().unwrap().c as usize;
     assert_eq!(t.len(), classes, "{what}: tch output size");
     let scale = t.iter().fold(1f32, |m, x| m.max(x.abs()));
@@ -69,7 +96,7 @@ fn check(file: &str, pick: impl Fn(&Network) -> bool, what: &str) {
     let spread = t.iter().map(|x| (x - mean).abs()).fold(0f32, f32::max);
     // Outputs that are all alike would agree trivially.
     assert!(spread > 1e-2, "{what}: degenerate outputs {t:?}");
-    for (name, other) in [("ort", &o), ("tvm", &v)] {
+    for (name, other) in &others {
         assert_eq!(other.len(), t.len(), "{what}: {name} output size");
         let diff = t
             .iter()

@@ -116,6 +116,7 @@ fn ort_fuses_conv_bn_relu() {
     compare("ort", &["opt=all"], &["opt=disabled"]);
 }
 
+#[cfg(feature = "tvm")]
 #[test]
 fn tvm_fuses_conv_bn_relu() {
     let dir = tempfile::tempdir().unwrap();

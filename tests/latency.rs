@@ -104,3 +104,31 @@ fn asking_for_more_networks_than_the_space_has_is_an_error_that_says_so() {
         "{stderr}"
     );
 }
+
+/// Without validation networks there is no recommendation, and the predictors fitted on
+/// calibration networks are not scored under their names (they said why).
+#[test]
+fn without_validation_networks_nothing_is_recommended_and_nothing_is_fitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = eval(
+        "examples/bbssp_cifar_mobile.space",
+        dir.path(),
+        &["--samples", "20", "--validate", "0", "--repeat", "0"],
+    );
+    let r = &reports[0];
+    assert!(r["recommended"].is_null(), "{}", r["recommended"]);
+    for name in ["corrected+fit", "kernel+fit"] {
+        let p = r["predictors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap();
+        assert!(p["scored"].is_null(), "{name} was scored: {}", p["scored"]);
+        let why = p["unscored"].as_str().unwrap();
+        assert!(why.contains("no calibration networks"), "{name}: {why}");
+    }
+    assert!(r["fit"].get("corrected+fit").is_none(), "{}", r["fit"]);
+    // The others are scored as ever.
+    assert!(scored(r, "corrected")["mape"].as_f64().unwrap() < 0.1);
+}

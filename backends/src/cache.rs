@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     p10_ms REAL, median_ms REAL, mean_ms REAL, var_ms2 REAL,
     count INTEGER, noisy INTEGER, per_layer TEXT,
     failure TEXT,
+    unscaled INTEGER NOT NULL DEFAULT 0,
     measured_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (fingerprint, network_hash)
 );
@@ -51,6 +52,26 @@ CREATE TABLE IF NOT EXISTS fusion_verdicts (
 );
 ";
 
+/// Brings a store written by an earlier version up to the schema (`PRAGMA user_version`:
+/// 1 added `measurements.unscaled`; rows from before were all scaled or said nothing).
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        let has: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('measurements') WHERE name = 'unscaled'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has == 0 {
+            conn.execute_batch(
+                "ALTER TABLE measurements ADD COLUMN unscaled INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
+        conn.pragma_update(None, "user_version", 1)?;
+    }
+    Ok(())
+}
+
 impl Cache {
     pub fn open(path: &Path) -> Result<Cache> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -73,6 +94,7 @@ impl Cache {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Cache { conn })
     }
 
@@ -91,30 +113,42 @@ impl Cache {
     }
 
     /// A successful cached measurement; failures are not returned, so they are retried.
+    /// A corrupt stored per-layer profile is an error, not a missing one.
     pub fn get(&self, f: &Fingerprint, hash: &str) -> Result<Option<Latency>> {
         let key = self.key(f)?;
         let row = self
             .conn
             .query_row(
-                "SELECT p10_ms, median_ms, mean_ms, var_ms2, count, noisy, per_layer
+                "SELECT p10_ms, median_ms, mean_ms, var_ms2, count, noisy, unscaled, per_layer
                  FROM measurements
                  WHERE fingerprint = ?1 AND network_hash = ?2 AND failure IS NULL",
                 params![key, hash],
                 |r| {
-                    let per_layer: Option<String> = r.get(6)?;
-                    Ok(Latency {
+                    let latency = Latency {
                         p10_ms: r.get(0)?,
                         median_ms: r.get(1)?,
                         mean_ms: r.get(2)?,
                         var_ms2: r.get(3)?,
                         count: r.get(4)?,
                         noisy: r.get(5)?,
-                        per_layer: per_layer.and_then(|s| serde_json::from_str(&s).ok()),
-                    })
+                        unscaled: r.get(6)?,
+                        per_layer: None,
+                    };
+                    Ok((latency, r.get::<_, Option<String>>(7)?))
                 },
             )
             .optional()?;
-        Ok(row)
+        let Some((mut latency, per_layer)) = row else {
+            return Ok(None);
+        };
+        if let Some(json) = per_layer {
+            latency.per_layer = Some(serde_json::from_str(&json).map_err(|e| {
+                crate::BackendError::Runtime(format!(
+                    "the stored per-layer profile of network {hash} is corrupt ({e}): {json}"
+                ))
+            })?);
+        }
+        Ok(Some(latency))
     }
 
     pub fn put(
@@ -134,8 +168,8 @@ impl Cache {
         self.conn.execute(
             "INSERT OR REPLACE INTO measurements
              (fingerprint, network_hash, network_id, p10_ms, median_ms, mean_ms, var_ms2,
-              count, noisy, per_layer, failure)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+              count, noisy, per_layer, failure, unscaled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 key,
                 lowered.hash,
@@ -148,6 +182,7 @@ impl Cache {
                 l.map(|l| l.noisy),
                 per_layer,
                 failure,
+                l.is_some_and(|l| l.unscaled),
             ],
         )?;
         Ok(())
@@ -276,6 +311,7 @@ mod tests {
             var_ms2: 0.0,
             count: 1,
             noisy: false,
+            unscaled: false,
             per_layer: None,
         };
         cache.put(f, &l, &Ok(latency)).unwrap();
@@ -300,6 +336,38 @@ mod tests {
             .is_none());
         assert!(tweaked.label().starts_with("custom@"));
         assert!(Protocol::quick().label().starts_with("quick@"));
+    }
+
+    #[test]
+    fn a_corrupt_stored_profile_is_an_error() {
+        let cache = Cache::in_memory().unwrap();
+        let f = fingerprint().under(&Protocol::default());
+        let l = stored(&cache, &f, 1.0);
+        cache
+            .conn
+            .execute("UPDATE measurements SET per_layer = '[{\"region\": 3'", [])
+            .unwrap();
+        let err = cache.get(&f, &l.hash).unwrap_err().to_string();
+        assert!(
+            err.contains("per-layer profile of network h is corrupt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_store_from_before_the_unscaled_flag_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(&SCHEMA.replace("    unscaled INTEGER NOT NULL DEFAULT 0,\n", ""))
+            .unwrap();
+        drop(old);
+        let cache = Cache::open(&path).unwrap();
+        let f = fingerprint().under(&Protocol::default());
+        let l = stored(&cache, &f, 2.0);
+        assert!(!cache.get(&f, &l.hash).unwrap().unwrap().unscaled);
+        drop(cache);
+        Cache::open(&path).unwrap(); // a second open does not migrate again
     }
 
     #[test]

@@ -146,16 +146,35 @@ impl Exec {
             for l in layers {
                 let r = region(&l.region)
                     .ok_or_else(|| fail(format!("unknown region `{}` in per_layer", l.region)))?;
+                if !(l.ms.is_finite() && l.ms >= 0.0) {
+                    return Err(fail(format!(
+                        "per_layer time of `{}` must be finite and not negative, got {}",
+                        l.region, l.ms
+                    )));
+                }
                 out.push(LayerTime {
                     region: r,
                     ms: l.ms,
                 });
+            }
+            // A profile is a split of the network's time: parts may miss glue between
+            // layers, but cannot add up to more than the whole (beyond rounding).
+            let sum: f64 = out.iter().map(|l| l.ms).sum();
+            if sum > report.latency_ms * (1.0 + PROFILE_SLACK) {
+                return Err(fail(format!(
+                    "per_layer times sum to {sum} ms, more than latency_ms {}",
+                    report.latency_ms
+                )));
             }
             latency.per_layer = Some(out);
         }
         Ok(latency)
     }
 }
+
+/// How far a reported per-layer profile may sum above the network's latency (rounding of
+/// the command's figures).
+const PROFILE_SLACK: f64 = 0.01;
 
 impl Backend for Exec {
     fn name(&self) -> &str {

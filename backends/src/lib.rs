@@ -31,6 +31,8 @@ use std::time::Duration;
 pub enum BackendError {
     #[error("unknown backend `{0}` (known: sim, ort, tvm, tch, exec)")]
     UnknownBackend(String),
+    #[error("this spacetune was compiled without the `{0}` feature (build with `--features {0}`)")]
+    NotCompiled(&'static str),
     #[error("backend option: {0}")]
     Option(String),
     #[error("{0}")]
@@ -214,6 +216,8 @@ pub fn lookup(name: &str, options: &Options) -> Result<Box<dyn Backend>> {
         "exec" => Box::new(exec::Exec::from_options(options)?),
         #[cfg(feature = "tvm")]
         "tvm" => Box::new(tvm::Tvm::from_options(options)?),
+        #[cfg(not(feature = "tvm"))]
+        "tvm" => return Err(BackendError::NotCompiled("tvm")),
         other => return Err(BackendError::UnknownBackend(other.to_string())),
     })
 }

@@ -148,6 +148,7 @@ pub fn summarise(windows: &[Vec<f64>], noisy_spread: f64) -> Latency {
         var_ms2: var,
         count: samples.len() as u32,
         noisy: (quantile(&p10s, 0.75) - quantile(&p10s, 0.25)) / typical > noisy_spread,
+        unscaled: false,
         per_layer: None,
     }
 }
@@ -320,19 +321,25 @@ pub fn measure_all(
             latencies,
             failed,
             factor,
+            estimates,
             ..
         } = calmest(backend, &timing, first, protocol);
-        if anchor.is_none() {
+        let defines = anchor.is_none();
+        if defines {
             anchor = best_session(&owner, &latencies, reference_owner)
                 .ok()
                 .map(|l| l.p10_ms);
         }
+        // The chunk that times the reference first defines the scale; any other chunk
+        // without a scale estimate stays on its own, and says so.
+        let unscaled = protocol.normalise && estimates == 0 && !(defines && anchor.is_some());
         for i in members {
             let best = best_session(&owner, &latencies, i);
             let latency = match failed.iter().find(|(f, _)| *f == i) {
                 Some((_, e)) if best.is_err() => Err(e.clone()),
                 _ => best.and_then(|mut l| {
                     l.scale(factor);
+                    l.unscaled = unscaled;
                     l.per_layer = backend.profile(&lowered[i]).map_err(|e| e.to_string())?;
                     Ok(l)
                 }),
@@ -443,6 +450,8 @@ struct Attempt {
     latencies: Vec<Result<Latency>>,
     failed: Vec<(usize, String)>,
     factor: f64,
+    /// Scale estimates the factor rests on (the reference's and the bridges' that ran).
+    estimates: usize,
     /// max/min − 1 of the scale estimates (0 with fewer than two).
     spread: f64,
     /// The share of the chunk's networks flagged noisy.
@@ -530,6 +539,7 @@ fn attempt<'a>(
         latencies,
         failed,
         factor,
+        estimates: ratios.len(),
         spread,
         noisy,
     }
@@ -730,6 +740,8 @@ mod tests {
         prepared: Cell<usize>,
         /// The slow-down of the runner loaded as the n-th, for network `id`.
         slow: fn(usize, &str) -> f64,
+        /// Whether the n-th `prepare`, of network `id`, fails.
+        fail: fn(usize, &str) -> bool,
     }
 
     struct Exact(f64);
@@ -759,6 +771,9 @@ mod tests {
         fn prepare(&self, l: &Lowered) -> Result<Timing<'_>> {
             let n = self.prepared.get();
             self.prepared.set(n + 1);
+            if (self.fail)(n, &l.id) {
+                return Err(BackendError::Runtime(format!("{} will not load", l.id)));
+            }
             let ms: f64 = l.text.parse().expect("the text is the latency");
             Ok(Timing::Timed(Box::new(Exact(ms * (self.slow)(n, &l.id)))))
         }
@@ -809,6 +824,7 @@ mod tests {
         let b = Scripted {
             prepared: Cell::new(0),
             slow: |n, _| if n < 24 { 1.0 } else { 1.3 },
+            fail: |_, _| false,
         };
         let err = worst_error(&measure(&b, &protocol()));
         assert!(err < 0.005, "worst error {err}");
@@ -828,6 +844,7 @@ mod tests {
                     1.0
                 }
             },
+            fail: |_, _| false,
         };
         let err = worst_error(&measure(&b(), &protocol()));
         assert!(err < 0.005, "worst error {err}");
@@ -838,5 +855,36 @@ mod tests {
         };
         let err = worst_error(&measure(&b(), &once));
         assert!(err > 0.1, "worst error {err} with one attempt");
+    }
+
+    #[test]
+    fn a_chunk_whose_reference_will_not_load_is_flagged_unscaled() {
+        // After the first chunk (8 networks, one session each: 9 prepares with the
+        // reference) the reference no longer loads, and there are no bridges.
+        let b = Scripted {
+            prepared: Cell::new(0),
+            slow: |n, _| if n < 9 { 1.0 } else { 1.3 },
+            fail: |n, id| n >= 9 && id == "ref",
+        };
+        let p = Protocol {
+            sessions: 1,
+            bridges: 0,
+            attempts: 1,
+            ..protocol()
+        };
+        let nets = networks();
+        let cache = Cache::in_memory().unwrap();
+        let out = measure_all(&b, &nets, Some(&nets[0]), &p, &cache, |_| {}).unwrap();
+        let unscaled: Vec<bool> = out
+            .iter()
+            .map(|o| o.latency.as_ref().unwrap().unscaled)
+            .collect();
+        // The reference and the first chunk's 7 others define the scale; the rest are
+        // 30% slow and cannot be scaled back, and say so — in the store too.
+        assert_eq!(unscaled[..8], [false; 8]);
+        assert_eq!(unscaled[8..], [true; 13]);
+        let f = b.fingerprint().under(&p);
+        assert!(cache.get(&f, "n19").unwrap().unwrap().unscaled);
+        assert!(!cache.get(&f, "n3").unwrap().unwrap().unscaled);
     }
 }

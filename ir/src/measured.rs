@@ -20,6 +20,10 @@ pub struct Latency {
     pub count: u32,
     /// The samples disagree more than the protocol accepts.
     pub noisy: bool,
+    /// Timed in a chunk whose scale could not be estimated (the drift reference and every
+    /// bridge failed to run): on that chunk's own scale, not the run's.
+    #[serde(default)]
+    pub unscaled: bool,
     pub per_layer: Option<Vec<LayerTime>>,
 }
 
@@ -33,6 +37,7 @@ impl Latency {
             var_ms2: 0.0,
             count: 1,
             noisy: false,
+            unscaled: false,
             per_layer: None,
         }
     }

@@ -77,7 +77,12 @@ impl Module {
                         "latency {id} p10={} median={}{}",
                         Ms(l.p10_ms),
                         Ms(l.median_ms),
-                        if l.noisy { " noisy" } else { "" }
+                        match (l.noisy, l.unscaled) {
+                            (true, true) => " noisy unscaled",
+                            (true, false) => " noisy",
+                            (false, true) => " unscaled",
+                            (false, false) => "",
+                        }
                     )?,
                     Err(e) => writeln!(f, "latency {id} failed: {e}")?,
                 }

@@ -46,6 +46,8 @@ pub struct Score {
     pub what: String,
     pub scored: Option<Agreement>,
     pub validation: Option<Agreement>,
+    /// Why it has no scores, where it has none.
+    pub unscored: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,7 +62,8 @@ pub struct Report {
     /// Distinct pairs of consecutive kernels timed for their hand-over.
     pub handover_pairs: usize,
     pub predictors: Vec<Score>,
-    pub recommended: String,
+    /// The best predictor on the validation networks; `None` without any.
+    pub recommended: Option<String>,
     /// The noise floor: a second, independent measurement of some scored networks scored
     /// like a predictor, and the mean coefficient of variation of the pairs.
     pub repeat: Option<Agreement>,
@@ -112,10 +115,23 @@ impl Model<'_> {
             .count() as f64
     }
     /// A line `a + b·x` through the SSBNs.
-    fn ssbn_line(&self, x: impl Fn(usize) -> Option<f64>) -> Option<Vec<f64>> {
-        let xs: Option<Vec<f64>> = (0..self.ssbns).map(x).collect();
-        let (a, b) = fit_line(&xs?, &self.measured[..self.ssbns]);
-        Some(vec![a, b])
+    /// A line `a + b·x` through the SSBNs; an error where their `x` does not vary (a line
+    /// would be a shift only, reported under the fitted name) or does not exist.
+    fn ssbn_line(&self, x: impl Fn(usize) -> Option<f64>) -> Fit {
+        let xs: Vec<f64> = (0..self.ssbns)
+            .map(x)
+            .collect::<Option<_>>()
+            .ok_or(NO_TABLE)?;
+        let (lo, hi) = xs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        if xs.len() < 2 || hi - lo <= 1e-9 * hi.abs().max(1e-12) {
+            return Err("not fitted: the SSBNs' figures do not vary".into());
+        }
+        let (a, b) = fit_line(&xs, &self.measured[..self.ssbns]);
+        Ok(vec![a, b])
     }
     fn kernel_features(&self, i: usize) -> Vec<f64> {
         vec![self.kernel[i] - self.call, self.kernel_count[i]]
@@ -146,19 +162,26 @@ impl Model<'_> {
     }
 }
 
-/// A latency predictor: its name, what it is, how it is fitted (coefficients, reported;
-/// `None`: it has no table for this space) and how it predicts network `i` of the model.
+/// A predictor's coefficients, or why it has none (it is then not scored: a fit that failed
+/// is not reported under the fitted predictor's name).
+type Fit = Result<Vec<f64>, String>;
+
+/// Why a predictor built on the naive table has no figures.
+const NO_TABLE: &str = "no table: a decision is a value choice";
+
+/// A latency predictor: its name, what it is, how it is fitted (coefficients, reported)
+/// and how it predicts network `i` of the model.
 pub struct Predictor {
     pub name: &'static str,
     pub what: &'static str,
-    fit: fn(&Model) -> Option<Vec<f64>>,
+    fit: fn(&Model) -> Fit,
     predict: fn(&Model, &[f64], usize) -> Option<f64>,
     /// Its coefficients go into the report.
     reported: bool,
 }
 
-fn unfitted(_: &Model) -> Option<Vec<f64>> {
-    Some(Vec::new())
+fn unfitted(_: &Model) -> Fit {
+    Ok(Vec::new())
 }
 
 /// The predictors, in report order.
@@ -229,29 +252,39 @@ pub const PREDICTORS: &[Predictor] = &[
 /// that one measurement moves a prediction by (k − 1)·e. corrected+fit replaces it by the
 /// base that best explains the calibration networks (least squares, one parameter). The
 /// coefficients reported: the shift of the base, and 1.
-fn fit_base_shift(m: &Model) -> Option<Vec<f64>> {
+fn fit_base_shift(m: &Model) -> Fit {
+    if m.calibration.is_empty() {
+        return Err(NO_CALIBRATION.into());
+    }
     let (num, den) = m.calibration.clone().fold((0.0, 0.0), |(num, den), i| {
         let k1 = (m.swapped(i) - 1.0).max(0.0);
         (num + (m.corrected(i) - m.measured[i]) * k1, den + k1 * k1)
     });
-    let shift = if den > 0.0 { num / den } else { 0.0 };
-    Some(vec![-shift, 1.0])
+    if den <= 0.0 {
+        return Err("not fitted: no calibration network swaps two decisions".into());
+    }
+    Ok(vec![-num / den, 1.0])
 }
+
+const NO_CALIBRATION: &str = "not fitted: no calibration networks (--validate 0)";
 
 /// A kernel timed alone pays what it does not pay inside the network (its output allocated
 /// and handed back each call): a per-kernel term, fitted on the calibration networks (the
 /// SSBNs cannot tell it: their kernel counts barely vary). The network pays the per-call
 /// cost once, as the empty network measures it, so it is the plane's base. Coefficients:
 /// the call cost, the slope on the kernel model, the cost per kernel.
-fn fit_kernel_plane(m: &Model) -> Option<Vec<f64>> {
+fn fit_kernel_plane(m: &Model) -> Fit {
+    if m.calibration.is_empty() {
+        return Err(NO_CALIBRATION.into());
+    }
     let features: Vec<Vec<f64>> = m
         .calibration
         .clone()
         .map(|i| m.kernel_features(i))
         .collect();
     let plane = fit_plane(&features, m.call, &m.measured[m.calibration.clone()])
-        .or_else(|| Some(vec![m.ssbn_line(|i| Some(m.kernel[i]))?[1], 0.0]))?;
-    Some(std::iter::once(m.call).chain(plane).collect())
+        .ok_or("not fitted: the calibration networks' kernel figures do not vary")?;
+    Ok(std::iter::once(m.call).chain(plane).collect())
 }
 
 /// Random choice vectors of `info`: not SSBNs (at least two decisions off their default),
@@ -387,7 +420,7 @@ pub fn evaluate(
         kernel_count: k.counts,
         call: k.call,
     };
-    let fits: Vec<Option<Vec<f64>>> = PREDICTORS.iter().map(|p| (p.fit)(&model)).collect();
+    let fits: Vec<Fit> = PREDICTORS.iter().map(|p| (p.fit)(&model)).collect();
     let rows: Vec<Row> = random
         .iter()
         .enumerate()
@@ -400,7 +433,7 @@ pub fn evaluate(
                 predicted_ms: PREDICTORS
                     .iter()
                     .zip(&fits)
-                    .map(|(p, f)| f.as_ref().and_then(|f| (p.predict)(&model, f, i)))
+                    .map(|(p, f)| f.as_ref().ok().and_then(|f| (p.predict)(&model, f, i)))
                     .collect(),
                 kernels: model.kernel_count[i] as usize,
             }
@@ -417,7 +450,7 @@ pub fn evaluate(
         distinct_kernels: k.distinct,
         handover_pairs: k.pair_count,
         predictors: Vec::new(),
-        recommended: String::new(),
+        recommended: None,
         repeat,
         repeat_cv,
         corrections_hold: None,
@@ -425,18 +458,18 @@ pub fn evaluate(
             .iter()
             .zip(&fits)
             .filter(|(p, _)| p.reported)
-            .filter_map(|(p, f)| Some((p.name.to_string(), f.clone()?)))
+            .filter_map(|(p, f)| Some((p.name.to_string(), f.clone().ok()?)))
             .collect(),
         scored: rows[..o.samples].to_vec(),
         calibration: rows[o.samples..o.samples + o.validate / 2].to_vec(),
         validation: rows[o.samples + o.validate / 2..].to_vec(),
     };
-    score(&mut report);
+    score(&mut report, &fits);
     Ok(report)
 }
 
 /// The predictors' scores, the recommendation and whether the corrections hold.
-fn score(r: &mut Report) {
+fn score(r: &mut Report, fits: &[Fit]) {
     let predicted = |rows: &[Row], p: usize| -> Option<Vec<f64>> {
         rows.iter().map(|r| r.predicted_ms[p]).collect()
     };
@@ -456,11 +489,20 @@ fn score(r: &mut Report) {
     r.predictors = PREDICTORS
         .iter()
         .enumerate()
-        .map(|(p, pr)| Score {
-            name: pr.name.to_string(),
-            what: pr.what.to_string(),
-            scored: agree(&r.scored, p),
-            validation: agree(&r.validation, p),
+        .map(|(p, pr)| {
+            let scored = agree(&r.scored, p);
+            let unscored = match &fits[p] {
+                Err(why) => Some(why.clone()),
+                Ok(_) if scored.is_none() => Some(NO_TABLE.into()),
+                Ok(_) => None,
+            };
+            Score {
+                name: pr.name.to_string(),
+                what: pr.what.to_string(),
+                scored,
+                validation: agree(&r.validation, p),
+                unscored,
+            }
         })
         .collect();
     // The recommendation rests on the validation networks only: the most of them within
@@ -475,8 +517,7 @@ fn score(r: &mut Report) {
                 .total_cmp(&a.1.within5)
                 .then(a.1.mape.total_cmp(&b.1.mape))
         })
-        .map(|(name, _)| name.clone())
-        .unwrap_or_else(|| "corrected".into());
+        .map(|(name, _)| name.clone());
 }
 
 /// Some scored networks measured again, afresh: the noise floor.

@@ -95,20 +95,33 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
                 &g.extract(|i| i == ib || path.contains(&i))
                     .expect("ops kept"),
             );
-            let part = |keep: &dyn Fn(usize) -> bool| {
-                rescaled(&g.extract(keep).expect("a probe keeps at least one op"), f)
+            let parts = |f: u64| -> Result<[Graph; 3], String> {
+                let part = |keep: &dyn Fn(usize) -> bool| {
+                    rescaled(&g.extract(keep).expect("a probe keeps at least one op"), f)
+                };
+                Ok([
+                    part(&|i| path.contains(&i))?,
+                    part(&|i| i == ib)?,
+                    part(&|i| i == ib || path.contains(&i))?,
+                ])
+            };
+            // Where growing the maps breaks an op (a shape it must keep), the pair is tested
+            // at the network's own sizes, and its place says why.
+            let (place, [alone_a, alone_b, pair]) = match parts(f) {
+                Ok(p) if f > 1 => (format!("{place} (maps grown x{f})"), p),
+                Ok(p) => (place, p),
+                Err(e) => (
+                    format!("{place} (maps not grown: {e})"),
+                    parts(1).expect("a graph's own sizes are valid"),
+                ),
             };
             Probe {
-                alone_a: part(&|i| path.contains(&i)),
-                alone_b: part(&|i| i == ib),
-                pair: part(&|i| i == ib || path.contains(&i)),
+                alone_a,
+                alone_b,
+                pair,
                 a,
                 b,
-                place: if f > 1 {
-                    format!("{place} (maps grown x{f})")
-                } else {
-                    place
-                },
+                place,
             }
         })
         .collect()
@@ -226,8 +239,9 @@ fn scale_for(g: &Graph) -> u64 {
     f
 }
 
-/// `g` with every input's height and width multiplied by `f`, shapes inferred again.
-fn rescaled(g: &Graph, f: u64) -> Graph {
+/// `g` with every input's height and width multiplied by `f`, shapes inferred again; an
+/// op the grown shapes do not fit is an error naming it.
+fn rescaled(g: &Graph, f: u64) -> Result<Graph, String> {
     let mut out = Graph::default();
     for (h, n) in g.nodes.iter() {
         if n.op == Prim::Input {
@@ -235,10 +249,10 @@ fn rescaled(g: &Graph, f: u64) -> Graph {
             out.input(Shape::new(s.c, s.h * f, s.w * f));
         } else {
             out.push(n.op.clone(), &n.inputs, g.regions[h.index()])
-                .expect("growing the feature maps keeps every op valid");
+                .map_err(|e| format!("{} on grown maps: {e}", n.op))?;
         }
     }
-    out
+    Ok(out)
 }
 
 /// The nodes of an occurrence of `chain` whose last op is node `last`, first to last.
