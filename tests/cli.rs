@@ -113,5 +113,13 @@ fn print_dsl_is_a_fixed_point_and_dump_after_works() {
         "--network",
         "nb201-0-0",
     ]);
-    assert!(String::from_utf8_lossy(&one.stdout).contains("zero"));
+    // nb201-0-0 keeps every default but e01, which is `zero`: one zero node in each of
+    // the 15 cells (the key in the header line says `zero` too, and must not suffice).
+    let text = String::from_utf8_lossy(&one.stdout);
+    let cells = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("; cell"))
+        .count();
+    let zeros = text.lines().filter(|l| l.contains(" = zero(")).count();
+    assert_eq!((cells, zeros), (15, 15), "{text}");
 }
