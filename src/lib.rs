@@ -8,6 +8,8 @@ use spacetune_ir::{Diagnostics, Module, SourceMap};
 use spacetune_passes::{passes, PassManager};
 use std::path::Path;
 
+pub mod fuzzing;
+
 pub use spacetune_backends as backends;
 pub use spacetune_grammar as grammar;
 pub use spacetune_ir as ir;
