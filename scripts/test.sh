@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, as CI runs it: formatting, lints, then every test of the workspace.
+# The test suite, as CI runs it: formatting, lints, the build without TVM, then every test
+# of the workspace.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -7,4 +8,6 @@ bash scripts/setup.sh
 . scripts/env.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Without TVM it must still build (cheap after clippy: the dependencies' metadata is shared).
+cargo check --workspace --all-targets --no-default-features --quiet
 cargo test --workspace
