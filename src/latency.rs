@@ -217,10 +217,13 @@ fn print_report(r: &Report) {
             h.spread, h.slope, h.stderr
         );
     }
-    match &r.recommended {
-        Some(name) => println!(
-            "recommended: {name} (most validation networks within ±5%, then the lowest MAPE)"
+    match &r.choice {
+        Some(c) => println!(
+            "recommended: {} (the most of {} scored and validation networks within ±5%, then the lowest MAPE; chosen in {:.0}% of bootstrap resamples)",
+            c.name,
+            c.networks,
+            100.0 * c.confidence
         ),
-        None => println!("no recommendation: no validation networks (give --validate N)"),
+        None => println!("no recommendation: no networks to choose on"),
     }
 }

@@ -105,10 +105,11 @@ fn asking_for_more_networks_than_the_space_has_is_an_error_that_says_so() {
     );
 }
 
-/// Without validation networks there is no recommendation, and the predictors fitted on
-/// calibration networks are not scored under their names (they said why).
+/// Without validation networks the predictors fitted on calibration networks are not scored
+/// under their names (they say why), and the recommendation rests on the scored networks
+/// alone, saying on how many.
 #[test]
-fn without_validation_networks_nothing_is_recommended_and_nothing_is_fitted() {
+fn without_validation_networks_nothing_is_fitted_and_the_choice_says_on_what() {
     let dir = tempfile::tempdir().unwrap();
     let reports = eval(
         "examples/bbssp_cifar_mobile.space",
@@ -116,7 +117,12 @@ fn without_validation_networks_nothing_is_recommended_and_nothing_is_fitted() {
         &["--samples", "20", "--validate", "0", "--repeat", "0"],
     );
     let r = &reports[0];
-    assert!(r["recommended"].is_null(), "{}", r["recommended"]);
+    assert_eq!(r["choice"]["networks"], 20, "{}", r["choice"]);
+    let chosen = r["recommended"].as_str().unwrap();
+    assert!(
+        !chosen.ends_with("+fit") || chosen == "naive+fit",
+        "{chosen}"
+    );
     for name in ["corrected+fit", "kernel+fit"] {
         let p = r["predictors"]
             .as_array()
