@@ -59,8 +59,9 @@ fn compiled(text: &str) -> Option<Module> {
     }
 }
 
-/// The words the language is made of, for [`tokens`]: keywords, primitives, punctuation,
-/// names the examples use and numbers at the edges.
+/// The words the language is made of, for [`tokens`] and the mutation test: keywords,
+/// primitives, punctuation, names the examples use, numbers at the edges, and pieces
+/// that are wrong in instructive ways (self edges, a lone quote, NUL).
 pub const VOCABULARY: &[&str] = &[
     "input",
     "classes",
@@ -164,6 +165,29 @@ pub const VOCABULARY: &[&str] = &[
     "\n",
     "\n",
     "\n",
+    "add {",
+    "concat {",
+    "} {",
+    "block b() { relu }",
+    "conv(",
+    "repeat=1000",
+    "repeat=5000",
+    "for i, k in [1, 2]",
+    "len(",
+    "round(",
+    "max(",
+    "edge 0 -> 0 = skip",
+    "edge 2 -> 1 = skip",
+    "import \"x\"",
+    "99999999999999999999",
+    "4096",
+    "1e9",
+    "3x0x0",
+    "\"",
+    "//",
+    "/*",
+    "é",
+    "\u{0}",
 ];
 
 /// Structure-aware: each input byte picks a word of [`VOCABULARY`], so the fuzzer spends

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use spacetune::fuzzing::VOCABULARY;
 use spacetune::{compile_str, Options};
 
 /// xorshift64*: small, seeded, and the same on every machine.
@@ -20,73 +21,6 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
-
-const TOKENS: &[&str] = &[
-    "{",
-    "}",
-    "(",
-    ")",
-    "[",
-    "]",
-    ",",
-    "|",
-    "=",
-    "==",
-    "->",
-    "-",
-    "*",
-    "/",
-    "%",
-    "if",
-    "else",
-    "for",
-    "in",
-    "and",
-    "or",
-    "not",
-    "residual",
-    "add {",
-    "concat {",
-    "} {",
-    "block b() { relu }",
-    "skip",
-    "zero",
-    "conv(",
-    "out",
-    "stride",
-    "layer",
-    "0",
-    "1",
-    "-1",
-    "3",
-    "0.5",
-    "99999999999999999999",
-    "1048577",
-    "4096",
-    "1e9",
-    "\"",
-    "//",
-    "/*",
-    "x",
-    "3x0x0",
-    "space",
-    "skeleton",
-    "cell",
-    "edge 0 -> 0 = skip",
-    "edge 2 -> 1 = skip",
-    "choice",
-    "default",
-    "import \"x\"",
-    "\n",
-    "repeat=1000",
-    "repeat=5000",
-    "for i, k in [1, 2]",
-    "len(",
-    "round(",
-    "max(",
-    "é",
-    "\u{0}",
-];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
     let mut s: Vec<char> = text.chars().collect();
@@ -107,7 +41,7 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
                 s.splice(at..at, piece);
             }
             2 | 3 => {
-                let t = TOKENS[rng.below(TOKENS.len())];
+                let t = VOCABULARY[rng.below(VOCABULARY.len())];
                 let at = rng.below(s.len() + 1);
                 s.splice(at..at, format!(" {t} ").chars());
             }

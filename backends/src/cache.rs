@@ -304,17 +304,7 @@ mod tests {
             text: String::new(),
             bytes: Vec::new(),
         };
-        let latency = Latency {
-            p10_ms: ms,
-            median_ms: ms,
-            mean_ms: ms,
-            var_ms2: 0.0,
-            count: 1,
-            noisy: false,
-            unscaled: false,
-            per_layer: None,
-        };
-        cache.put(f, &l, &Ok(latency)).unwrap();
+        cache.put(f, &l, &Ok(Latency::exact(ms))).unwrap();
         l
     }
 
