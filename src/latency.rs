@@ -37,26 +37,31 @@ pub fn detect(m: Option<&Module>, world: &World, redo: bool) -> Result<Vec<PairR
 
 pub fn print_pairs(pairs: &[PairRule]) {
     println!(
-        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>7}  verdict  place",
-        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves"
+        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>7} {:>9}  verdict    place",
+        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves", "spread ms"
     );
     for p in pairs {
         let of_min = fusion::saved_share(&p.a, p.t_a, p.t_b, p.t_ab);
         println!(
-            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}%  {:<7}  {}",
+            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}% {:>9.4}  {:<9}  {}",
             p.a,
             p.b,
             p.t_a,
             p.t_b,
             p.t_ab,
             100.0 * of_min,
-            if p.fused { "fused" } else { "-" },
+            p.spread_ms,
+            match (p.fused, p.undecided) {
+                (true, _) => "fused",
+                (false, true) => "undecided",
+                (false, false) => "-",
+            },
             p.place
         );
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50%; zero -> B: B folded into a constant when the network is compiled)",
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% in both probe runs and by more than the saving's spread between them, else undecided where a run said fused; zero -> B: B folded into a constant when the network is compiled)",
         pairs.len()
     );
 }

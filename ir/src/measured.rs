@@ -199,6 +199,14 @@ pub struct PairRule {
     pub t_b: f64,
     pub t_ab: f64,
     pub fused: bool,
+    /// How far the saving `T_A + T_B − T_AB` moved between the independent probe runs
+    /// (ms; 0 in verdicts stored before it was recorded).
+    #[serde(default)]
+    pub spread_ms: f64,
+    /// The runs disagreed, or the saving is within its own run-to-run spread: treated as
+    /// not fused, and said so.
+    #[serde(default)]
+    pub undecided: bool,
 }
 
 /// A backend's fusion rules: ordered pairs `(A, B)` for which A followed by B runs as one

@@ -199,6 +199,37 @@ pub fn verdict(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> bool {
     }
 }
 
+/// A verdict from two independent probe runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    pub fused: bool,
+    pub undecided: bool,
+    pub spread_ms: f64,
+}
+
+/// Fused only if each run says so — ORT settles a session in a fast or a slow mode (a
+/// depthwise conv alone 10% slower than beside its relu6), and one such run must not make a
+/// rule — and the smaller saving exceeds how far the saving moved between the runs: a
+/// saving within its own run-to-run spread is noise that happened to pass the threshold.
+/// Either way short of that, and at least one run said fused: undecided (not fused).
+pub fn decide(a: &str, runs: [(f64, f64, f64); 2]) -> Decision {
+    let says = runs.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab));
+    let saving = runs.map(|(t_a, t_b, t_ab)| {
+        if a == CONSTANT {
+            t_b - t_ab
+        } else {
+            t_a + t_b - t_ab
+        }
+    });
+    let spread_ms = (saving[0] - saving[1]).abs();
+    let fused = says[0] && says[1] && saving[0].min(saving[1]) > spread_ms;
+    Decision {
+        fused,
+        undecided: !fused && (says[0] || says[1]),
+        spread_ms,
+    }
+}
+
 /// What the pair saves, `T_A + T_B − T_AB`, as a share of its cheaper op. Where A is a
 /// constant, its cost is nothing (what its probe measures is the per-call cost's noise):
 /// the saving is `T_B − T_AB`, a share of B.
@@ -399,19 +430,13 @@ fn test_pairs(
             let net = |i: usize| (t[1 + 3 * k + i] - t[0]).max(0.0);
             (net(0), net(1), net(2))
         };
-        // A fusion must show in each run: ORT settles a session in a fast or a slow mode
-        // (a depthwise conv alone 10% slower than beside its relu6), and one such run
-        // must not make a rule. The times reported are the better of the two.
-        let fused = runs.iter().all(|t| {
-            let (t_a, t_b, t_ab) = times(t);
-            verdict(&p.a, t_a, t_b, t_ab)
-        });
         let best: Vec<f64> = runs[0]
             .iter()
             .zip(&runs[1])
             .map(|(a, b)| a.min(*b))
             .collect();
         let (t_a, t_b, t_ab) = times(&best);
+        let d = decide(&p.a, [times(&runs[0]), times(&runs[1])]);
         let verdict = PairRule {
             a: p.a.clone(),
             b: p.b.clone(),
@@ -419,7 +444,9 @@ fn test_pairs(
             t_a,
             t_b,
             t_ab,
-            fused,
+            fused: d.fused,
+            spread_ms: d.spread_ms,
+            undecided: d.undecided,
         };
         cache.put_fusion_pair(&fingerprint, &verdict)?;
     }
@@ -432,4 +459,30 @@ fn stored_pairs(
     protocol: &Protocol,
 ) -> Result<Vec<PairRule>, Failure> {
     Ok(cache.fusion_pairs(&backend.fingerprint().under(protocol))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saving_within_its_run_to_run_spread_is_undecided() {
+        // Both runs save well over half the cheaper op: fused, spread 0.02 ms.
+        let d = decide("conv", [(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)]);
+        assert!(d.fused && !d.undecided, "{d:?}");
+        assert!((d.spread_ms - 0.02).abs() < 1e-12);
+        // Each run passes the threshold, but the saving (0.25 ms, then 0.55 ms) moved by
+        // more than the smaller one: noise that passed twice.
+        let d = decide("conv", [(1.0, 0.4, 1.15), (1.3, 0.4, 1.15)]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+        // One run fused, the other not.
+        let d = decide("conv", [(1.0, 0.4, 1.0), (1.0, 0.4, 1.35)]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+        // Neither: not fused, and not undecided either.
+        let d = decide("conv", [(1.0, 0.4, 1.4), (1.0, 0.4, 1.39)]);
+        assert!(!d.fused && !d.undecided, "{d:?}");
+        // A constant A: the saving is T_B − T_AB.
+        let d = decide(CONSTANT, [(0.01, 0.4, 0.01), (0.02, 0.4, 0.012)]);
+        assert!(d.fused, "{d:?}");
+    }
 }
