@@ -38,6 +38,37 @@ struct ReportedLayer {
     ms: f64,
 }
 
+impl Report {
+    /// The reported per-layer times, checked: known regions, finite and not negative, and
+    /// — a profile is a split of the network's time, which may miss the glue between
+    /// layers — summing to no more than the whole (beyond rounding).
+    fn profile(&self, layers: &[ReportedLayer]) -> std::result::Result<Vec<LayerTime>, String> {
+        let mut out = Vec::new();
+        for l in layers {
+            let r = region(&l.region)
+                .ok_or_else(|| format!("unknown region `{}` in per_layer", l.region))?;
+            if !(l.ms.is_finite() && l.ms >= 0.0) {
+                return Err(format!(
+                    "per_layer time of `{}` must be finite and not negative, got {}",
+                    l.region, l.ms
+                ));
+            }
+            out.push(LayerTime {
+                region: r,
+                ms: l.ms,
+            });
+        }
+        let sum: f64 = out.iter().map(|l| l.ms).sum();
+        if sum > self.latency_ms * (1.0 + PROFILE_SLACK) {
+            return Err(format!(
+                "per_layer times sum to {sum} ms, more than latency_ms {}",
+                self.latency_ms
+            ));
+        }
+        Ok(out)
+    }
+}
+
 fn region(s: &str) -> Option<Region> {
     let num = |p: &str| s.strip_prefix(p).and_then(|n| n.parse().ok());
     if s == "input" {
@@ -141,32 +172,8 @@ impl Exec {
             )));
         }
         let mut latency = Latency::exact(report.latency_ms);
-        if let Some(layers) = report.per_layer {
-            let mut out = Vec::new();
-            for l in layers {
-                let r = region(&l.region)
-                    .ok_or_else(|| fail(format!("unknown region `{}` in per_layer", l.region)))?;
-                if !(l.ms.is_finite() && l.ms >= 0.0) {
-                    return Err(fail(format!(
-                        "per_layer time of `{}` must be finite and not negative, got {}",
-                        l.region, l.ms
-                    )));
-                }
-                out.push(LayerTime {
-                    region: r,
-                    ms: l.ms,
-                });
-            }
-            // A profile is a split of the network's time: parts may miss glue between
-            // layers, but cannot add up to more than the whole (beyond rounding).
-            let sum: f64 = out.iter().map(|l| l.ms).sum();
-            if sum > report.latency_ms * (1.0 + PROFILE_SLACK) {
-                return Err(fail(format!(
-                    "per_layer times sum to {sum} ms, more than latency_ms {}",
-                    report.latency_ms
-                )));
-            }
-            latency.per_layer = Some(out);
+        if let Some(layers) = &report.per_layer {
+            latency.per_layer = Some(report.profile(layers).map_err(fail)?);
         }
         Ok(latency)
     }

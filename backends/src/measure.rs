@@ -270,11 +270,13 @@ pub fn measure_all(
     // them; each counts as a chunk of its own.
     let mut known: Vec<(usize, f64, usize)> = Vec::new();
     if anchor.is_some() {
-        for (i, o) in outcomes.iter().enumerate() {
+        let cached = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !is_reference(*i));
+        for (i, o) in cached {
             if let Some(Outcome { latency: Ok(l), .. }) = o {
-                if !is_reference(i) {
-                    known.push((i, l.p10_ms, usize::MAX - i));
-                }
+                known.push((i, l.p10_ms, usize::MAX - i));
             }
         }
     }
@@ -316,34 +318,18 @@ pub fn measure_all(
             anchor,
         };
         let first = timed.into_iter().map(|(_, r)| r).collect();
-        let Attempt {
-            owner,
-            latencies,
-            failed,
-            factor,
-            estimates,
-            ..
-        } = calmest(backend, &timing, first, protocol);
+        let t = calmest(backend, &timing, first, protocol);
         let defines = anchor.is_none();
         if defines {
-            anchor = best_session(&owner, &latencies, reference_owner)
+            anchor = best_session(&t.owner, &t.latencies, reference_owner)
                 .ok()
                 .map(|l| l.p10_ms);
         }
         // The chunk that times the reference first defines the scale; any other chunk
         // without a scale estimate stays on its own, and says so.
-        let unscaled = protocol.normalise && estimates == 0 && !(defines && anchor.is_some());
+        let unscaled = protocol.normalise && t.estimates == 0 && !(defines && anchor.is_some());
         for i in members {
-            let best = best_session(&owner, &latencies, i);
-            let latency = match failed.iter().find(|(f, _)| *f == i) {
-                Some((_, e)) if best.is_err() => Err(e.clone()),
-                _ => best.and_then(|mut l| {
-                    l.scale(factor);
-                    l.unscaled = unscaled;
-                    l.per_layer = backend.profile(&lowered[i]).map_err(|e| e.to_string())?;
-                    Ok(l)
-                }),
-            };
+            let latency = t.latency(i, unscaled, backend, &lowered[i]);
             if let (Ok(l), false) = (&latency, is_reference(i)) {
                 known.push((i, l.p10_ms, c));
             }
@@ -441,6 +427,29 @@ fn calmest<'a>(
         }
     }
     chosen.expect("at least one attempt")
+}
+
+impl Attempt {
+    /// Member `i`'s figure: its fastest session, on the chunk's scale, with the backend's
+    /// profile; or why it failed.
+    fn latency(
+        &self,
+        i: usize,
+        unscaled: bool,
+        backend: &dyn Backend,
+        lowered: &Lowered,
+    ) -> std::result::Result<Latency, String> {
+        let best = best_session(&self.owner, &self.latencies, i);
+        match self.failed.iter().find(|(f, _)| *f == i) {
+            Some((_, e)) if best.is_err() => Err(e.clone()),
+            _ => best.and_then(|mut l| {
+                l.scale(self.factor);
+                l.unscaled = unscaled;
+                l.per_layer = backend.profile(lowered).map_err(|e| e.to_string())?;
+                Ok(l)
+            }),
+        }
+    }
 }
 
 /// One timing of a chunk: its runners' owners and results, and how far the scale estimates
