@@ -8,7 +8,8 @@
 # fuzz/artifacts/<target>; minimise it (cargo +nightly fuzz tmin TARGET FILE), fix it, and
 # check the minimised input in under fuzz/regressions/<target>/, where the ordinary test
 # suite replays it on stable (tests/fuzz_regressions.rs). Prints executions and coverage
-# per target, and writes them to fuzz/stats.tsv.
+# per target, and writes them to fuzz/stats.tsv; then runs a sample of the onnx target's
+# corpus through onnx.checker (tests/onnx_checker.rs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-60}"
@@ -49,4 +50,11 @@ for t in $targets; do
     fi
 done
 column -t stats.tsv
+# What the onnx target exported must also be valid ONNX: a sample of its corpus through
+# ONNX's own checker (stable toolchain, the main build).
+if [ -d corpus/onnx ]; then
+    cd "$root"
+    SPACETUNE_ONNX_SAMPLE="$root/fuzz/corpus/onnx" cargo test --quiet --test onnx_checker \
+        -- --nocapture 2>&1 | grep -E 'sampled|rejected|test result' || status=1
+fi
 exit $status
