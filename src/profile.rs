@@ -97,7 +97,9 @@ pub fn print_profiled(m: &Module, file: &Path, out: &Path, seconds: f64) -> Resu
     let mut w = csv::Writer::from_path(&path)?;
     w.write_record(["space", "id", "key", "accuracy"])?;
     for (s, id, key, acc) in &rows {
-        w.write_record([*s, *id, *key, format!("{acc:.4}").as_str()])?;
+        // In full (the shortest text that reads back as the same number): `select
+        // --accuracy` must rank exactly what the profile measured.
+        w.write_record([*s, *id, *key, acc.to_string().as_str()])?;
     }
     w.flush()?;
     println!("wrote {}", path.display());

@@ -211,8 +211,8 @@ fn read(dir: &str, name: &str) -> String {
         .unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
 }
 
-/// The selection's choices, which must agree exactly (the accuracy table the commands pass
-/// on rounds accuracies to 4 decimals, so costs may differ in the last digits).
+/// The selection's choices, which must agree exactly: the accuracy table the commands
+/// pass on holds every accuracy in full, so the ranking, ties and all, is the same.
 fn same_selection(one: &str, two: &str, stem: &str) -> usize {
     let json = |dir: &str| -> serde_json::Value {
         serde_json::from_str(&read(dir, &format!("{stem}.select.json"))).unwrap()
