@@ -92,8 +92,9 @@ pub struct EvalArgs {
     /// Seed of the random networks
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Further random networks, not scored: the first half calibrates the fitted
-    /// predictors (corrected+fit, kernel+fit), the second half chooses the recommended one
+    /// Further random networks: the first half calibrates the fitted predictors
+    /// (corrected+fit, kernel+fit); the second half is scored on its own and, with the
+    /// scored networks, chooses the recommended one
     #[arg(long, default_value_t = 40)]
     pub validate: usize,
     /// Independent measurements of every SSBN averaged into the corrected table (the first
