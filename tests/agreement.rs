@@ -4,12 +4,14 @@
 mod common;
 
 use common::module;
+use spacetune::backends::onnx;
 use spacetune::backends::onnxrt::{self, Ort};
 use spacetune::backends::torch::{calibrated_weights, TchNet};
 #[cfg(feature = "tvm")]
 use spacetune::backends::tvm::{self, Tvm};
 use spacetune::backends::weights::{random_input, Weights};
-use spacetune::backends::{network_hash, onnx, Lowered};
+#[cfg(feature = "tvm")]
+use spacetune::backends::{network_hash, Lowered};
 use spacetune::ir::{Graph, Handle, Network};
 
 /// Outputs of tch, then of ort and tvm by name, for one network.
