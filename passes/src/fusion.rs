@@ -214,13 +214,7 @@ pub struct Decision {
 /// Either way short of that, and at least one run said fused: undecided (not fused).
 pub fn decide(a: &str, runs: [(f64, f64, f64); 2]) -> Decision {
     let says = runs.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab));
-    let saving = runs.map(|(t_a, t_b, t_ab)| {
-        if a == CONSTANT {
-            t_b - t_ab
-        } else {
-            t_a + t_b - t_ab
-        }
-    });
+    let saving = runs.map(|(t_a, t_b, t_ab)| saving(a, t_a, t_b, t_ab));
     let spread_ms = (saving[0] - saving[1]).abs();
     let fused = says[0] && says[1] && saving[0].min(saving[1]) > spread_ms;
     Decision {
@@ -230,15 +224,20 @@ pub fn decide(a: &str, runs: [(f64, f64, f64); 2]) -> Decision {
     }
 }
 
-/// What the pair saves, `T_A + T_B − T_AB`, as a share of its cheaper op. Where A is a
-/// constant, its cost is nothing (what its probe measures is the per-call cost's noise):
-/// the saving is `T_B − T_AB`, a share of B.
-pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
+/// What the pair saves (ms), `T_A + T_B − T_AB`. Where A is a constant, its cost is
+/// nothing (what its probe measures is the per-call cost's noise): `T_B − T_AB`.
+pub fn saving(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
     if a == CONSTANT {
-        (t_b - t_ab) / t_b.max(1e-9)
+        t_b - t_ab
     } else {
-        (t_a + t_b - t_ab) / t_a.min(t_b).max(1e-9)
+        t_a + t_b - t_ab
     }
+}
+
+/// [`saving`] as a share of the pair's cheaper op (of B, where A is a constant).
+pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
+    let cheaper = if a == CONSTANT { t_b } else { t_a.min(t_b) };
+    saving(a, t_a, t_b, t_ab) / cheaper.max(1e-9)
 }
 
 /// Elements of the largest tensor of a probe, at least: smaller probes run in a few
