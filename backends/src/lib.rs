@@ -12,6 +12,7 @@ pub mod exec;
 pub mod measure;
 pub mod onnx;
 pub mod onnxrt;
+pub mod search;
 pub mod sim;
 pub mod torch;
 pub mod train;

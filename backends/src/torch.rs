@@ -73,11 +73,36 @@ impl TchNet {
     /// The forward pass over a batch (N×C×H×W); `train` uses batch statistics in batch norm
     /// and updates the running ones.
     pub fn forward_t(&self, input: &Tensor, train: bool) -> Tensor {
+        self.forward_with(input, train, |_| true, |_, _| None)
+    }
+
+    /// The forward pass running only the nodes for which `runs(node)` holds (their users
+    /// must not run either), with `mix(node, values)` given the first say on every node's
+    /// value: a supernet's mixes are computed there from the values of the nodes that ran.
+    pub fn forward_with(
+        &self,
+        input: &Tensor,
+        train: bool,
+        runs: impl Fn(usize) -> bool,
+        mix: impl Fn(usize, &[Option<Tensor>]) -> Option<Tensor>,
+    ) -> Tensor {
         let n = input.size()[0];
-        let mut values: Vec<Tensor> = Vec::with_capacity(self.graph.nodes.len());
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.graph.nodes.len());
         for (h, node) in self.graph.nodes.iter() {
             let i = h.index();
-            let x = |k: usize| &values[node.inputs[k].index()];
+            if !runs(i) {
+                values.push(None);
+                continue;
+            }
+            if let Some(y) = mix(i, &values) {
+                values.push(Some(y));
+                continue;
+            }
+            let x = |k: usize| {
+                values[node.inputs[k].index()]
+                    .as_ref()
+                    .expect("a node that runs reads nodes that ran")
+            };
             let p = &self.params[i];
             let shape = self.graph.shape(h);
             let y = match node.op {
@@ -111,13 +136,9 @@ impl TchNet {
                 Prim::Relu6 => x(0).clamp(0.0, 6.0),
                 Prim::Hswish => x(0).hardswish(),
                 Prim::Sigmoid => x(0).sigmoid(),
-                Prim::Add => {
-                    let mut acc = x(0).shallow_clone();
-                    for k in 1..node.inputs.len() {
-                        acc += x(k);
-                    }
-                    acc
-                }
+                // Out of place: `+=` on a shallow clone would write into the first input's
+                // storage, which other nodes (a `skip` edge's source) still read.
+                Prim::Add => (1..node.inputs.len()).fold(x(0).shallow_clone(), |acc, k| acc + x(k)),
                 Prim::Concat => {
                     let parts: Vec<&Tensor> = (0..node.inputs.len()).map(x).collect();
                     Tensor::cat(&parts, 1)
@@ -161,9 +182,9 @@ impl TchNet {
                     (Kind::Float, input.device()),
                 ),
             };
-            values.push(y);
+            values.push(Some(y));
         }
-        values.pop().expect("a graph has an output")
+        values.pop().flatten().expect("the output of a graph runs")
     }
 
     /// The current parameters (trained or not) in the layout every backend reads.

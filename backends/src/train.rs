@@ -47,7 +47,7 @@ pub struct TrainReport {
 }
 
 /// Images `indices` of `data` as one N×C×H×W tensor, and their labels.
-fn batch(data: &Dataset, indices: &[usize]) -> (Tensor, Tensor) {
+pub(crate) fn batch(data: &Dataset, indices: &[usize]) -> (Tensor, Tensor) {
     let per = data.shape.elements() as usize;
     let mut pixels = Vec::with_capacity(indices.len() * per);
     for &i in indices {
@@ -64,7 +64,7 @@ fn batch(data: &Dataset, indices: &[usize]) -> (Tensor, Tensor) {
     (x, Tensor::from_slice(&labels))
 }
 
-fn check_fit(net: &TchNet, data: &Dataset) -> Result<()> {
+pub(crate) fn check_fit(net: &TchNet, data: &Dataset) -> Result<()> {
     let input = net.graph().shapes[0];
     let out = *net.graph().shapes.last().expect("a graph has an output");
     if input != data.shape {

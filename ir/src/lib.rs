@@ -30,7 +30,9 @@
 //! space: every (decision, option) with its corrected and naive cost on one backend) →
 //! `Profiled` (an accuracy per SSBN) → `Selected` (SSBNs ranked by BBSSP's cost, a winning
 //! space, the options it keeps) → `Reduced` (the winning space cut down to those options,
-//! as a module of its own, checked and expanded).
+//! as a module of its own, checked and expanded) → `Searched` (θ per decision of the
+//! searched space, argmax θ its chosen network) → `Chosen` (that network emitted, retrained
+//! from scratch and measured, beside the baselines).
 //!
 //! # Invariants
 //!
@@ -60,8 +62,10 @@ pub mod latency;
 pub mod measured;
 pub mod network;
 pub mod print;
+pub mod searched;
 pub mod space_info;
 pub mod span;
+pub mod supernet;
 pub mod template;
 pub mod value;
 
@@ -73,10 +77,12 @@ pub use measured::{
     SelectParams, Selection, Timed, Trained, CONSTANT,
 };
 pub use network::{Cost, Graph, Node, Prim, Region, Shape};
+pub use searched::{Chosen, Outcome, SearchEpoch, Searched};
 pub use space_info::{
     Alternative, Decision, DecisionKind, Network, Origin, Resolved, SlotShapes, SpaceInfo,
 };
 pub use span::{SourceMap, Span};
+pub use supernet::{Mix, Supernet};
 pub use template::*;
 pub use value::Value;
 
@@ -100,6 +106,10 @@ pub enum Phase {
     Selected,
     /// The chosen space cut down to its picks (`reduce`).
     Reduced,
+    /// θ learned by the gradient search (`search`).
+    Searched,
+    /// The chosen network emitted, retrained and measured (`emit`).
+    Chosen,
 }
 
 impl Phase {
@@ -113,6 +123,8 @@ impl Phase {
             Phase::Profiled => "profiled",
             Phase::Selected => "selected",
             Phase::Reduced => "reduced",
+            Phase::Searched => "searched",
+            Phase::Chosen => "chosen",
         }
     }
 }
@@ -168,6 +180,12 @@ pub struct Module {
     /// to its kept options, checked and expanded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reduced: Option<Box<Module>>,
+    /// Side table of `search`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searched: Option<Searched>,
+    /// Side table of `emit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<Chosen>,
 }
 
 /// One selection knob set in the file (`select lambda=0.02`); the value is a number literal.

@@ -30,6 +30,7 @@ pub mod reduce;
 pub mod resolve;
 pub mod select;
 pub mod skeleton;
+pub mod supernet;
 pub mod validate;
 
 pub use ctx::Ctx;

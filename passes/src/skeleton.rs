@@ -1,6 +1,6 @@
 //! Walking the skeleton: stem, searchable layers, cells, reductions and head, in order.
-//! What fills a searchable layer is up to the caller (a [`LayerHook`]); cell edges use the
-//! named choices in force in the [`Builder`].
+//! What fills a searchable layer, and a cell edge whose op is a named choice, is up to the
+//! caller (a [`LayerHook`]): `expand` fills them with one option each, the supernet with all.
 
 use crate::elaborate::{Builder, Frame};
 use crate::eval::Env;
@@ -19,6 +19,20 @@ pub trait LayerHook {
         frame: Frame,
         part: Span,
     ) -> Result<Handle<Node>, Diagnostic>;
+
+    /// Fills a cell edge whose op is the named choice `name`, in force as `option`.
+    fn edge(
+        &mut self,
+        b: &mut Builder,
+        name: &str,
+        option: &Resolved,
+        from: Handle<Node>,
+        frame: Frame,
+        span: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
+        b.edge_uses.push((name.to_string(), b.shape(from), frame));
+        b.resolved(option, frame, from, span)
+    }
 }
 
 /// Fills layer i with `chosen[i]`.
@@ -206,7 +220,7 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
                 for _ in 0..n {
                     b.region = Region::Cell(cell);
                     cell += 1;
-                    cur = build_cell(b, def, &order, cur, c, &env)?;
+                    cur = build_cell(b, hook, def, &order, cur, c, &env)?;
                 }
             }
         }
@@ -316,6 +330,7 @@ pub fn edge_choice<'a>(
 
 fn build_cell(
     b: &mut Builder,
+    hook: &mut dyn LayerHook,
     cell: Handle<CellDef>,
     order: &[u32],
     input: Handle<Node>,
@@ -337,11 +352,7 @@ fn build_cell(
             let span = m.edges.span(e);
             let named = b.named.clone();
             let result = match edge_choice(m, edge, &named) {
-                Some((name, r)) => {
-                    let frame = Frame { out, stride: 1 };
-                    b.edge_uses.push((name.to_string(), b.shape(from), frame));
-                    b.resolved(r, frame, from, span)
-                }
+                Some((name, r)) => hook.edge(b, name, r, from, Frame { out, stride: 1 }, span),
                 None => b.pipeline(&edge.op, from, env),
             }?;
             incoming.push(result);

@@ -1,0 +1,82 @@
+//! Side tables of the last two passes: what the search found (`search`) and the network
+//! it chose, emitted, retrained and measured (`emit`), beside the baselines of the same run.
+
+use crate::space_info::Network;
+use serde::{Deserialize, Serialize};
+
+/// One epoch of a search, as its curves show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchEpoch {
+    pub epoch: usize,
+    /// Weights only, on uniformly sampled paths.
+    pub warmup: bool,
+    /// Mean loss of θ's steps (of the weight steps during the warm-up).
+    pub loss: f64,
+    /// Mean cross-entropy of the weight steps.
+    pub ce: f64,
+    /// Accuracy on the weight steps' batches as they were trained on.
+    pub train_accuracy: f64,
+    /// E[LAT] under softmax(θ) at the epoch's end (predicted, ms).
+    pub expected_ms: f64,
+    /// The predicted latency of argmax θ at the epoch's end (ms).
+    pub argmax_ms: f64,
+    pub temperature: f64,
+    /// Mean entropy of softmax(θ) over the decisions with a choice (nats).
+    pub entropy: f64,
+    pub seconds: f64,
+}
+
+/// `search`'s side table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Searched {
+    /// The space searched, and whether it was the reduced one (`reduced`) or the winning
+    /// space whole (`full`).
+    pub space: String,
+    pub on: String,
+    /// gumbel or proxyless.
+    pub mode: String,
+    /// The latency table the loss used (naive, corrected).
+    pub predictor: String,
+    /// Every setting of the search, as the checkpoint key.
+    pub settings: String,
+    /// θ per decision of the searched space.
+    pub theta: Vec<Vec<f64>>,
+    /// argmax θ.
+    pub choices: Vec<u32>,
+    pub key: String,
+    /// The predictor's latency of the chosen network (ms).
+    pub predicted_ms: f64,
+    pub epochs: Vec<SearchEpoch>,
+    /// Epochs taken from a checkpoint rather than run in this process.
+    pub resumed: usize,
+    /// Where the supernet's final weights are (safetensors).
+    pub weights: String,
+    pub seconds: f64,
+}
+
+/// A network trained from scratch and measured: the chosen one or a baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `chosen`, `ssbn0`, `random-reduced`, `random-full`, ...
+    pub name: String,
+    pub key: String,
+    /// Test accuracy after retraining from scratch on the budget, or why there is none.
+    pub test_accuracy: Result<f64, String>,
+    /// Measured whole on the backend (ms), or why there is none.
+    pub measured_ms: Result<f64, String>,
+    /// The search predictor's latency (ms), where the network is in the searched space.
+    pub predicted_ms: Option<f64>,
+    /// Wall time of what found it (the search, or the random draw's trainings), seconds.
+    pub search_seconds: f64,
+    pub train_seconds: f64,
+}
+
+/// `emit`'s side table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Chosen {
+    pub network: Network,
+    /// The files written: the fixed `.space`, IR JSON, ONNX, weights.
+    pub files: Vec<String>,
+    /// The chosen network first, then the baselines.
+    pub outcomes: Vec<Outcome>,
+}
