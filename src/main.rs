@@ -14,6 +14,7 @@ use std::process::ExitCode;
 mod latency;
 mod measure;
 mod profile;
+mod search;
 mod select;
 
 #[derive(Parser)]
@@ -24,7 +25,7 @@ mod select;
 )]
 struct Cli {
     /// Print the IR after this pass (to stderr): check, expand, measure, correct, profile,
-    /// select, reduce
+    /// select, reduce, search, emit
     #[arg(long, global = true, value_name = "PASS")]
     dump_after: Option<String>,
     #[command(subcommand)]
@@ -64,9 +65,12 @@ enum Command {
     /// Score the latency predictors (naive, corrected, kernel model, ...) on random
     /// networks of a space measured whole
     LatencyEval(latency::EvalArgs),
-    /// Run the pipeline (check, expand, measure, correct, profile, select, reduce) up to a
-    /// pass, printing and writing what each pass that ran produced
+    /// Run the pipeline (check, expand, measure, correct, profile, select, reduce, search,
+    /// emit) up to a pass, printing and writing what each pass that ran produced
     Run(RunArgs),
+    /// The whole pipeline to the chosen network: the gradient search on the reduced space,
+    /// the chosen network emitted, retrained and measured beside SSBN_0 (`run` to `emit`)
+    Search(RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +96,8 @@ struct RunArgs {
     space: Option<String>,
     #[arg(long, default_value = "spacetune-out")]
     out: PathBuf,
+    #[command(flatten)]
+    search: search::SearchArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +205,12 @@ fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
         Some(path) => AccuracyFrom::Table(path.clone()),
         None => AccuracyFrom::Train(args.train.spec(&args.on.db)),
     });
+    let t = &args.train;
+    cx.search =
+        Some(
+            args.search
+                .spec(&t.dataset, t.seed, t.threads, t.lr, &args.on.db, &args.out)?,
+        );
     let start = std::time::Instant::now();
     let Some(m) = load_with(&args.file, args.until.as_deref(), dump, Some(cx))? else {
         return Ok(ExitCode::FAILURE);
@@ -219,6 +231,9 @@ fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
     }
     if m.phase >= Phase::Selected {
         select::print_selected(&m, &args.file, &args.out)?;
+    }
+    if m.phase >= Phase::Searched {
+        search::print_searched(&m, &args.file, &args.out)?;
     }
     Ok(code)
 }
@@ -270,7 +285,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             select::print_selected(&m, &args.file, &args.out)?;
         }
-        Command::Run(args) => return run_pipeline(&args, dump),
+        Command::Run(args) | Command::Search(args) => return run_pipeline(&args, dump),
         Command::FusionRules(args) => {
             let m = match &args.file {
                 Some(file) => match load(file, None, dump)? {

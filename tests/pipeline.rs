@@ -166,6 +166,8 @@ fn dump_after_works_for_every_pass_and_prints_its_table() {
             pass,
             "run",
             FILE,
+            "--until",
+            "reduce",
             "--accuracy",
             table.to_str().unwrap(),
             "--db",

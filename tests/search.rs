@@ -266,3 +266,84 @@ fn untimed(epochs: &[search::EpochLog]) -> Vec<search::EpochLog> {
         })
         .collect()
 }
+
+/// A space small enough to search end to end in a test, on synthetic 1×28×28 data.
+const TINY_FILE: &str = r#"
+input 1x28x28
+classes 10
+block c(k) {
+    conv(out, k=k, stride=stride) | bn | relu
+}
+space s {
+    candidates {
+        c(k) for k in [1, 3, 5]
+    }
+    default c(3)
+}
+skeleton {
+    stem conv(8, k=3, stride=2) | bn | relu
+    search out=[8, 16, 16] stride=[1, 2, 1]
+    head gap | linear(classes)
+}
+"#;
+
+fn cli(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "spacetune {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_tiny_search_emits_a_network_that_checks_and_runs_in_onnx_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.space");
+    std::fs::write(&file, TINY_FILE).unwrap();
+    let (db, out) = (dir.path().join("m.db"), dir.path().join("out"));
+    let mut args: Vec<&str> = vec!["search", file.to_str().unwrap(), "--backend", "sim"];
+    args.extend(["--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend(common::TINY_BUDGET);
+    args.extend(["--budget", "tiny"]);
+    let first = cli(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("loads, and agrees with tch"), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.search.json")).unwrap())
+            .unwrap();
+    let chosen = &json["chosen"];
+    let outcomes = chosen["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes[0]["name"], "chosen");
+    assert_eq!(outcomes[1]["name"], "ssbn0");
+    for o in outcomes {
+        let acc = o["test_accuracy"]["Ok"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{o}"));
+        assert!((0.0..=1.0).contains(&acc), "{o}");
+        assert!(o["measured_ms"]["Ok"].as_f64().unwrap() > 0.0, "{o}");
+    }
+    assert_eq!(json["searched"]["epochs"].as_array().unwrap().len(), 3);
+    // The emitted `.space` is a fixed network that checks, with the chosen key's blocks.
+    let space = out.join("s-chosen.space");
+    let checked = cli(&["check", space.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("0 decisions, 1 ssbns"));
+    let key = json["searched"]["key"].as_str().unwrap();
+    assert!(stdout.contains(&format!("chosen: {key}")), "{stdout}");
+    // ONNX Runtime loads the ONNX file as written.
+    let bytes = std::fs::read(out.join("s-chosen.onnx")).unwrap();
+    let ort = spacetune::backends::onnxrt::Ort::from_options(&Default::default()).unwrap();
+    let y =
+        spacetune::backends::onnxrt::infer(&ort, &bytes, [1, 1, 28, 28], vec![0.5; 784]).unwrap();
+    assert_eq!(y.len(), 10);
+    // Run again: the search is served from its checkpoint, nothing is searched anew.
+    let again = cli(&args);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("(3 from a checkpoint)"), "{stdout}");
+}

@@ -839,3 +839,30 @@ pub fn cut_weights(supernet: &Weights, origin: &[usize]) -> Weights {
     }
     out
 }
+
+/// Writes weights as safetensors (names as in [`Weights`]).
+pub fn save_weights(w: &Weights, path: &Path) -> Result<()> {
+    let named: Vec<(String, Tensor)> = w
+        .params
+        .iter()
+        .map(|(k, p)| (k.clone(), Tensor::from_slice(&p.data).reshape(&p.dims)))
+        .collect();
+    Tensor::write_safetensors(&named, path).map_err(|e| io(path, e))
+}
+
+/// Reads weights written by [`save_weights`].
+pub fn load_weights(path: &Path) -> Result<Weights> {
+    let mut w = Weights::default();
+    for (name, t) in Tensor::read_safetensors(path).map_err(|e| io(path, e))? {
+        let data = Vec::<f32>::try_from(&t.to_kind(Kind::Float).flatten(0, -1))
+            .map_err(|e| io(path, e))?;
+        w.params.insert(
+            name,
+            crate::weights::Param {
+                dims: t.size(),
+                data,
+            },
+        );
+    }
+    Ok(w)
+}

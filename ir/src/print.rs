@@ -137,6 +137,42 @@ impl Module {
             writeln!(f, "; reduced ({} ssbns)", r.networks.len())?;
             write!(f, "{}", crate::dsl::print_module(r))?;
         }
+        if let Some(x) = &self.searched {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "; searched {} space {} ({} mode, {} table): {} epochs ({} resumed)",
+                x.on,
+                x.space,
+                x.mode,
+                x.predictor,
+                x.epochs.len(),
+                x.resumed
+            )?;
+            for (d, theta) in x.theta.iter().enumerate() {
+                let t: Vec<String> = theta.iter().map(|v| format!("{v:.4}")).collect();
+                writeln!(f, "theta d{d} [{}] -> {}", t.join(", "), x.choices[d])?;
+            }
+            writeln!(f, "chosen {} predicted {:.4} ms", x.key, x.predicted_ms)?;
+        }
+        if let Some(c) = &self.chosen {
+            writeln!(f)?;
+            writeln!(f, "; chosen {} ({})", c.network.id, c.network.key)?;
+            for o in &c.outcomes {
+                let show = |r: &Result<f64, String>| match r {
+                    Ok(v) => format!("{v:.4}"),
+                    Err(e) => format!("failed ({e})"),
+                };
+                writeln!(
+                    f,
+                    "{} {} accuracy {} measured {} ms",
+                    o.name,
+                    o.key,
+                    show(&o.test_accuracy),
+                    show(&o.measured_ms)
+                )?;
+            }
+        }
         Ok(())
     }
 }

@@ -23,7 +23,64 @@ pub struct Ctx<'a> {
     pub accuracy: Option<AccuracyFrom>,
     /// Selection knobs given on the command line (they override the file's `select` line).
     pub select: SelectOverrides,
+    /// How `search` searches and `emit` retrains; `None`: the pipeline ends at `reduce`.
+    pub search: Option<SearchSpec>,
     pub progress: &'a dyn Progress,
+}
+
+/// The gradient search's settings, data and budget, and where its outputs go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchSpec {
+    pub dataset: String,
+    pub budget: Budget,
+    /// Mode, loss, α, β, target, seed and threads; the epochs and batch come from the budget.
+    pub config: spacetune_backends::search::SearchConfig,
+    /// The latency table the loss reads: `naive` or `corrected`.
+    pub predictor: String,
+    /// Search the winning space whole instead of its reduced space (a baseline).
+    pub full: bool,
+    /// Checkpoints (a directory per search key) and the emitted files.
+    pub checkpoints: PathBuf,
+    pub out: PathBuf,
+}
+
+/// How much data and how many epochs a search and the chosen network's retraining get.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Budget {
+    pub name: String,
+    /// Training-split images for the weights and for θ (disjoint).
+    pub weights_images: usize,
+    pub arch_images: usize,
+    pub epochs: usize,
+    pub warmup: usize,
+    pub batch: usize,
+    /// Retraining from scratch: images, epochs; test images the accuracy is measured on.
+    pub retrain_images: usize,
+    pub retrain_epochs: usize,
+    pub test_images: usize,
+}
+
+impl Budget {
+    /// `tiny` (a smoke run), `small` (the README's main job), `full`.
+    pub fn named(name: &str) -> Option<Budget> {
+        let b = |w, a, e, wu, ri, re, t| Budget {
+            name: name.to_string(),
+            weights_images: w,
+            arch_images: a,
+            epochs: e,
+            warmup: wu,
+            batch: 64,
+            retrain_images: ri,
+            retrain_epochs: re,
+            test_images: t,
+        };
+        Some(match name {
+            "tiny" => b(256, 256, 3, 1, 512, 1, 500),
+            "small" => b(3000, 1500, 8, 2, 6000, 3, 2000),
+            "full" => b(30000, 15000, 40, 8, 60000, 30, 10000),
+            _ => return None,
+        })
+    }
 }
 
 impl Default for Ctx<'_> {
@@ -36,6 +93,7 @@ impl Default for Ctx<'_> {
             replicate: 1,
             accuracy: None,
             select: SelectOverrides::default(),
+            search: None,
             progress: &Quiet,
         }
     }

@@ -15,6 +15,7 @@
 pub mod check;
 pub mod ctx;
 pub mod elaborate;
+pub mod emit;
 pub mod eval;
 pub mod evaluate;
 pub mod expand;
@@ -28,6 +29,7 @@ pub mod prims;
 pub mod profile;
 pub mod reduce;
 pub mod resolve;
+pub mod search;
 pub mod select;
 pub mod skeleton;
 pub mod supernet;

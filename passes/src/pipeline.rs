@@ -24,6 +24,10 @@ pub fn passes() -> Vec<Box<dyn Pass>> {
         Box::new(crate::select::Select),
         // Needs the selection; its module is what the search (next) will run on.
         Box::new(crate::reduce::Reduce),
+        // Needs the reduced space and the latency table of the space it came from.
+        Box::new(crate::search::Search),
+        // Needs θ (and the supernet's weights the search saved).
+        Box::new(crate::emit::Emit),
     ]
 }
 

@@ -5,6 +5,26 @@ use spacetune_ir::{Handle, Module, Network, Phase, Shape};
 /// Lists every broken invariant, or nothing.
 pub fn validate(m: &Module) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
+    if m.phase >= Phase::Searched {
+        match (&m.searched, &m.reduced) {
+            (None, _) => problems.push("searched, but no search".into()),
+            (Some(x), _) if x.theta.len() != x.choices.len() => {
+                problems.push("θ and the chosen options differ in length".into())
+            }
+            (Some(x), _)
+                if x.theta
+                    .iter()
+                    .zip(&x.choices)
+                    .any(|(t, &c)| c as usize >= t.len()) =>
+            {
+                problems.push("a chosen option is out of its θ's range".into())
+            }
+            _ => {}
+        }
+    }
+    if m.phase >= Phase::Chosen && m.chosen.is_none() {
+        problems.push("chosen, but no chosen network".into());
+    }
     if m.phase >= Phase::Checked {
         let expected = m.spaces.len().max(1);
         if m.checked.len() != expected {

@@ -1,0 +1,181 @@
+//! `spacetune search` / `run` to the end: the search settings as flags, then what the
+//! search and emit passes made — the curves as CSV, everything as JSON, and a table of the
+//! chosen network beside the baselines.
+
+use crate::measure::stem;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use spacetune::backends::search::{LossKind, Mode, SearchConfig};
+use spacetune::ir::Module;
+use spacetune::pass::ctx::{Budget, SearchSpec};
+use std::path::Path;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Gumbel,
+    Proxyless,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LossArg {
+    /// BBSSP / aw_nas: CE · α · E[LAT]^β
+    Mul,
+    /// FBNet: CE · α · log(E[LAT] in µs)^β
+    Log,
+    /// ProxylessNAS: CE + α · E[LAT]
+    Add,
+}
+
+/// The gradient search's settings.
+#[derive(Args, Clone)]
+pub struct SearchArgs {
+    /// gumbel (every option runs, Gumbel-softmax weights) or proxyless (binary gates)
+    #[arg(long, value_enum, default_value = "gumbel")]
+    pub mode: ModeArg,
+    /// The latency table of the loss: corrected (BBSSP) or naive
+    #[arg(long, default_value = "corrected")]
+    pub predictor: String,
+    #[arg(long, value_enum, default_value = "mul")]
+    pub loss: LossArg,
+    #[arg(long, default_value_t = 0.2)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 0.6)]
+    pub beta: f64,
+    /// Expected latency below this many ms costs nothing
+    #[arg(long, value_name = "MS")]
+    pub latency_target: Option<f64>,
+    /// tiny, small or full: the search's data and epochs, and the retraining's
+    #[arg(long, default_value = "small")]
+    pub budget: String,
+    /// Search the winning space whole rather than its reduced space
+    #[arg(long)]
+    pub search_full: bool,
+}
+
+impl SearchArgs {
+    pub fn spec(
+        &self,
+        dataset: &str,
+        seed: u64,
+        threads: usize,
+        lr: f64,
+        db: &Path,
+        out: &Path,
+    ) -> Result<SearchSpec> {
+        let budget = Budget::named(&self.budget)
+            .with_context(|| format!("unknown budget `{}` (tiny, small, full)", self.budget))?;
+        Ok(SearchSpec {
+            dataset: dataset.to_string(),
+            budget,
+            config: SearchConfig {
+                mode: match self.mode {
+                    ModeArg::Gumbel => Mode::Gumbel,
+                    ModeArg::Proxyless => Mode::Proxyless,
+                },
+                loss: match self.loss {
+                    LossArg::Mul => LossKind::Mul,
+                    LossArg::Log => LossKind::Log,
+                    LossArg::Add => LossKind::Add,
+                },
+                alpha: self.alpha,
+                beta: self.beta,
+                target_ms: self.latency_target,
+                seed,
+                threads,
+                lr,
+                ..SearchConfig::default()
+            },
+            predictor: self.predictor.clone(),
+            full: self.search_full,
+            checkpoints: db.parent().map(Path::to_path_buf).unwrap_or_default(),
+            out: out.to_path_buf(),
+        })
+    }
+}
+
+/// Writes `<out>/<stem>.search.csv` (the curves) and `<out>/<stem>.search.json`, and
+/// prints θ's choice and, after `emit`, the chosen network beside the baselines.
+pub fn print_searched(m: &Module, file: &Path, out: &Path) -> Result<()> {
+    let x = m.searched.as_ref().context("nothing was searched")?;
+    std::fs::create_dir_all(out)?;
+    let stem = stem(file);
+    let csv_path = out.join(format!("{stem}.search.csv"));
+    let mut w = csv::Writer::from_path(&csv_path)?;
+    w.write_record([
+        "epoch",
+        "warmup",
+        "loss",
+        "ce",
+        "train_accuracy",
+        "expected_ms",
+        "argmax_ms",
+        "temperature",
+        "entropy",
+        "seconds",
+    ])?;
+    for e in &x.epochs {
+        w.write_record([
+            e.epoch.to_string(),
+            e.warmup.to_string(),
+            e.loss.to_string(),
+            e.ce.to_string(),
+            e.train_accuracy.to_string(),
+            e.expected_ms.to_string(),
+            e.argmax_ms.to_string(),
+            e.temperature.to_string(),
+            e.entropy.to_string(),
+            e.seconds.to_string(),
+        ])?;
+    }
+    w.flush()?;
+    let json_path = out.join(format!("{stem}.search.json"));
+    let json = serde_json::json!({ "searched": x, "chosen": m.chosen });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    println!(
+        "search: {} space {} ({} mode, {} table), {} epochs in {:.1} s{}",
+        x.on,
+        x.space,
+        x.mode,
+        x.predictor,
+        x.epochs.len(),
+        x.seconds,
+        if x.resumed > 0 {
+            format!(" ({} from a checkpoint)", x.resumed)
+        } else {
+            String::new()
+        }
+    );
+    println!("chosen: {} (predicted {:.3} ms)", x.key, x.predicted_ms);
+    if let Some(c) = &m.chosen {
+        println!(
+            "{:<8} {:>9} {:>12} {:>13} {:>10}  key",
+            "network", "test acc", "measured ms", "predicted ms", "train s"
+        );
+        for o in &c.outcomes {
+            let show = |r: &Result<f64, String>, digits: usize| match r {
+                Ok(v) => format!("{v:.digits$}"),
+                Err(_) => "failed".into(),
+            };
+            println!(
+                "{:<8} {:>9} {:>12} {:>13} {:>10.1}  {}",
+                o.name,
+                show(&o.test_accuracy, 4),
+                show(&o.measured_ms, 3),
+                o.predicted_ms.map_or("-".into(), |p| format!("{p:.3}")),
+                o.train_seconds,
+                o.key
+            );
+            for r in [&o.test_accuracy, &o.measured_ms] {
+                if let Err(e) = r {
+                    println!("  {}: {e}", o.name);
+                }
+            }
+        }
+        for f in &c.files {
+            println!("wrote {f}");
+        }
+    }
+    println!("wrote {}", csv_path.display());
+    println!("wrote {}", json_path.display());
+    Ok(())
+}
