@@ -6,9 +6,10 @@
 mod common;
 
 use common::*;
+use spacetune::backends::search::SearchConfig;
 use spacetune::backends::{cache::Cache, sim::Sim, Options as BackendOptions};
 use spacetune::ir::{Diagnostics, Module, Phase};
-use spacetune::pass::ctx::{AccuracyFrom, Ctx, SelectOverrides, TrainSpec};
+use spacetune::pass::ctx::{AccuracyFrom, Budget, Ctx, SearchSpec, SelectOverrides, TrainSpec};
 use spacetune::pass::{passes, Pass, PassManager};
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +32,7 @@ fn tiny(dir: &Path) -> TrainSpec {
 }
 
 /// The text of the module after every pass, in order.
-fn run_all(file: &str, cx: Ctx<'_>, list: &[Box<dyn Pass>]) -> Vec<(String, String)> {
+fn run_all(file: &str, cx: Ctx<'_>, list: &[Box<dyn Pass>], until: Phase) -> Vec<(String, String)> {
     let parsed = spacetune::grammar::parse_file(&root().join(file));
     let mut m = parsed.result.unwrap();
     let mut after = Vec::new();
@@ -40,13 +41,15 @@ fn run_all(file: &str, cx: Ctx<'_>, list: &[Box<dyn Pass>]) -> Vec<(String, Stri
         on_pass: Some(Box::new(|pass: &str, m: &Module| {
             after.push((pass.to_string(), m.to_string()))
         })),
-        ..PassManager::default()
+        until: Some(until.name())
+            .filter(|_| until == Phase::Reduced)
+            .map(|_| "reduce"),
     };
     manager
         .run_with(list, &mut m, &cx)
         .unwrap_or_else(|d| panic!("{}", d.render(&parsed.sources)));
     drop(manager);
-    assert_eq!(m.phase, Phase::Reduced);
+    assert_eq!(m.phase, until);
     after
 }
 
@@ -65,13 +68,28 @@ fn every_pass_in_order_on_sim_and_synthetic_data() {
             lambda: Some(0.05),
             ..SelectOverrides::default()
         },
+        search: Some(SearchSpec {
+            dataset: "synthetic".into(),
+            budget: Budget::named("tiny").unwrap(),
+            config: SearchConfig {
+                threads: 1,
+                ..SearchConfig::default()
+            },
+            predictor: "corrected".into(),
+            full: false,
+            checkpoints: dir.path().to_path_buf(),
+            out: dir.path().join("out"),
+        }),
         ..Ctx::default()
     };
-    let after = run_all(FILE, cx, &passes());
+    let after = run_all(FILE, cx, &passes(), Phase::Chosen);
     let names: Vec<&str> = after.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         names,
-        ["check", "expand", "measure", "correct", "profile", "select", "reduce"]
+        [
+            "check", "expand", "measure", "correct", "profile", "select", "reduce", "search",
+            "emit"
+        ]
     );
     for w in after.windows(2).skip(1) {
         let (before, (pass, text)) = (&w[0].1, &w[1]);
@@ -109,7 +127,7 @@ fn a_pass_added_in_a_test_is_validated_dumped_and_snapshotted() {
     };
     let mut list = passes();
     list.insert(3, Box::new(Noop));
-    let after = run_all(FILE, cx, &list);
+    let after = run_all(FILE, cx, &list, Phase::Reduced);
     assert_eq!(after[3].0, "noop");
     assert_eq!(after[2].1, after[3].1, "a no-op changed the module");
     snapshot!("pipeline__noop@noop", after[3].1.as_str());

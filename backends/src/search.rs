@@ -170,15 +170,14 @@ struct Gates {
     values: Vec<Tensor>,
 }
 
-/// Runs the search; with `checkpoints`, saves the state after every epoch there and
+/// Runs the search, the weights trained on the first data set and θ on the second; with `checkpoints`, saves the state after every epoch there and
 /// resumes from what is there (a directory per configuration is the caller's business:
 /// a checkpoint of another configuration is refused, not silently continued).
 pub fn search(
     sn: &Supernet,
     init: &Weights,
     costs: &LatencyCosts,
-    weights_data: &Dataset,
-    arch_data: &Dataset,
+    (weights_data, arch_data): (&Dataset, &Dataset),
     cfg: &SearchConfig,
     checkpoints: Option<&Path>,
     mut on_epoch: impl FnMut(&EpochLog),
@@ -463,12 +462,16 @@ impl State {
 
     /// E[LAT] under softmax(θ), differentiable in θ.
     fn expected(&self, costs: &LatencyCosts) -> Tensor {
-        let mut total = Tensor::from(costs.fixed_ms as f32);
-        for (t, row) in self.theta.iter().zip(&costs.rows) {
-            let row: Vec<f32> = row.iter().map(|&x| x as f32).collect();
-            total = total + (t.softmax(0, Kind::Float) * Tensor::from_slice(&row)).sum(Kind::Float);
-        }
-        total
+        let terms: Vec<Tensor> = self
+            .theta
+            .iter()
+            .zip(&costs.rows)
+            .map(|(t, row)| {
+                let row: Vec<f32> = row.iter().map(|&x| x as f32).collect();
+                (t.softmax(0, Kind::Float) * Tensor::from_slice(&row)).sum(Kind::Float)
+            })
+            .collect();
+        Tensor::stack(&terms, 0).sum(Kind::Float) + costs.fixed_ms
     }
 
     fn forward(&self, sn: &Supernet, x: &Tensor, gates: &Gates) -> Tensor {

@@ -45,7 +45,7 @@ pub(crate) fn spec<'c>(cx: &'c Ctx<'_>, pass: &str) -> Result<&'c SearchSpec, Di
 
 /// The module and space searched, and the index of that space in `m` (for its latency
 /// table): the reduced module's only space, or the winning space of `m` itself.
-pub fn target<'m>(m: &'m Module, full: bool) -> Result<(&'m Module, u32, u32), Diagnostics> {
+pub fn target(m: &Module, full: bool) -> Result<(&Module, u32, u32), Diagnostics> {
     let selection = m
         .selection
         .as_ref()
@@ -214,12 +214,20 @@ fn run(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Searched, Diagnost
     let stage = cx.progress.stage("search", cfg.epochs);
     let start = std::time::Instant::now();
     let init = Weights::random(&sn.graph, cfg.seed);
-    let outcome = engine::search(&sn, &init, &costs, &wdata, &adata, &cfg, Some(&dir), |e| {
-        stage.tick(&format!(
-            "epoch {} loss {:.3} acc {:.3} E[LAT] {:.3} ms τ {:.2} H(θ) {:.3}",
-            e.epoch, e.loss, e.train_accuracy, e.expected_ms, e.temperature, e.entropy
-        ))
-    })
+    let outcome = engine::search(
+        &sn,
+        &init,
+        &costs,
+        (&wdata, &adata),
+        &cfg,
+        Some(&dir),
+        |e| {
+            stage.tick(&format!(
+                "epoch {} loss {:.3} acc {:.3} E[LAT] {:.3} ms τ {:.2} H(θ) {:.3}",
+                e.epoch, e.loss, e.train_accuracy, e.expected_ms, e.temperature, e.entropy
+            ))
+        },
+    )
     .map_err(|e| outside("searching", e))?;
     let weights = dir.join("supernet.safetensors");
     engine::save_weights(&outcome.weights, &weights)
