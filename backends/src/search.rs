@@ -8,7 +8,7 @@
 
 use crate::data::Dataset;
 use crate::torch::TchNet;
-use crate::train::{batch, check_fit};
+use crate::train::{batch, check_fit, hits};
 use crate::weights::{Rng, Weights};
 use crate::{BackendError, Result};
 use serde::{Deserialize, Serialize};
@@ -253,12 +253,7 @@ pub fn search(
                 )));
             }
             ce_sum += l;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .to_kind(Kind::Int64)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            correct += hits(&logits, &y);
             seen += chunk.len();
             if warmup {
                 loss_sum += l;
@@ -475,34 +470,7 @@ impl State {
     }
 
     fn forward(&self, sn: &Supernet, x: &Tensor, gates: &Gates) -> Tensor {
-        let taken = |term: &[(u32, u32)]| taken(term, gates);
-        self.net.forward_with(
-            x,
-            true,
-            |i| taken(&sn.guards[i]),
-            |i, values| {
-                let mix = sn.mix_at(i)?;
-                let node = &sn.graph.nodes[Handle::new(i)];
-                let mut acc: Option<Tensor> = None;
-                for (term, input) in mix.terms.iter().zip(&node.inputs) {
-                    if !taken(term) {
-                        continue;
-                    }
-                    let value = values[input.index()].as_ref().expect("a taken option ran");
-                    let weight = term
-                        .iter()
-                        .map(|&(d, o)| gates.values[d as usize].get(o as i64))
-                        .reduce(|a, b| a * b)
-                        .expect("a term names an option");
-                    let y = value * weight;
-                    acc = Some(match acc {
-                        Some(a) => a + y,
-                        None => y,
-                    });
-                }
-                Some(acc.expect("every mix has a taken option"))
-            },
-        )
+        mixed_forward(sn, &self.net, x, true, gates)
     }
 
     /// One option per decision, uniformly, at weight 1 (warm-up).
@@ -512,7 +480,8 @@ impl State {
             .iter()
             .map(|t| rng.below(t.size()[0] as u64) as usize)
             .collect();
-        one_hot(&self.theta, &picks)
+        let sizes: Vec<usize> = self.theta.iter().map(|t| t.size()[0] as usize).collect();
+        one_hot(&sizes, &picks)
     }
 
     /// Gumbel-softmax weights over every option; with `grad`, differentiable in θ.
@@ -789,11 +758,11 @@ fn logsumexp(x: &[f64], over: &[usize]) -> f64 {
     max + over.iter().map(|&j| (x[j] - max).exp()).sum::<f64>().ln()
 }
 
-fn one_hot(theta: &[Tensor], picks: &[usize]) -> Gates {
+/// Gates taking option `picks[d]` of every decision (of `sizes[d]` options) at weight 1.
+fn one_hot(sizes: &[usize], picks: &[usize]) -> Gates {
     let mut active = Vec::with_capacity(picks.len());
     let mut values = Vec::with_capacity(picks.len());
-    for (t, &j) in theta.iter().zip(picks) {
-        let k = t.size()[0] as usize;
+    for (&k, &j) in sizes.iter().zip(picks) {
         let mut on = vec![false; k];
         on[j] = true;
         let v: Vec<f32> = (0..k).map(|o| if o == j { 1.0 } else { 0.0 }).collect();
@@ -801,6 +770,39 @@ fn one_hot(theta: &[Tensor], picks: &[usize]) -> Gates {
         values.push(Tensor::from_slice(&v));
     }
     Gates { active, values }
+}
+
+/// The supernet's forward: only the nodes of options the gates let run, each mix the sum
+/// of its running inputs weighed by the product of their options' gates.
+fn mixed_forward(sn: &Supernet, net: &TchNet, x: &Tensor, train: bool, gates: &Gates) -> Tensor {
+    let taken = |term: &[(u32, u32)]| taken(term, gates);
+    net.forward_with(
+        x,
+        train,
+        |i| taken(&sn.guards[i]),
+        |i, values| {
+            let mix = sn.mix_at(i)?;
+            let node = &sn.graph.nodes[Handle::new(i)];
+            let mut acc: Option<Tensor> = None;
+            for (term, input) in mix.terms.iter().zip(&node.inputs) {
+                if !taken(term) {
+                    continue;
+                }
+                let value = values[input.index()].as_ref().expect("a taken option ran");
+                let weight = term
+                    .iter()
+                    .map(|&(d, o)| gates.values[d as usize].get(o as i64))
+                    .reduce(|a, b| a * b)
+                    .expect("a term names an option");
+                let y = value * weight;
+                acc = Some(match acc {
+                    Some(a) => a + y,
+                    None => y,
+                });
+            }
+            Some(acc.expect("every mix has a taken option"))
+        },
+    )
 }
 
 /// The supernet's output for fixed gates: option `choices[d]` of every decision at weight 1
@@ -813,18 +815,9 @@ pub fn one_hot_forward(
     choices: &[u32],
     train: bool,
 ) -> Tensor {
-    let taken = |term: &[(u32, u32)]| term.iter().all(|&(d, o)| choices[d as usize] == o);
-    net.forward_with(
-        x,
-        train,
-        |i| taken(&sn.guards[i]),
-        |i, values| {
-            let mix = sn.mix_at(i)?;
-            let node = &sn.graph.nodes[Handle::new(i)];
-            let at = mix.terms.iter().position(|t| taken(t))?;
-            values[node.inputs[at].index()].as_ref().map(|v| v * 1.0)
-        },
-    )
+    let sizes: Vec<usize> = sn.options.iter().map(|&k| k as usize).collect();
+    let picks: Vec<usize> = choices.iter().map(|&c| c as usize).collect();
+    mixed_forward(sn, net, x, train, &one_hot(&sizes, &picks))
 }
 
 /// The weights of the network [`Supernet::fixed`] cut out, from the supernet's:

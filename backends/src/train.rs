@@ -145,6 +145,16 @@ pub fn train(
     })
 }
 
+/// How many rows of `logits` (N×classes) have their largest entry at the label.
+pub(crate) fn hits(logits: &Tensor, labels: &Tensor) -> i64 {
+    logits
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .to_kind(Kind::Int64)
+        .sum(Kind::Int64)
+        .int64_value(&[])
+}
+
 /// Top-1 accuracy in [0, 1], in inference mode.
 pub fn accuracy(net: &TchNet, data: &Dataset, batch_size: usize) -> Result<f64> {
     check_fit(net, data)?;
@@ -155,12 +165,7 @@ pub fn accuracy(net: &TchNet, data: &Dataset, batch_size: usize) -> Result<f64> 
         for chunk in all.chunks(batch_size.max(1)) {
             let (x, y) = batch(data, chunk);
             let logits = net.forward_t(&x, false).view([chunk.len() as i64, classes]);
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .to_kind(Kind::Int64)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            correct += hits(&logits, &y);
         }
     });
     Ok(correct as f64 / data.len().max(1) as f64)

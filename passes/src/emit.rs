@@ -7,7 +7,7 @@
 use crate::ctx::{outside, Ctx, SearchSpec};
 use crate::latency::{anchor, measure_nets_on};
 use crate::pass::Pass;
-use crate::search::{costs, data, spec, target};
+use crate::search::{costs, spec, splits, target, test_split, train_split};
 use crate::supernet;
 use spacetune_backends::data::Dataset;
 use spacetune_backends::search as engine;
@@ -91,20 +91,12 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
     files.push(inherited.display().to_string());
 
     let costs = costs(m, original, info, &spec.predictor)?;
-    let (_, _, test, _) =
-        data(spec, network.graph.shapes[0]).map_err(|e| outside("emit data", e))?;
-    let (pool, _, _, _) = data(
-        &SearchSpec {
-            budget: crate::ctx::Budget {
-                weights_images: spec.budget.retrain_images,
-                arch_images: 1,
-                ..spec.budget.clone()
-            },
-            ..spec.clone()
-        },
-        network.graph.shapes[0],
-    )
-    .map_err(|e| outside("emit data", e))?;
+    let input = network.graph.shapes[0];
+    let (train_set, _) = train_split(spec, input).map_err(|e| outside("emit data", e))?;
+    let test = test_split(spec, input).map_err(|e| outside("emit data", e))?;
+    // Drawn as the search's weight split is (one image held out), so the retraining pool
+    // of a budget is the same images from run to run.
+    let (pool, _) = splits(&train_set, spec.budget.retrain_images, 1, spec.config.seed);
     let cfg = TrainConfig {
         epochs: spec.budget.retrain_epochs,
         batch: spec.budget.batch,

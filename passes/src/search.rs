@@ -134,24 +134,26 @@ pub fn costs(
     })
 }
 
-/// The search's data: disjoint weight and θ splits of the training split, and the test
-/// split, adapted to the network input.
-pub fn data(
-    spec: &SearchSpec,
-    input: Shape,
-) -> Result<(Dataset, Dataset, Dataset, Option<String>), String> {
-    let b = &spec.budget;
-    let seed = spec.config.seed;
-    let e = |e: spacetune_backends::BackendError| e.to_string();
-    let (train, note) = load_data(&spec.dataset, Split::Train, seed)?
+/// The data set's training split adapted to the network input, and how it was adapted.
+pub fn train_split(spec: &SearchSpec, input: Shape) -> Result<(Dataset, Option<String>), String> {
+    load_data(&spec.dataset, Split::Train, spec.config.seed)?
         .adapt(input)
-        .map_err(e)?;
-    let pool = train.subset(b.weights_images + b.arch_images, seed ^ 11);
-    let (w, a) = pool.split(b.arch_images.min(pool.len().saturating_sub(1)), seed ^ 12);
-    let (test, _) = load_data(&spec.dataset, Split::Test, seed)?
+        .map_err(|e| e.to_string())
+}
+
+/// The budget's share of the data set's test split, adapted to the network input.
+pub fn test_split(spec: &SearchSpec, input: Shape) -> Result<Dataset, String> {
+    let (test, _) = load_data(&spec.dataset, Split::Test, spec.config.seed)?
         .adapt(input)
-        .map_err(e)?;
-    Ok((w, a, test.subset(b.test_images, seed ^ 13), note))
+        .map_err(|e| e.to_string())?;
+    Ok(test.subset(spec.budget.test_images, spec.config.seed ^ 13))
+}
+
+/// Disjoint seeded draws of `weights` and `arch` images from `train` (the search's weight
+/// and θ splits).
+pub fn splits(train: &Dataset, weights: usize, arch: usize, seed: u64) -> (Dataset, Dataset) {
+    let pool = train.subset(weights + arch, seed ^ 11);
+    pool.split(arch.min(pool.len().saturating_sub(1)), seed ^ 12)
 }
 
 /// The engine's settings for this spec (the budget sets epochs, warm-up and batch).
@@ -178,7 +180,9 @@ fn run(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Searched, Diagnost
     let costs = costs(m, original, info, &spec.predictor)?;
     let cfg = config(spec);
     let input = sn.graph.shapes[0];
-    let (wdata, adata, _, note) = data(spec, input).map_err(|e| outside("search data", e))?;
+    let (train, note) = train_split(spec, input).map_err(|e| outside("search data", e))?;
+    let b = &spec.budget;
+    let (wdata, adata) = splits(&train, b.weights_images, b.arch_images, cfg.seed);
     if let Some(note) = note {
         cx.progress.note(&format!("search: {note}"));
     }
