@@ -56,17 +56,6 @@ fn space(m: &Module, reduced: bool) -> (Module, u32) {
     (r, 0)
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// One configuration, in this process: prints one JSON line.
 fn child(file: &Path, images: usize, name: &str) {
     let &(_, reduced, mode) = CONFIGS
@@ -112,7 +101,7 @@ fn child(file: &Path, images: usize, name: &str) {
             "param_bytes": param_bytes,
             "warmup_epoch_s": out.epochs[0].seconds,
             "search_epoch_s": epoch.seconds,
-            "peak_rss_kib": peak_rss_kib(),
+            "peak_rss_kib": spacetune::backends::memory::peak_bytes().unwrap_or(0) / 1024,
         })
     );
 }

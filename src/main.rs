@@ -25,7 +25,7 @@ mod select;
 )]
 struct Cli {
     /// Print the IR after this pass (to stderr): check, expand, measure, correct, profile,
-    /// select, reduce, search, emit
+    /// select, reduce, search, emit, compare
     #[arg(long, global = true, value_name = "PASS")]
     dump_after: Option<String>,
     #[command(subcommand)]
@@ -66,10 +66,11 @@ enum Command {
     /// networks of a space measured whole
     LatencyEval(latency::EvalArgs),
     /// Run the pipeline (check, expand, measure, correct, profile, select, reduce, search,
-    /// emit) up to a pass, printing and writing what each pass that ran produced
+    /// emit, compare) up to a pass, printing and writing what each pass that ran produced
     Run(RunArgs),
     /// The whole pipeline to the chosen network: the gradient search on the reduced space,
-    /// the chosen network emitted, retrained and measured beside SSBN_0 (`run` to `emit`)
+    /// the chosen network emitted, retrained and measured beside SSBN_0 and the baselines
+    /// (`run` to `compare`; `--until emit` or `--no-baselines` for the chosen network alone)
     Search(RunArgs),
 }
 

@@ -50,6 +50,14 @@ pub struct SearchArgs {
     /// Search the winning space whole rather than its reduced space
     #[arg(long)]
     pub search_full: bool,
+    /// Skip the baselines (random search in the reduced and whole space, the gradient
+    /// search on the whole space); SSBN_0 is retrained either way
+    #[arg(long)]
+    pub no_baselines: bool,
+    /// Architectures each random search trains (default: as many as the gradient
+    /// search's wall time pays for)
+    #[arg(long, value_name = "K")]
+    pub random_k: Option<usize>,
 }
 
 impl SearchArgs {
@@ -87,6 +95,8 @@ impl SearchArgs {
             },
             predictor: self.predictor.clone(),
             full: self.search_full,
+            baselines: !self.no_baselines,
+            random_k: self.random_k,
             checkpoints: db.parent().map(Path::to_path_buf).unwrap_or_default(),
             out: out.to_path_buf(),
         })
@@ -148,8 +158,8 @@ pub fn print_searched(m: &Module, file: &Path, out: &Path) -> Result<()> {
     println!("chosen: {} (predicted {:.3} ms)", x.key, x.predicted_ms);
     if let Some(c) = &m.chosen {
         println!(
-            "{:<8} {:>9} {:>12} {:>13} {:>10}  key",
-            "network", "test acc", "measured ms", "predicted ms", "train s"
+            "{:<15} {:>9} {:>12} {:>13} {:>9} {:>9} {:>8}  key",
+            "network", "test acc", "measured ms", "predicted ms", "search s", "peak MiB", "train s"
         );
         for o in &c.outcomes {
             let show = |r: &Result<f64, String>, digits: usize| match r {
@@ -157,14 +167,22 @@ pub fn print_searched(m: &Module, file: &Path, out: &Path) -> Result<()> {
                 Err(_) => "failed".into(),
             };
             println!(
-                "{:<8} {:>9} {:>12} {:>13} {:>10.1}  {}",
+                "{:<15} {:>9} {:>12} {:>13} {:>9.1} {:>9} {:>8.1}  {}",
                 o.name,
                 show(&o.test_accuracy, 4),
                 show(&o.measured_ms, 3),
                 o.predicted_ms.map_or("-".into(), |p| format!("{p:.3}")),
+                o.search_seconds,
+                o.peak_bytes.map_or("-".into(), |b| format!(
+                    "{:.0}",
+                    b as f64 / (1u64 << 20) as f64
+                )),
                 o.train_seconds,
                 o.key
             );
+        }
+        for o in &c.outcomes {
+            println!("  {}: {}", o.name, o.detail);
             for r in [&o.test_accuracy, &o.measured_ms] {
                 if let Err(e) = r {
                     println!("  {}: {e}", o.name);

@@ -77,18 +77,20 @@ fn every_pass_in_order_on_sim_and_synthetic_data() {
             },
             predictor: "corrected".into(),
             full: false,
+            baselines: true,
+            random_k: Some(2),
             checkpoints: dir.path().to_path_buf(),
             out: dir.path().join("out"),
         }),
         ..Ctx::default()
     };
-    let after = run_all(FILE, cx, &passes(), Phase::Chosen);
+    let after = run_all(FILE, cx, &passes(), Phase::Compared);
     let names: Vec<&str> = after.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         names,
         [
             "check", "expand", "measure", "correct", "profile", "select", "reduce", "search",
-            "emit"
+            "emit", "compare"
         ]
     );
     for w in after.windows(2).skip(1) {

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod data;
 pub mod exec;
 pub mod measure;
+pub mod memory;
 pub mod onnx;
 pub mod onnxrt;
 pub mod search;

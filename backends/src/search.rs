@@ -298,6 +298,7 @@ pub fn search(
             temperature: tau,
             entropy: mean_entropy(&probs),
             seconds: start.elapsed().as_secs_f64(),
+            peak_bytes: crate::memory::peak_bytes().unwrap_or(0),
         };
         on_epoch(&log);
         st.logs.push(log);

@@ -157,18 +157,25 @@ pub(crate) fn hits(logits: &Tensor, labels: &Tensor) -> i64 {
 
 /// Top-1 accuracy in [0, 1], in inference mode.
 pub fn accuracy(net: &TchNet, data: &Dataset, batch_size: usize) -> Result<f64> {
+    Ok(evaluate(net, data, batch_size)?.1)
+}
+
+/// Mean cross-entropy and top-1 accuracy in [0, 1], in inference mode.
+pub fn evaluate(net: &TchNet, data: &Dataset, batch_size: usize) -> Result<(f64, f64)> {
     check_fit(net, data)?;
     let classes = data.classes as i64;
-    let mut correct = 0i64;
+    let (mut correct, mut ce) = (0i64, 0.0);
     let all: Vec<usize> = (0..data.len()).collect();
     tch::no_grad(|| {
         for chunk in all.chunks(batch_size.max(1)) {
             let (x, y) = batch(data, chunk);
             let logits = net.forward_t(&x, false).view([chunk.len() as i64, classes]);
             correct += hits(&logits, &y);
+            ce += logits.cross_entropy_for_logits(&y).double_value(&[]) * chunk.len() as f64;
         }
     });
-    Ok(correct as f64 / data.len().max(1) as f64)
+    let n = data.len().max(1) as f64;
+    Ok((ce / n, correct as f64 / n))
 }
 
 /// Saves every variable (weights and batch-norm statistics) as safetensors.

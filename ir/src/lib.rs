@@ -32,7 +32,8 @@
 //! space, the options it keeps) → `Reduced` (the winning space cut down to those options,
 //! as a module of its own, checked and expanded) → `Searched` (θ per decision of the
 //! searched space, argmax θ its chosen network) → `Chosen` (that network emitted, retrained
-//! from scratch and measured, beside the baselines).
+//! from scratch and measured, beside SSBN_0) → `Compared` (the baselines of the same run
+//! added to its outcome table).
 //!
 //! # Invariants
 //!
@@ -110,6 +111,8 @@ pub enum Phase {
     Searched,
     /// The chosen network emitted, retrained and measured (`emit`).
     Chosen,
+    /// The baselines searched, retrained and measured beside it (`compare`).
+    Compared,
 }
 
 impl Phase {
@@ -125,6 +128,7 @@ impl Phase {
             Phase::Reduced => "reduced",
             Phase::Searched => "searched",
             Phase::Chosen => "chosen",
+            Phase::Compared => "compared",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Side tables of the last two passes: what the search found (`search`) and the network
-//! it chose, emitted, retrained and measured (`emit`), beside the baselines of the same run.
+//! Side tables of the last passes: what the search found (`search`), the network it chose,
+//! emitted, retrained and measured (`emit`), and the baselines of the same run beside it
+//! (`compare`).
 
 use crate::space_info::Network;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ pub struct SearchEpoch {
     /// Mean entropy of softmax(θ) over the decisions with a choice (nats).
     pub entropy: f64,
     pub seconds: f64,
+    /// The process's peak resident memory since the search started, at the epoch's end
+    /// (bytes; 0 where the system does not report it).
+    #[serde(default)]
+    pub peak_bytes: u64,
 }
 
 /// `search`'s side table.
@@ -51,7 +56,19 @@ pub struct Searched {
     pub resumed: usize,
     /// Where the supernet's final weights are (safetensors).
     pub weights: String,
+    /// The epochs' wall time summed (a resumed search counts the epochs it took over).
     pub seconds: f64,
+}
+
+impl Searched {
+    /// The peak resident memory of the search (bytes), where the system reported it.
+    pub fn peak_bytes(&self) -> Option<u64> {
+        self.epochs
+            .iter()
+            .map(|e| e.peak_bytes)
+            .max()
+            .filter(|&b| b > 0)
+    }
 }
 
 /// A network trained from scratch and measured: the chosen one or a baseline.
@@ -66,9 +83,14 @@ pub struct Outcome {
     pub measured_ms: Result<f64, String>,
     /// The search predictor's latency (ms), where the network is in the searched space.
     pub predicted_ms: Option<f64>,
-    /// Wall time of what found it (the search, or the random draw's trainings), seconds.
+    /// Wall time of what found it (the search's epochs, or the random draw's trainings),
+    /// seconds.
     pub search_seconds: f64,
+    /// Peak resident memory of what found it (bytes), where it was measured.
+    pub peak_bytes: Option<u64>,
     pub train_seconds: f64,
+    /// How it was found, in a line (the search's mode and space, the random draw's size).
+    pub detail: String,
 }
 
 /// `emit`'s side table.

@@ -39,6 +39,12 @@ pub struct SearchSpec {
     pub predictor: String,
     /// Search the winning space whole instead of its reduced space (a baseline).
     pub full: bool,
+    /// Run the baselines after `emit` (`compare`): random search in the reduced and the
+    /// whole space, and the gradient search on the whole space.
+    pub baselines: bool,
+    /// Architectures each random search trains; `None`: as many as fit in the search's
+    /// wall time (compute-matched).
+    pub random_k: Option<usize>,
     /// Checkpoints (a directory per search key) and the emitted files.
     pub checkpoints: PathBuf,
     pub out: PathBuf,

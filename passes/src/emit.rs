@@ -7,13 +7,12 @@
 use crate::ctx::{outside, Ctx, SearchSpec};
 use crate::latency::{anchor, measure_nets_on};
 use crate::pass::Pass;
-use crate::search::{costs, spec, splits, target, test_split, train_split};
+use crate::retrain::{Retrained, Retraining};
+use crate::search::{costs, spec, target};
 use crate::supernet;
-use spacetune_backends::data::Dataset;
 use spacetune_backends::search as engine;
 use spacetune_backends::torch::TchNet;
-use spacetune_backends::train::{self, TrainConfig};
-use spacetune_backends::weights::{random_input, Weights};
+use spacetune_backends::weights::random_input;
 use spacetune_backends::{onnx, onnxrt, Options};
 use spacetune_ir::*;
 use std::path::Path;
@@ -45,37 +44,20 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
     let (tm, s, original) = target(m, spec.full)?;
     let info = &tm.checked[s as usize];
     let sn = supernet::build(tm, s)?;
-    supernet::same_as_expand(tm, info, &sn, &searched.choices)?;
-    let (graph, origin) = sn.fixed(&searched.choices);
-    let network = Network {
-        id: format!("{}-chosen", info.name),
-        space: s,
-        origin: Origin::Sampled,
-        choices: searched.choices.clone(),
-        key: searched.key.clone(),
-        cost: graph.cost(),
-        graph,
-    };
-    let base = tm
-        .networks_of(s)
-        .find(|(_, n)| n.origin == Origin::Base)
-        .map(|(_, n)| n.clone())
-        .ok_or_else(|| Diagnostic::error("the searched space has no SSBN_0".to_string()))?;
+    let id = format!("{}-chosen", info.name);
+    let (network, origin) = supernet::network(tm, s, &sn, &searched.choices, id)?;
+    let base = base_of(tm, s)?;
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(|e| outside(&format!("creating {}", out.display()), e))?;
-    let write = |name: &str, bytes: &[u8]| -> Result<String, Diagnostics> {
-        let path = out.join(name);
-        std::fs::write(&path, bytes)
-            .map_err(|e| outside(&format!("writing {}", path.display()), e))?;
-        Ok(path.display().to_string())
-    };
     let stem = network.id.clone();
     let mut files = vec![
         write(
+            out,
             &format!("{stem}.space"),
             dsl::print_network(tm, &network).as_bytes(),
         )?,
         write(
+            out,
             &format!("{stem}.json"),
             serde_json::to_string_pretty(&network)
                 .map_err(|e| outside("serialising the chosen network", e))?
@@ -91,61 +73,17 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
     files.push(inherited.display().to_string());
 
     let costs = costs(m, original, info, &spec.predictor)?;
-    let input = network.graph.shapes[0];
-    let (train_set, _) = train_split(spec, input).map_err(|e| outside("emit data", e))?;
-    let test = test_split(spec, input).map_err(|e| outside("emit data", e))?;
-    // Drawn as the search's weight split is (one image held out), so the retraining pool
-    // of a budget is the same images from run to run.
-    let (pool, _) = splits(&train_set, spec.budget.retrain_images, 1, spec.config.seed);
-    let cfg = TrainConfig {
-        epochs: spec.budget.retrain_epochs,
-        batch: spec.budget.batch,
-        lr: spec.config.lr,
-        seed: spec.config.seed,
-        threads: spec.config.threads,
-        ..TrainConfig::default()
-    };
+    let retraining = Retraining::new(spec, network.graph.shapes[0])?;
     let stage = cx.progress.stage("retrain from scratch", 2);
     stage.working(&network.id);
-    let chosen = retrain(&network, &pool, &test, &cfg)?;
+    let chosen = retraining.run(&network)?;
     stage.tick(&network.id);
     stage.working(&base.id);
-    let baseline = retrain(&base, &pool, &test, &cfg)?;
+    let baseline = retraining.run(&base)?;
     stage.tick(&base.id);
-    let onnx_bytes = onnx::export(&chosen.graph, &chosen.weights, 1)
-        .map_err(|e| outside("exporting ONNX", e))?;
-    files.push(write(&format!("{stem}.onnx"), &onnx_bytes)?);
-    let retrained = out.join(format!("{stem}.safetensors"));
-    engine::save_weights(&chosen.weights, &retrained)
-        .map_err(|e| outside("writing the weights", e))?;
-    files.push(retrained.display().to_string());
-    let agreement = onnx_agrees(&chosen, &onnx_bytes);
-    cx.progress.note(&format!(
-        "emit: {stem}.onnx in ONNX Runtime: {}",
-        match &agreement {
-            Ok(d) => format!("loads, and agrees with tch to {d:.2e}"),
-            Err(e) => format!("FAILED: {e}"),
-        }
-    ));
-    agreement.map_err(|e| outside("checking the emitted ONNX in ONNX Runtime", e))?;
+    files.extend(write_trained(cx, out, &stem, &chosen)?);
 
-    // Measured on the scale of the original space's SSBNs (the same anchor).
-    let measured: Vec<Result<f64, String>> = match cx.backend("emit") {
-        Ok(backend) => {
-            let anchor = anchor(m, original, backend)?;
-            match measure_nets_on(
-                cx,
-                &anchor,
-                &[network.clone(), base.clone()],
-                None,
-                "measure chosen",
-            ) {
-                Ok(ms) => ms.into_iter().map(Ok).collect(),
-                Err(d) => vec![Err(d.0[0].message.clone()); 2],
-            }
-        }
-        Err(d) => vec![Err(d.0[0].message.clone()); 2],
-    };
+    let measured = measure(m, cx, original, &[network.clone(), base.clone()]);
     let outcomes = vec![
         Outcome {
             name: "chosen".into(),
@@ -154,7 +92,9 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
             measured_ms: measured[0].clone(),
             predicted_ms: Some(costs.of(&network.choices)),
             search_seconds: searched.seconds,
+            peak_bytes: searched.peak_bytes(),
             train_seconds: chosen.seconds,
+            detail: format!("{} search on the {} space", searched.mode, searched.on),
         },
         Outcome {
             name: "ssbn0".into(),
@@ -163,7 +103,9 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
             measured_ms: measured[1].clone(),
             predicted_ms: Some(costs.of(&base.choices)),
             search_seconds: 0.0,
+            peak_bytes: None,
             train_seconds: baseline.seconds,
+            detail: "every decision at its default".into(),
         },
     ];
     Ok(Chosen {
@@ -173,35 +115,62 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
     })
 }
 
-struct Retrained {
-    graph: Graph,
-    weights: Weights,
-    accuracy: f64,
-    seconds: f64,
+/// SSBN_0 of space `s` of `m`.
+pub(crate) fn base_of(m: &Module, s: u32) -> Result<Network, Diagnostics> {
+    m.networks_of(s)
+        .find(|(_, n)| n.origin == Origin::Base)
+        .map(|(_, n)| n.clone())
+        .ok_or_else(|| Diagnostic::error("the searched space has no SSBN_0".to_string()).into())
 }
 
-/// Trains `net` (the graph a backend runs) from seeded random weights and tests it.
-fn retrain(
-    net: &Network,
-    train_set: &Dataset,
-    test: &Dataset,
-    cfg: &TrainConfig,
-) -> Result<Retrained, Diagnostics> {
-    let graph = net.graph.pruned();
-    let start = std::time::Instant::now();
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let tch_net = TchNet::new(&vs.root(), &graph, &Weights::random(&graph, cfg.seed))
-        .map_err(|e| outside(&format!("building {}", net.id), e))?;
-    train::train(&tch_net, &vs, train_set, cfg, |_, _, _| {})
-        .map_err(|e| outside(&format!("retraining {}", net.id), e))?;
-    let accuracy = train::accuracy(&tch_net, test, 256)
-        .map_err(|e| outside(&format!("testing {}", net.id), e))?;
-    Ok(Retrained {
-        weights: tch_net.weights(),
-        graph,
-        accuracy,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+fn write(out: &Path, name: &str, bytes: &[u8]) -> Result<String, Diagnostics> {
+    let path = out.join(name);
+    std::fs::write(&path, bytes).map_err(|e| outside(&format!("writing {}", path.display()), e))?;
+    Ok(path.display().to_string())
+}
+
+/// Writes the retrained network as ONNX and safetensors, and fails unless ONNX Runtime
+/// loads the ONNX and agrees with tch on it.
+fn write_trained(
+    cx: &Ctx<'_>,
+    out: &Path,
+    stem: &str,
+    r: &Retrained,
+) -> Result<Vec<String>, Diagnostics> {
+    let onnx_bytes =
+        onnx::export(&r.graph, &r.weights, 1).map_err(|e| outside("exporting ONNX", e))?;
+    let mut files = vec![write(out, &format!("{stem}.onnx"), &onnx_bytes)?];
+    let retrained = out.join(format!("{stem}.safetensors"));
+    engine::save_weights(&r.weights, &retrained).map_err(|e| outside("writing the weights", e))?;
+    files.push(retrained.display().to_string());
+    let agreement = onnx_agrees(r, &onnx_bytes);
+    cx.progress.note(&format!(
+        "emit: {stem}.onnx in ONNX Runtime: {}",
+        match &agreement {
+            Ok(d) => format!("loads, and agrees with tch to {d:.2e}"),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    ));
+    agreement.map_err(|e| outside("checking the emitted ONNX in ONNX Runtime", e))?;
+    Ok(files)
+}
+
+/// `nets` measured whole on the backend, on the scale of space `original`'s SSBNs (the
+/// same anchor), each figure or why there is none.
+pub(crate) fn measure(
+    m: &Module,
+    cx: &Ctx<'_>,
+    original: u32,
+    nets: &[Network],
+) -> Vec<Result<f64, String>> {
+    let measured = cx.backend("emit").and_then(|backend| {
+        let anchor = anchor(m, original, backend)?;
+        measure_nets_on(cx, &anchor, nets, None, "measure chosen")
+    });
+    match measured {
+        Ok(ms) => ms.into_iter().map(Ok).collect(),
+        Err(d) => vec![Err(d.0[0].message.clone()); nets.len()],
+    }
 }
 
 /// Loads the ONNX in ONNX Runtime, runs it on a seeded input and returns the largest

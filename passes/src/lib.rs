@@ -2,7 +2,8 @@
 //!
 //! The passes, in pipeline order (see [`pipeline`]): `check`, `expand` (pure: the front
 //! end), then `measure`, `correct` (in [`latency`]), `profile`, `select` and `reduce`
-//! (the reduced space as a module of its own).
+//! (the reduced space as a module of its own), `search`, `emit` (the chosen network,
+//! retrained by [`retrain`]) and `compare` (the baselines beside it).
 //! Passes that reach outside the source take a backend, the measurement store, data and
 //! progress reporting from the driver's [`ctx::Ctx`]; what they learn becomes a side
 //! table of the module. Elaboration (templates + decisions → graphs) is the shared
@@ -13,6 +14,7 @@
 //! Dependencies point one way: passes use the IR and the backends; neither knows passes.
 
 pub mod check;
+pub mod compare;
 pub mod ctx;
 pub mod elaborate;
 pub mod emit;
@@ -29,6 +31,7 @@ pub mod prims;
 pub mod profile;
 pub mod reduce;
 pub mod resolve;
+pub mod retrain;
 pub mod search;
 pub mod select;
 pub mod skeleton;

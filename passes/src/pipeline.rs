@@ -28,6 +28,9 @@ pub fn passes() -> Vec<Box<dyn Pass>> {
         Box::new(crate::search::Search),
         // Needs θ (and the supernet's weights the search saved).
         Box::new(crate::emit::Emit),
+        // Needs the chosen network's search time (the random searches' budget) and its
+        // outcome table to add the baselines to; last, so they never cost its figures.
+        Box::new(crate::compare::Compare),
     ]
 }
 

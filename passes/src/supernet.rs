@@ -251,3 +251,28 @@ pub fn same_as_expand(
         .into())
     }
 }
+
+/// The fixed network of space `s` at `choices`, cut from its supernet after checking that
+/// the cut is what `expand` builds, and which supernet node each of its nodes came from.
+pub fn network(
+    m: &Module,
+    s: u32,
+    sn: &Supernet,
+    choices: &[u32],
+    id: String,
+) -> Result<(Network, Vec<usize>), Diagnostics> {
+    let info = &m.checked[s as usize];
+    same_as_expand(m, info, sn, choices)?;
+    let (graph, origin) = sn.fixed(choices);
+    let decisions: Vec<&Decision> = info.decisions.values().collect();
+    let network = Network {
+        id,
+        space: s,
+        origin: Origin::Sampled,
+        choices: choices.to_vec(),
+        key: expand::key(&decisions, choices),
+        cost: graph.cost(),
+        graph,
+    };
+    Ok((network, origin))
+}

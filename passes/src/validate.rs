@@ -25,6 +25,16 @@ pub fn validate(m: &Module) -> Result<(), Vec<String>> {
     if m.phase >= Phase::Chosen && m.chosen.is_none() {
         problems.push("chosen, but no chosen network".into());
     }
+    if let Some(c) = &m.chosen {
+        if c.outcomes.first().map(|o| o.name.as_str()) != Some("chosen") {
+            problems.push("the outcome table does not start with the chosen network".into());
+        }
+        let mut names: Vec<&str> = c.outcomes.iter().map(|o| o.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            problems.push("two outcomes share a name".into());
+        }
+    }
     if m.phase >= Phase::Checked {
         let expected = m.spaces.len().max(1);
         if m.checked.len() != expected {
