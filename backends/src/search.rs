@@ -127,6 +127,31 @@ impl LatencyCosts {
     }
 }
 
+/// What the search prices an architecture by.
+pub trait LatencyModel {
+    /// The cost of every option, where the model is additive over decisions: E[LAT] is
+    /// then exact and differentiable in θ.
+    fn table(&self) -> Option<&LatencyCosts> {
+        None
+    }
+    /// The latency of one whole architecture (ms), or why there is none.
+    fn latency(&self, choices: &[u32]) -> std::result::Result<f64, String>;
+}
+
+impl LatencyModel for LatencyCosts {
+    fn table(&self) -> Option<&LatencyCosts> {
+        Some(self)
+    }
+    fn latency(&self, choices: &[u32]) -> std::result::Result<f64, String> {
+        Ok(self.of(choices))
+    }
+}
+
+/// Architectures drawn from softmax(θ) per θ step to estimate E[LAT] under a model that is
+/// not additive (and per epoch, more, for the curve).
+const LATENCY_SAMPLES: usize = 16;
+const CURVE_SAMPLES: usize = 64;
+
 /// What a search made.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -176,19 +201,19 @@ struct Gates {
 pub fn search(
     sn: &Supernet,
     init: &Weights,
-    costs: &LatencyCosts,
+    costs: &dyn LatencyModel,
     (weights_data, arch_data): (&Dataset, &Dataset),
     cfg: &SearchConfig,
     checkpoints: Option<&Path>,
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<Outcome> {
-    if costs.rows.len() != sn.options.len()
-        || costs
-            .rows
-            .iter()
-            .zip(&sn.options)
-            .any(|(r, &k)| r.len() != k as usize)
-    {
+    if costs.table().is_some_and(|t| {
+        t.rows.len() != sn.options.len()
+            || t.rows
+                .iter()
+                .zip(&sn.options)
+                .any(|(r, &k)| r.len() != k as usize)
+    }) {
         return Err(BackendError::Unsupported(
             "the latency table does not have one entry per option of every decision".into(),
         ));
@@ -270,7 +295,7 @@ pub fn search(
                 .forward(sn, &x, &gates)
                 .view([arch_chunk.len() as i64, classes]);
             let ce = logits.cross_entropy_for_logits(&y);
-            let loss = total_loss(&ce, &st.expected(costs), cfg);
+            let loss = total_loss(&ce, &st.expected(costs, &mut rng)?, cfg);
             let pairs: Vec<Vec<usize>> = gates
                 .active
                 .iter()
@@ -288,13 +313,8 @@ pub fn search(
             loss: loss_sum / if warmup { per_epoch } else { arch_steps.max(1) } as f64,
             ce: ce_sum / per_epoch as f64,
             train_accuracy: correct as f64 / seen.max(1) as f64,
-            expected_ms: costs.fixed_ms
-                + probs
-                    .iter()
-                    .zip(&costs.rows)
-                    .map(|(p, r)| p.iter().zip(r).map(|(p, c)| p * c).sum::<f64>())
-                    .sum::<f64>(),
-            argmax_ms: costs.of(&choices),
+            expected_ms: expected_value(costs, &probs, cfg.seed ^ epoch as u64)?,
+            argmax_ms: costs.latency(&choices).map_err(BackendError::Runtime)?,
             temperature: tau,
             entropy: mean_entropy(&probs),
             seconds: start.elapsed().as_secs_f64(),
@@ -321,7 +341,7 @@ pub fn search(
 pub fn arch_gradient(
     sn: &Supernet,
     init: &Weights,
-    costs: &LatencyCosts,
+    costs: &dyn LatencyModel,
     data: &Dataset,
     cfg: &SearchConfig,
 ) -> Result<Vec<Vec<f64>>> {
@@ -340,11 +360,49 @@ pub fn arch_gradient(
         .view([chunk.len() as i64, data.classes as i64]);
     let loss = total_loss(
         &logits.cross_entropy_for_logits(&y),
-        &st.expected(costs),
+        &st.expected(costs, &mut rng)?,
         cfg,
     );
     loss.backward();
     Ok(st.theta.iter().map(|t| to_vec(&t.grad())).collect())
+}
+
+/// E[LAT] under `probs`: exact for a table, else the mean over seeded draws.
+fn expected_value(model: &dyn LatencyModel, probs: &[Vec<f64>], seed: u64) -> Result<f64> {
+    if let Some(t) = model.table() {
+        return Ok(t.fixed_ms
+            + probs
+                .iter()
+                .zip(&t.rows)
+                .map(|(p, r)| p.iter().zip(r).map(|(p, c)| p * c).sum::<f64>())
+                .sum::<f64>());
+    }
+    let mut rng = Rng::new(seed ^ 0x1a7e_5eed);
+    let mut sum = 0.0;
+    for _ in 0..CURVE_SAMPLES {
+        sum += model
+            .latency(&draw(probs, &mut rng))
+            .map_err(BackendError::Runtime)?;
+    }
+    Ok(sum / CURVE_SAMPLES as f64)
+}
+
+/// One architecture drawn from `probs`, each decision independently.
+fn draw(probs: &[Vec<f64>], rng: &mut Rng) -> Vec<u32> {
+    probs
+        .iter()
+        .map(|p| {
+            let u = uniform(rng);
+            let mut acc = 0.0;
+            for (j, &x) in p.iter().enumerate() {
+                acc += x;
+                if u < acc {
+                    return j as u32;
+                }
+            }
+            p.len() as u32 - 1
+        })
+        .collect()
 }
 
 fn to_vec(t: &Tensor) -> Vec<f64> {
@@ -456,8 +514,45 @@ impl State {
         })
     }
 
-    /// E[LAT] under softmax(θ), differentiable in θ.
-    fn expected(&self, costs: &LatencyCosts) -> Tensor {
+    /// E[LAT] under softmax(θ), differentiable in θ: exactly for a table; otherwise the
+    /// mean latency of architectures drawn from softmax(θ), whose gradient is the score
+    /// function's, (1/n) Σ_i (LAT_i − b_i) ∇ log p(a_i), with b_i the mean of the other
+    /// draws (a baseline that keeps it unbiased and cuts its variance). Why not
+    /// straight-through: a non-additive model has no per-option value to pass a gradient
+    /// through, and the score function needs nothing of the model but its latencies.
+    fn expected(&self, model: &dyn LatencyModel, rng: &mut Rng) -> Result<Tensor> {
+        if let Some(t) = model.table() {
+            return Ok(self.expected_table(t));
+        }
+        let probs = self.probabilities();
+        let log_p: Vec<Tensor> = self
+            .theta
+            .iter()
+            .map(|t| t.log_softmax(0, Kind::Float))
+            .collect();
+        let mut lats = Vec::with_capacity(LATENCY_SAMPLES);
+        let mut scores = Vec::with_capacity(LATENCY_SAMPLES);
+        for _ in 0..LATENCY_SAMPLES {
+            let a = draw(&probs, rng);
+            lats.push(model.latency(&a).map_err(BackendError::Runtime)?);
+            let terms: Vec<Tensor> = log_p
+                .iter()
+                .zip(&a)
+                .map(|(l, &j)| l.get(j as i64))
+                .collect();
+            scores.push(Tensor::stack(&terms, 0).sum(Kind::Float));
+        }
+        let n = LATENCY_SAMPLES as f64;
+        let total: f64 = lats.iter().sum();
+        let mut estimate = Tensor::from((total / n) as f32);
+        for (lat, score) in lats.iter().zip(&scores) {
+            let baseline = (total - lat) / (n - 1.0);
+            estimate += (score - score.detach()) * ((lat - baseline) / n);
+        }
+        Ok(estimate)
+    }
+
+    fn expected_table(&self, costs: &LatencyCosts) -> Tensor {
         let terms: Vec<Tensor> = self
             .theta
             .iter()

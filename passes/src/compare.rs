@@ -8,8 +8,9 @@
 use crate::ctx::{outside, Ctx, SearchSpec};
 use crate::emit::{base_of, measure};
 use crate::pass::Pass;
+use crate::pricing::Pricing;
 use crate::retrain::{retrain, Retraining};
-use crate::search::{self, config, costs, spec, splits, target, train_split};
+use crate::search::{self, config, spec, splits, target, train_split};
 use crate::supernet;
 use spacetune_backends::memory;
 use spacetune_backends::search::total_loss;
@@ -158,7 +159,8 @@ fn random(
 ) -> Result<Found, Diagnostics> {
     let (tm, s, original) = target(m, full)?;
     let info = &tm.checked[s as usize];
-    let lat = costs(m, original, info, &spec.predictor)?;
+    let pricing = Pricing::new(m, cx, (tm, s), original, &spec.predictor)?;
+    let lat = pricing.model();
     let sizes: Vec<u64> = info
         .decisions
         .values()
@@ -213,7 +215,10 @@ fn random(
         cached += usize::from(r.cached);
         let score = f64::try_from(total_loss(
             &tch::Tensor::from(r.ce),
-            &tch::Tensor::from(lat.of(&choices)),
+            &tch::Tensor::from(
+                lat.latency(&choices)
+                    .map_err(|e| outside("pricing a random architecture", e))?,
+            ),
             &loss_cfg,
         ))
         .map_err(|e| outside("scoring a random architecture", e))?;
@@ -228,7 +233,9 @@ fn random(
     let (_, network) = best
         .ok_or_else(|| Diagnostic::error(format!("the {on} space has no architecture to draw")))?;
     Ok(Found {
-        predicted_ms: lat.of(&network.choices),
+        predicted_ms: pricing
+            .of(&network.choices)
+            .ok_or_else(|| Diagnostic::error("the winner has no predicted latency".to_string()))?,
         original,
         seconds: spent,
         // A peak over trainings that were read from the cache is not theirs.

@@ -7,8 +7,9 @@
 use crate::ctx::{outside, Ctx, SearchSpec};
 use crate::latency::{anchor, measure_nets_on};
 use crate::pass::Pass;
+use crate::pricing::Pricing;
 use crate::retrain::{Retrained, Retraining};
-use crate::search::{costs, spec, target};
+use crate::search::{spec, target};
 use crate::supernet;
 use spacetune_backends::search as engine;
 use spacetune_backends::torch::TchNet;
@@ -72,7 +73,7 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
         .map_err(|e| outside("writing the inherited weights", e))?;
     files.push(inherited.display().to_string());
 
-    let costs = costs(m, original, info, &spec.predictor)?;
+    let pricing = Pricing::new(m, cx, (tm, s), original, &spec.predictor)?;
     let retraining = Retraining::new(spec, network.graph.shapes[0])?;
     let stage = cx.progress.stage("retrain from scratch", 2);
     stage.working(&network.id);
@@ -90,7 +91,7 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
             key: network.key.clone(),
             test_accuracy: Ok(chosen.accuracy),
             measured_ms: measured[0].clone(),
-            predicted_ms: Some(costs.of(&network.choices)),
+            predicted_ms: pricing.of(&network.choices),
             search_seconds: searched.seconds,
             peak_bytes: searched.peak_bytes(),
             train_seconds: chosen.seconds,
@@ -101,7 +102,7 @@ fn emit(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Chosen, Diagnosti
             key: base.key.clone(),
             test_accuracy: Ok(baseline.accuracy),
             measured_ms: measured[1].clone(),
-            predicted_ms: Some(costs.of(&base.choices)),
+            predicted_ms: pricing.of(&base.choices),
             search_seconds: 0.0,
             peak_bytes: None,
             train_seconds: baseline.seconds,

@@ -27,6 +27,7 @@ pub mod latency;
 pub mod measure;
 pub mod pass;
 pub mod pipeline;
+pub mod pricing;
 pub mod prims;
 pub mod profile;
 pub mod reduce;

@@ -6,6 +6,7 @@
 
 use crate::ctx::{outside, Ctx, SearchSpec};
 use crate::pass::Pass;
+use crate::pricing::Pricing;
 use crate::profile::load_data;
 use crate::supernet;
 use sha2::{Digest, Sha256};
@@ -82,8 +83,8 @@ pub fn costs(
         })?,
         other => {
             return Err(Diagnostic::error(format!(
-                "the search reads an additive table per option: `naive` or `corrected`, not \
-                 `{other}` (the kernel model and the fitted predictors are not per option)"
+                "the search prices architectures by `corrected` or `naive` (tables read option \
+                 by option) or `kernel` (the kernel model of the whole network), not `{other}`"
             ))
             .into())
         }
@@ -177,7 +178,7 @@ pub(crate) fn run(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Searche
     let (tm, s, original) = target(m, spec.full)?;
     let info = &tm.checked[s as usize];
     let sn = supernet::build(tm, s)?;
-    let costs = costs(m, original, info, &spec.predictor)?;
+    let pricing = Pricing::new(m, cx, (tm, s), original, &spec.predictor)?;
     let cfg = config(spec);
     let input = sn.graph.shapes[0];
     let (train, note) = train_split(spec, input).map_err(|e| outside("search data", e))?;
@@ -189,7 +190,7 @@ pub(crate) fn run(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Searche
     let settings = serde_json::json!({
         "supernet": network_hash(&sn.graph, 1),
         "config": cfg,
-        "costs": costs,
+        "costs": pricing.key(),
         "dataset": spec.dataset,
         "budget": spec.budget,
         "predictor": spec.predictor,
@@ -222,7 +223,7 @@ pub(crate) fn run(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Searche
     let outcome = engine::search(
         &sn,
         &init,
-        &costs,
+        pricing.model(),
         (&wdata, &adata),
         &cfg,
         Some(&dir),
@@ -246,7 +247,10 @@ pub(crate) fn run(m: &Module, cx: &Ctx<'_>, spec: &SearchSpec) -> Result<Searche
         predictor: spec.predictor.clone(),
         settings,
         key: crate::expand::key(&decisions, &outcome.choices),
-        predicted_ms: costs.of(&outcome.choices),
+        predicted_ms: pricing
+            .model()
+            .latency(&outcome.choices)
+            .map_err(|e| outside("pricing the chosen network", e))?,
         theta: outcome.theta,
         choices: outcome.choices,
         epochs: outcome.epochs,
