@@ -5,6 +5,14 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+# Headless Chromium renders the run's report in tests/run.rs.
+if ! command -v chromium >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "test: installing chromium" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
 . scripts/env.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

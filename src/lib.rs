@@ -9,6 +9,7 @@ use spacetune_passes::{passes, PassManager};
 use std::path::Path;
 
 pub mod fuzzing;
+pub mod report;
 
 pub use spacetune_backends as backends;
 pub use spacetune_grammar as grammar;
@@ -20,6 +21,9 @@ pub use spacetune_passes as pass;
 pub struct Compiled {
     pub sources: SourceMap,
     pub result: Result<Module, Diagnostics>,
+    /// When a pass after the front end failed: the module as the passes before it left it,
+    /// so what was already measured or trained is still reported.
+    pub partial: Option<Module>,
 }
 
 /// Options of a compile.
@@ -48,20 +52,30 @@ pub fn compile_str(name: &str, text: &str, base_dir: Option<&Path>, options: Opt
 }
 
 fn run(parsed: grammar::Parsed, options: Options) -> Compiled {
+    let mut partial = None;
     let result = parsed.result.and_then(|mut module| {
         let mut manager = PassManager {
             validate: options.validate,
             until: options.until,
             on_pass: options.on_pass,
         };
-        match &options.ctx {
-            Some(cx) => manager.run_with(&passes(), &mut module, cx)?,
-            None => manager.run(&passes(), &mut module)?,
+        let ran = match &options.ctx {
+            Some(cx) => manager.run_with(&passes(), &mut module, cx),
+            None => manager.run(&passes(), &mut module),
+        };
+        match ran {
+            Ok(()) => Ok(module),
+            Err(diags) => {
+                if module.phase > spacetune_ir::Phase::Expanded {
+                    partial = Some(module);
+                }
+                Err(diags)
+            }
         }
-        Ok(module)
     });
     Compiled {
         sources: parsed.sources,
         result,
+        partial,
     }
 }

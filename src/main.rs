@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 use spacetune::ir::print::NetworkLine;
-use spacetune::ir::{Module, Origin, Phase};
+use spacetune::ir::{Module, Origin};
 use spacetune::pass::ctx::{AccuracyFrom, Ctx};
 use spacetune::{compile, Options};
 use std::io::IsTerminal;
@@ -14,6 +14,7 @@ use std::process::ExitCode;
 mod latency;
 mod measure;
 mod profile;
+mod run;
 mod search;
 mod select;
 
@@ -67,38 +68,11 @@ enum Command {
     LatencyEval(latency::EvalArgs),
     /// Run the pipeline (check, expand, measure, correct, profile, select, reduce, search,
     /// emit, compare) up to a pass, printing and writing what each pass that ran produced
-    Run(RunArgs),
+    Run(run::RunArgs),
     /// The whole pipeline to the chosen network: the gradient search on the reduced space,
     /// the chosen network emitted, retrained and measured beside SSBN_0 and the baselines
     /// (`run` to `compare`; `--until emit` or `--no-baselines` for the chosen network alone)
-    Search(RunArgs),
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    file: PathBuf,
-    /// The last pass to run (default: the whole pipeline)
-    #[arg(long, value_name = "PASS")]
-    until: Option<String>,
-    #[command(flatten)]
-    on: measure::BackendArgs,
-    #[command(flatten)]
-    train: profile::TrainArgs,
-    /// Accuracies from a CSV (`key`, `accuracy`, optionally `space`) instead of training
-    #[arg(long)]
-    accuracy: Option<PathBuf>,
-    #[command(flatten)]
-    knobs: select::KnobArgs,
-    /// Independent measurements of every SSBN averaged into the corrected table
-    #[arg(long, default_value_t = 1)]
-    replicate: usize,
-    /// Only this space (by name)
-    #[arg(long)]
-    space: Option<String>,
-    #[arg(long, default_value = "spacetune-out")]
-    out: PathBuf,
-    #[command(flatten)]
-    search: search::SearchArgs,
+    Search(run::RunArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,6 +119,20 @@ fn load_with(
     dump_after: Option<&str>,
     ctx: Option<Ctx<'_>>,
 ) -> Result<Option<Module>> {
+    Ok(load_partial(file, until, dump_after, ctx)?.ok())
+}
+
+/// What a run of the pipeline left: the module, or the diagnostics' messages and the
+/// module as the passes before the failing one left it (if any had run).
+type Loaded = std::result::Result<Module, (Vec<String>, Option<Module>)>;
+
+/// Like [`load_with`], keeping what the passes before a failing one made.
+fn load_partial(
+    file: &Path,
+    until: Option<&str>,
+    dump_after: Option<&str>,
+    ctx: Option<Ctx<'_>>,
+) -> Result<Loaded> {
     let names = spacetune::pass::pass_names();
     for (flag, pass) in [("--dump-after", dump_after), ("--until", until)] {
         if let Some(pass) = pass.filter(|p| !names.contains(p)) {
@@ -172,15 +160,9 @@ fn load_with(
         },
     );
     match compiled.result {
-        Ok(m) => Ok(Some(m)),
+        Ok(m) => Ok(Ok(m)),
         Err(diags) => {
-            // termcolor's Auto honours NO_COLOR and TERM, not whether stderr is a terminal.
-            let colour = if std::io::stderr().is_terminal() {
-                ColorChoice::Auto
-            } else {
-                ColorChoice::Never
-            };
-            let mut stderr = StandardStream::stderr(colour);
+            let mut stderr = StandardStream::stderr(colour());
             for d in &diags.0 {
                 d.emit(&compiled.sources, &mut stderr);
             }
@@ -190,53 +172,20 @@ fn load_with(
                 file.display(),
                 if n == 1 { "" } else { "s" }
             );
-            Ok(None)
+            let messages = diags.0.iter().map(|d| d.message.clone()).collect();
+            Ok(Err((messages, compiled.partial)))
         }
     }
 }
 
-/// `spacetune run`: the pipeline up to `--until`, then what every pass that ran made.
-fn run_pipeline(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
-    let world = measure::World::open(&args.on)?;
-    let mut cx = world.ctx();
-    cx.space = args.space.clone();
-    cx.replicate = args.replicate;
-    cx.select = args.knobs.overrides();
-    cx.accuracy = Some(match &args.accuracy {
-        Some(path) => AccuracyFrom::Table(path.clone()),
-        None => AccuracyFrom::Train(args.train.spec(&args.on.db)),
-    });
-    let t = &args.train;
-    cx.search =
-        Some(
-            args.search
-                .spec(&t.dataset, t.seed, t.threads, t.lr, &args.on.db, &args.out)?,
-        );
-    let start = std::time::Instant::now();
-    let Some(m) = load_with(&args.file, args.until.as_deref(), dump, Some(cx))? else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let measured = measure::MeasureArgs {
-        file: args.file.clone(),
-        on: args.on.clone(),
-        out: args.out.clone(),
-        space: args.space.clone(),
-    };
-    let mut code = ExitCode::SUCCESS;
-    if m.phase >= Phase::Measured {
-        code = measure::print_measured(&m, &world.fingerprint(), &measured)?;
+/// Colour on a terminal only; termcolor's Auto honours NO_COLOR and TERM, not whether
+/// stderr is a terminal.
+fn colour() -> ColorChoice {
+    if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
     }
-    if m.phase >= Phase::Profiled {
-        let seconds = start.elapsed().as_secs_f64();
-        profile::print_profiled(&m, &args.file, &args.out, seconds)?;
-    }
-    if m.phase >= Phase::Selected {
-        select::print_selected(&m, &args.file, &args.out)?;
-    }
-    if m.phase >= Phase::Searched {
-        search::print_searched(&m, &args.file, &args.out)?;
-    }
-    Ok(code)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -268,7 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let world = measure::World::open(&args.on)?;
             let mut cx = world.ctx();
             cx.space = args.space.clone();
-            cx.accuracy = Some(AccuracyFrom::Train(args.train.spec(&args.on.db)));
+            cx.accuracy = Some(AccuracyFrom::Train(args.train.spec(&args.on.db)?));
             let start = std::time::Instant::now();
             let Some(m) = load_with(&args.file, Some("profile"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
@@ -286,7 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             select::print_selected(&m, &args.file, &args.out)?;
         }
-        Command::Run(args) | Command::Search(args) => return run_pipeline(&args, dump),
+        Command::Run(args) | Command::Search(args) => return run::run(&args, dump),
         Command::FusionRules(args) => {
             let m = match &args.file {
                 Some(file) => match load(file, None, dump)? {

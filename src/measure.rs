@@ -6,8 +6,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use spacetune::backends::{self, cache::Cache, measure::Protocol, weights::Weights, Backend};
 use spacetune::ir::{Latency, Module, Network, Origin, Timed};
 use spacetune::pass::ctx::{Ctx, Progress, Stage};
+use std::cell::Cell;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Where measurements come from: a backend, its options, the database, the protocol.
 #[derive(Args, Clone)]
@@ -156,6 +159,17 @@ struct Bar(ProgressBar);
 
 impl Progress for Bars {
     fn stage(&self, what: &str, len: usize) -> Box<dyn Stage + '_> {
+        // A log (stderr not a terminal) gets plain lines, no escape codes.
+        if !std::io::stderr().is_terminal() {
+            eprintln!("{what}: {len} to do");
+            return Box::new(Lines {
+                what: what.to_string(),
+                len,
+                done: Cell::new(0),
+                told: Cell::new(0),
+                start: Instant::now(),
+            });
+        }
         let bar = ProgressBar::new(len as u64).with_style(
             ProgressStyle::with_template(
                 "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
@@ -185,6 +199,38 @@ impl Drop for Bar {
     fn drop(&mut self) {
         self.0.finish_and_clear();
     }
+}
+
+/// A stage's progress as a line at every tenth of the way.
+struct Lines {
+    what: String,
+    len: usize,
+    done: Cell<usize>,
+    told: Cell<usize>,
+    start: Instant,
+}
+
+impl Stage for Lines {
+    fn tick(&self, item: &str) {
+        let done = self.done.get() + 1;
+        self.done.set(done);
+        let tenth = done * 10 / self.len.max(1);
+        // A stage of unknown length (len 0: as many as a time budget pays for) tells each.
+        if self.len == 0 || (tenth > self.told.get() && done <= self.len) {
+            self.told.set(tenth);
+            let of = if self.len == 0 {
+                String::new()
+            } else {
+                format!("/{}", self.len)
+            };
+            eprintln!(
+                "{}: {done}{of} ({item}, {:.0} s)",
+                self.what,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    fn working(&self, _: &str) {}
 }
 
 /// The measure pass's table as rows: space, id, key, outcome.

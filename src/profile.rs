@@ -5,30 +5,36 @@ use crate::measure::{stem, BackendArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use spacetune::ir::Module;
-use spacetune::pass::ctx::TrainSpec;
+use spacetune::pass::ctx::{Budget, TrainSpec};
 use std::path::{Path, PathBuf};
 
-/// The data set and the training budget.
+/// The data set and the training budget. Sizes left out come from `--budget`.
 #[derive(Args, Clone)]
 pub struct TrainArgs {
     /// fashion-mnist (Debian's files), cifar10:DIR (the binary format), or synthetic
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: String,
-    /// Training examples used (a seeded subset of the training split)
-    #[arg(long, default_value_t = 6000)]
-    pub train_subset: usize,
-    /// Validation examples, held out of the training split
-    #[arg(long, default_value_t = 1000)]
-    pub validation: usize,
-    /// Epochs of SSBN_0's training
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
+    /// tiny, small or full: the profile's training sizes (unless given below), and the
+    /// search's data and epochs and the retraining's
+    #[arg(long, default_value = "small")]
+    pub budget: String,
+    /// Training examples used (a seeded subset of the training split) [tiny 512, small
+    /// 6000, full 6000]
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Validation examples, held out of the training split [tiny 200, small 500, full 1000]
+    #[arg(long)]
+    pub validation: Option<usize>,
+    /// Epochs of SSBN_0's training [tiny 1, small 3, full 3]
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Epochs of each SSBN's fine-tuning
     #[arg(long, default_value_t = 1)]
     pub finetune_epochs: usize,
-    /// Examples each fine-tuning sees (a subset of the training subset)
-    #[arg(long, default_value_t = 2000)]
-    pub finetune_subset: usize,
+    /// Examples each fine-tuning sees (a subset of the training subset) [tiny 128, small
+    /// 256, full 2000]
+    #[arg(long)]
+    pub finetune_subset: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     #[arg(long, default_value_t = 0.05)]
@@ -43,22 +49,29 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The budget named by `--budget`.
+    pub fn budget(&self) -> Result<Budget> {
+        Budget::named(&self.budget)
+            .with_context(|| format!("unknown budget `{}` (tiny, small, full)", self.budget))
+    }
+
     /// The training spec, with SSBN_0 checkpoints beside the database `db`.
-    pub fn spec(&self, db: &Path) -> TrainSpec {
-        TrainSpec {
+    pub fn spec(&self, db: &Path) -> Result<TrainSpec> {
+        let p = self.budget()?.profile;
+        Ok(TrainSpec {
             dataset: self.dataset.clone(),
-            train_subset: self.train_subset,
-            validation: self.validation,
-            epochs: self.epochs,
+            train_subset: self.train_subset.unwrap_or(p.train_subset),
+            validation: self.validation.unwrap_or(p.validation),
+            epochs: self.epochs.unwrap_or(p.epochs),
             finetune_epochs: self.finetune_epochs,
-            finetune_subset: self.finetune_subset,
+            finetune_subset: self.finetune_subset.unwrap_or(p.finetune_subset),
             batch: self.batch,
             lr: self.lr,
             seed: self.seed,
             threads: self.threads,
             base_only: self.base_only,
             checkpoints: db.parent().map(Path::to_path_buf).unwrap_or_default(),
-        }
+        })
     }
 }
 

@@ -3,20 +3,21 @@
 //! chosen network beside the baselines.
 
 use crate::measure::stem;
+use crate::profile::TrainArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use spacetune::backends::search::{LossKind, Mode, SearchConfig};
 use spacetune::ir::Module;
-use spacetune::pass::ctx::{Budget, SearchSpec};
+use spacetune::pass::ctx::SearchSpec;
 use std::path::Path;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ModeArg {
     Gumbel,
     Proxyless,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LossArg {
     /// BBSSP / aw_nas: CE · α · E[LAT]^β
     Mul,
@@ -44,9 +45,6 @@ pub struct SearchArgs {
     /// Expected latency below this many ms costs nothing
     #[arg(long, value_name = "MS")]
     pub latency_target: Option<f64>,
-    /// tiny, small or full: the search's data and epochs, and the retraining's
-    #[arg(long, default_value = "small")]
-    pub budget: String,
     /// Search the winning space whole rather than its reduced space
     #[arg(long)]
     pub search_full: bool,
@@ -61,20 +59,12 @@ pub struct SearchArgs {
 }
 
 impl SearchArgs {
-    pub fn spec(
-        &self,
-        dataset: &str,
-        seed: u64,
-        threads: usize,
-        lr: f64,
-        db: &Path,
-        out: &Path,
-    ) -> Result<SearchSpec> {
-        let budget = Budget::named(&self.budget)
-            .with_context(|| format!("unknown budget `{}` (tiny, small, full)", self.budget))?;
+    /// The search's spec: data, seed, threads and learning rate as the training has them.
+    pub fn spec(&self, train: &TrainArgs, db: &Path, out: &Path) -> Result<SearchSpec> {
+        let (seed, threads, lr) = (train.seed, train.threads, train.lr);
         Ok(SearchSpec {
-            dataset: dataset.to_string(),
-            budget,
+            dataset: train.dataset.clone(),
+            budget: train.budget()?,
             config: SearchConfig {
                 mode: match self.mode {
                     ModeArg::Gumbel => Mode::Gumbel,

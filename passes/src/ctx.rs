@@ -64,12 +64,26 @@ pub struct Budget {
     pub retrain_images: usize,
     pub retrain_epochs: usize,
     pub test_images: usize,
+    /// The profile's training sizes, where the command line does not give them. Not part
+    /// of a search's key: the profile reaches the search only through the reduced space.
+    #[serde(skip)]
+    pub profile: ProfileBudget,
+}
+
+/// How much the profile trains: SSBN_0 on `train_subset` for `epochs`, every other SSBN
+/// fine-tuned on `finetune_subset`, all scored on `validation` held-out images.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ProfileBudget {
+    pub train_subset: usize,
+    pub validation: usize,
+    pub epochs: usize,
+    pub finetune_subset: usize,
 }
 
 impl Budget {
     /// `tiny` (a smoke run), `small` (the README's main job), `full`.
     pub fn named(name: &str) -> Option<Budget> {
-        let b = |w, a, e, wu, ri, re, t| Budget {
+        let b = |w, a, e, wu, ri, re, t, (ts, v, pe, f)| Budget {
             name: name.to_string(),
             weights_images: w,
             arch_images: a,
@@ -79,11 +93,17 @@ impl Budget {
             retrain_images: ri,
             retrain_epochs: re,
             test_images: t,
+            profile: ProfileBudget {
+                train_subset: ts,
+                validation: v,
+                epochs: pe,
+                finetune_subset: f,
+            },
         };
         Some(match name {
-            "tiny" => b(256, 256, 3, 1, 512, 1, 500),
-            "small" => b(3000, 1500, 8, 2, 6000, 3, 2000),
-            "full" => b(30000, 15000, 40, 8, 60000, 30, 10000),
+            "tiny" => b(256, 256, 3, 1, 512, 1, 500, (512, 200, 1, 128)),
+            "small" => b(3000, 1500, 8, 2, 6000, 3, 2000, (6000, 500, 3, 256)),
+            "full" => b(30000, 15000, 40, 8, 60000, 30, 10000, (6000, 1000, 3, 2000)),
             _ => return None,
         })
     }
