@@ -223,7 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let seconds = start.elapsed().as_secs_f64();
-            profile::print_profiled(&m, &args.file, &args.out, seconds)?;
+            profile::print_profiled(&m, &args.file, &args.out, Some(seconds))?;
         }
         Command::Select(args) => {
             let world = measure::World::open(&args.on)?;

@@ -91,7 +91,8 @@ pub struct ProfileArgs {
 }
 
 /// Writes `<out>/<stem>.accuracy.csv` and prints the per-space summary.
-pub fn print_profiled(m: &Module, file: &Path, out: &Path, seconds: f64) -> Result<()> {
+/// `seconds`: how long the profile took, where the caller timed it alone.
+pub fn print_profiled(m: &Module, file: &Path, out: &Path, seconds: Option<f64>) -> Result<()> {
     let table = m.accuracies.as_ref().context("nothing was profiled")?;
     for note in &table.notes {
         println!("{note}");
@@ -126,7 +127,7 @@ pub fn print_profiled(m: &Module, file: &Path, out: &Path, seconds: f64) -> Resu
     Ok(())
 }
 
-fn summarise(rows: &[(&str, &str, &str, f64)], seconds: f64) {
+fn summarise(rows: &[(&str, &str, &str, f64)], seconds: Option<f64>) {
     let mut spaces: Vec<&str> = rows.iter().map(|r| r.0).collect();
     spaces.dedup();
     println!(
@@ -144,5 +145,7 @@ fn summarise(rows: &[(&str, &str, &str, f64)], seconds: f64) {
             accs.len()
         );
     }
-    println!("profiled in {seconds:.1} s");
+    if let Some(seconds) = seconds {
+        println!("profiled in {seconds:.1} s");
+    }
 }

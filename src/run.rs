@@ -62,7 +62,7 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
         Err((why, Some(m))) => (m, Some(why)),
         Err((_, None)) => return Ok(ExitCode::FAILURE),
     };
-    print_passes(&m, args, &world, start.elapsed().as_secs_f64())?;
+    print_passes(&m, args, &world)?;
     let mut failures = report::failures(&m);
     if let Some(why) = &stopped {
         failures.insert(
@@ -96,6 +96,7 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
         }
     }
     println!("wrote {} and {}", json.display(), html.display());
+    println!("run: {:.1} s", start.elapsed().as_secs_f64());
     Ok(
         if report::usable(&m) || (stopped.is_none() && m.phase < Phase::Measured) {
             ExitCode::SUCCESS
@@ -106,7 +107,7 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
 }
 
 /// Each pass's table and files, for the passes that ran.
-fn print_passes(m: &Module, args: &RunArgs, world: &measure::World, seconds: f64) -> Result<()> {
+fn print_passes(m: &Module, args: &RunArgs, world: &measure::World) -> Result<()> {
     let measured = measure::MeasureArgs {
         file: args.file.clone(),
         on: args.on.clone(),
@@ -117,7 +118,7 @@ fn print_passes(m: &Module, args: &RunArgs, world: &measure::World, seconds: f64
         measure::print_measured(m, &world.fingerprint(), &measured)?;
     }
     if m.phase >= Phase::Profiled {
-        profile::print_profiled(m, &args.file, &args.out, seconds)?;
+        profile::print_profiled(m, &args.file, &args.out, None)?;
     }
     if m.phase >= Phase::Selected {
         select::print_selected(m, &args.file, &args.out)?;
