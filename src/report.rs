@@ -144,7 +144,49 @@ pub struct OutcomeSummary {
 
 /// Gathers the figures of `m` and `cx` into a summary.
 pub fn summarize(m: &Module, cx: Context<'_>) -> Summary {
-    let spaces = match &m.selection {
+    let spaces = spaces_of(m);
+    let selection = selection_of(m);
+    let (latency, latency_missing) = match cx.latency {
+        Some(Ok(r)) => (Some(latency_summary(&r)), None),
+        Some(Err(why)) => (None, Some(why)),
+        None => (None, Some("the run did not reach selection".into())),
+    };
+    let search = m.searched.as_ref().map(|x| SearchSummary {
+        space: x.space.clone(),
+        on: x.on.clone(),
+        mode: x.mode.clone(),
+        predictor: x.predictor.clone(),
+        key: x.key.clone(),
+        predicted_ms: x.predicted_ms,
+        seconds: x.seconds,
+        resumed: x.resumed,
+        epochs: x.epochs.clone(),
+    });
+    let outcomes = outcomes_of(m);
+    let runtime = cx.backend.clone();
+    Summary {
+        file: cx.file.display().to_string(),
+        phase: format!("{:?}", m.phase),
+        backend: cx.backend,
+        versions: Versions {
+            spacetune: env!("CARGO_PKG_VERSION").to_string(),
+            backend: runtime,
+        },
+        settings: cx.settings,
+        spaces,
+        selection,
+        latency,
+        latency_missing,
+        fusion: cx.fusion.to_vec(),
+        search,
+        outcomes,
+        failures: cx.failures,
+    }
+}
+
+/// Each candidate space's SSBNs as selection scored them (none before selection).
+fn spaces_of(m: &Module) -> Vec<SpaceSummary> {
+    match &m.selection {
         Some(sel) => m
             .checked
             .iter()
@@ -170,8 +212,12 @@ pub fn summarize(m: &Module, cx: Context<'_>) -> Summary {
             })
             .collect(),
         None => Vec::new(),
-    };
-    let selection = m.selection.as_ref().map(|sel| SelectionSummary {
+    }
+}
+
+/// The winner, its knobs and the per-layer lists before and after.
+fn selection_of(m: &Module) -> Option<SelectionSummary> {
+    m.selection.as_ref().map(|sel| SelectionSummary {
         winner: sel.winner.clone(),
         reached: sel.reached,
         thres: sel.params.thres,
@@ -189,25 +235,12 @@ pub fn summarize(m: &Module, cx: Context<'_>) -> Summary {
                 kept: kept.into_iter().map(str::to_string).collect(),
             })
             .collect(),
-    });
-    let (latency, latency_missing) = match cx.latency {
-        Some(Ok(r)) => (Some(latency_summary(&r)), None),
-        Some(Err(why)) => (None, Some(why)),
-        None => (None, Some("the run did not reach selection".into())),
-    };
-    let search = m.searched.as_ref().map(|x| SearchSummary {
-        space: x.space.clone(),
-        on: x.on.clone(),
-        mode: x.mode.clone(),
-        predictor: x.predictor.clone(),
-        key: x.key.clone(),
-        predicted_ms: x.predicted_ms,
-        seconds: x.seconds,
-        resumed: x.resumed,
-        epochs: x.epochs.clone(),
-    });
-    let outcomes = m
-        .chosen
+    })
+}
+
+/// The chosen network and the baselines, each failure as its message.
+fn outcomes_of(m: &Module) -> Vec<OutcomeSummary> {
+    m.chosen
         .iter()
         .flat_map(|c| &c.outcomes)
         .map(|o| OutcomeSummary {
@@ -225,26 +258,7 @@ pub fn summarize(m: &Module, cx: Context<'_>) -> Summary {
                 .filter_map(|r| r.as_ref().err().cloned())
                 .collect(),
         })
-        .collect();
-    let runtime = cx.backend.clone();
-    Summary {
-        file: cx.file.display().to_string(),
-        phase: format!("{:?}", m.phase),
-        backend: cx.backend,
-        versions: Versions {
-            spacetune: env!("CARGO_PKG_VERSION").to_string(),
-            backend: runtime,
-        },
-        settings: cx.settings,
-        spaces,
-        selection,
-        latency,
-        latency_missing,
-        fusion: cx.fusion.to_vec(),
-        search,
-        outcomes,
-        failures: cx.failures,
-    }
+        .collect()
 }
 
 fn latency_summary(r: &evaluate::Report) -> LatencySummary {
@@ -666,111 +680,10 @@ pub fn page(s: &Summary) -> Result<String, String> {
         }
         h.push_str("</ul>");
     }
-    if let Some(sel) = &s.selection {
-        let _ =
-            write!(
-            h,
-            "<h2>Selection</h2><p>BBSSP's cost exp(−(acc − {})/{}) − {}/latency over every SSBN, \
-             cheapest first; the first space to {} picks wins{}. Winner: <b>{}</b> \
-             (picked mean latency {:.3} ms).</p>",
-            sel.thres,
-            sel.scale,
-            sel.lambda,
-            sel.n,
-            if sel.reached { "" } else { " (none reached it: the most picks)" },
-            esc(&sel.winner),
-            sel.picked_mean_latency_ms
-        );
-        let mut costs: Vec<f64> = s
-            .spaces
-            .iter()
-            .flat_map(|sp| sp.ssbns.iter().map(|p| p.cost))
-            .collect();
-        costs.sort_by(f64::total_cmp);
-        let levels: Vec<f64> = [0.25, 0.5, 0.75]
-            .iter()
-            .filter_map(|q| {
-                costs
-                    .get(((costs.len() as f64 - 1.0) * q) as usize)
-                    .copied()
-            })
-            .collect();
-        for sp in &s.spaces {
-            figure(
-                &mut h,
-                &format!("space-{}", sp.name),
-                space_plot(sp, sel, &levels),
-                &format!("{}: {} SSBNs, {} picked", sp.name, sp.ssbns.len(), sp.picks),
-            );
-        }
-        let _ = write!(h, "<h3>Per-layer candidates of <b>{}</b>, before and after selection</h3><table><tr><th>decision</th><th>options (kept in bold)</th><th>kept</th></tr>", esc(&sel.winner));
-        for l in &sel.layers {
-            let opts: Vec<String> = l
-                .options
-                .iter()
-                .map(|o| {
-                    let class = if l.kept.contains(o) {
-                        "kept"
-                    } else {
-                        "dropped"
-                    };
-                    let star = if *o == l.default { "*" } else { "" };
-                    format!("<span class=\"{class}\">{}{star}</span>", esc(o))
-                })
-                .collect();
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td></tr>",
-                esc(&l.decision),
-                opts.join(" "),
-                l.kept.len(),
-                l.options.len()
-            );
-        }
-        h.push_str("</table><p>* the default option.</p>");
-    }
+    selection_section(&mut h, s);
     latency_section(&mut h, s);
     fusion_section(&mut h, s);
-    if let Some(x) = &s.search {
-        let _ = write!(
-            h,
-            "<h2>Search</h2><p>{} mode on the {} space <b>{}</b>, E[LAT] from the {} table; {} epochs in {:.1} s{}. Chosen: <code>{}</code> (predicted {:.3} ms).</p>",
-            esc(&x.mode),
-            esc(&x.on),
-            esc(&x.space),
-            esc(&x.predictor),
-            x.epochs.len(),
-            x.seconds,
-            if x.resumed > 0 { format!(" ({} from a checkpoint)", x.resumed) } else { String::new() },
-            esc(&x.key),
-            x.predicted_ms
-        );
-        let e = &x.epochs;
-        figure(
-            &mut h,
-            "curve-loss",
-            curve_plot("loss", e, |e| e.loss),
-            "loss per epoch (warm-up epochs hollow: weights only)",
-        );
-        figure(
-            &mut h,
-            "curve-latency",
-            curve_plot("E[LAT] (ms)", e, |e| e.expected_ms),
-            "expected latency under softmax(θ)",
-        );
-        figure(
-            &mut h,
-            "curve-temperature",
-            curve_plot("temperature", e, |e| e.temperature),
-            "Gumbel-softmax temperature",
-        );
-        figure(
-            &mut h,
-            "curve-entropy",
-            curve_plot("entropy of θ (nats)", e, |e| e.entropy),
-            "mean entropy of softmax(θ) per decision",
-        );
-    }
+    search_section(&mut h, s);
     outcomes_section(&mut h, s);
     let _ = write!(
         h,
@@ -918,4 +831,120 @@ fn outcomes_section(h: &mut String, s: &Summary) {
         );
     }
     h.push_str("</table>");
+}
+
+/// The selection: its rule and winner, a plot per space, the per-layer table.
+fn selection_section(h: &mut String, s: &Summary) {
+    let Some(sel) = &s.selection else {
+        return;
+    };
+    let _ = write!(
+        h,
+        "<h2>Selection</h2><p>BBSSP's cost exp(−(acc − {})/{}) − {}/latency over every SSBN, \
+         cheapest first; the first space to {} picks wins{}. Winner: <b>{}</b> \
+         (picked mean latency {:.3} ms).</p>",
+        sel.thres,
+        sel.scale,
+        sel.lambda,
+        sel.n,
+        if sel.reached {
+            ""
+        } else {
+            " (none reached it: the most picks)"
+        },
+        esc(&sel.winner),
+        sel.picked_mean_latency_ms
+    );
+    let mut costs: Vec<f64> = s
+        .spaces
+        .iter()
+        .flat_map(|sp| sp.ssbns.iter().map(|p| p.cost))
+        .collect();
+    costs.sort_by(f64::total_cmp);
+    let levels: Vec<f64> = [0.25, 0.5, 0.75]
+        .iter()
+        .filter_map(|q| {
+            costs
+                .get(((costs.len() as f64 - 1.0) * q) as usize)
+                .copied()
+        })
+        .collect();
+    for sp in &s.spaces {
+        figure(
+            h,
+            &format!("space-{}", sp.name),
+            space_plot(sp, sel, &levels),
+            &format!("{}: {} SSBNs, {} picked", sp.name, sp.ssbns.len(), sp.picks),
+        );
+    }
+    let _ = write!(h, "<h3>Per-layer candidates of <b>{}</b>, before and after selection</h3><table><tr><th>decision</th><th>options (kept in bold)</th><th>kept</th></tr>", esc(&sel.winner));
+    for l in &sel.layers {
+        let opts: Vec<String> = l
+            .options
+            .iter()
+            .map(|o| {
+                let class = if l.kept.contains(o) {
+                    "kept"
+                } else {
+                    "dropped"
+                };
+                let star = if *o == l.default { "*" } else { "" };
+                format!("<span class=\"{class}\">{}{star}</span>", esc(o))
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td></tr>",
+            esc(&l.decision),
+            opts.join(" "),
+            l.kept.len(),
+            l.options.len()
+        );
+    }
+    h.push_str("</table><p>* the default option.</p>");
+}
+
+/// The search: what ran and its curves.
+fn search_section(h: &mut String, s: &Summary) {
+    let Some(x) = &s.search else {
+        return;
+    };
+    let _ = write!(
+        h,
+        "<h2>Search</h2><p>{} mode on the {} space <b>{}</b>, E[LAT] from the {} table; {} epochs in {:.1} s{}. Chosen: <code>{}</code> (predicted {:.3} ms).</p>",
+        esc(&x.mode),
+        esc(&x.on),
+        esc(&x.space),
+        esc(&x.predictor),
+        x.epochs.len(),
+        x.seconds,
+        if x.resumed > 0 { format!(" ({} from a checkpoint)", x.resumed) } else { String::new() },
+        esc(&x.key),
+        x.predicted_ms
+    );
+    let e = &x.epochs;
+    figure(
+        h,
+        "curve-loss",
+        curve_plot("loss", e, |e| e.loss),
+        "loss per epoch (warm-up epochs hollow: weights only)",
+    );
+    figure(
+        h,
+        "curve-latency",
+        curve_plot("E[LAT] (ms)", e, |e| e.expected_ms),
+        "expected latency under softmax(θ)",
+    );
+    figure(
+        h,
+        "curve-temperature",
+        curve_plot("temperature", e, |e| e.temperature),
+        "Gumbel-softmax temperature",
+    );
+    figure(
+        h,
+        "curve-entropy",
+        curve_plot("entropy of θ (nats)", e, |e| e.entropy),
+        "mean entropy of softmax(θ) per decision",
+    );
 }
