@@ -1,8 +1,8 @@
 //! Parameters of a network, by node: seeded random ones for timing and agreement tests, or
 //! trained ones handed over from tch. One layout for every backend.
 
-use spacetune_ir::{Graph, Prim};
-use std::collections::BTreeMap;
+use spacetune_ir::{Graph, Prim, Region};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One parameter tensor, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -145,42 +145,78 @@ impl Rng {
     }
 }
 
+/// Which nodes of the network being fine-tuned start afresh: those of a swapped layer, or
+/// of the cell edges a swapped tied choice fills (in every cell).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fresh {
+    Nothing,
+    Region(Region),
+    CellEdges(BTreeSet<u32>),
+}
+
+impl Fresh {
+    fn covers(&self, region: Region, edge: Option<u32>) -> bool {
+        match self {
+            Fresh::Nothing => false,
+            Fresh::Region(r) => *r == region,
+            Fresh::CellEdges(edges) => {
+                matches!(region, Region::Cell(_)) && edge.is_some_and(|e| edges.contains(&e))
+            }
+        }
+    }
+}
+
+/// A node's place in the IR: its region, the cell edge it was built for (if any), and its
+/// position among the nodes of that region and edge. Inside a cell an edge's ops are
+/// numbered on their own, so an edge that became `zero` or `skip` does not shift the
+/// places of the others.
+type Place = (Region, Option<u32>, usize);
+
+fn places(g: &Graph) -> Vec<Place> {
+    let mut seen: HashMap<(Region, Option<u32>), usize> = HashMap::new();
+    (0..g.nodes.len())
+        .map(|i| {
+            let key = (g.regions[i], g.edge(i));
+            let k = seen.entry(key).or_default();
+            *k += 1;
+            (key.0, key.1, *k - 1)
+        })
+        .collect()
+}
+
+/// What [`transfer`] did: the parameter tensors copied and, for each, the place in `to`
+/// it went to and the node of `from` it came from.
+#[derive(Clone, Debug, Default)]
+pub struct Transferred {
+    pub tensors: usize,
+    /// Parameters (elements) copied.
+    pub elements: usize,
+    pub copies: Vec<(usize, usize)>,
+}
+
 /// BBSSP's fine-tuning start: weights for `to` taken from `from` (a network over the same
-/// skeleton) wherever the node matches — the same region, the same position inside it, the
-/// same op with the same parameter shapes — except in `fresh`, whose nodes keep `to`'s
-/// initial weights. Returns the weights and how many parameters were carried over.
+/// skeleton) wherever a node has the same place in the IR — region, cell edge, position —
+/// and the same op with the same parameter shapes, except the nodes `fresh` covers, which
+/// keep `to`'s initial weights.
 pub fn transfer(
     from: &Graph,
     from_weights: &Weights,
     to: &Graph,
     to_weights: &Weights,
-    fresh: Option<spacetune_ir::Region>,
-) -> (Weights, usize) {
-    use std::collections::HashMap;
-    let positions = |g: &Graph| {
-        let mut seen: HashMap<spacetune_ir::Region, usize> = HashMap::new();
-        g.nodes
-            .iter()
-            .map(|(h, _)| {
-                let r = g.regions[h.index()];
-                let k = seen.entry(r).or_default();
-                *k += 1;
-                (r, *k - 1)
-            })
-            .collect::<Vec<_>>()
-    };
-    let from_at: HashMap<(spacetune_ir::Region, usize), usize> = positions(from)
+    fresh: &Fresh,
+) -> (Weights, Transferred) {
+    let from_at: HashMap<Place, usize> = places(from)
         .into_iter()
         .enumerate()
         .map(|(i, p)| (p, i))
         .collect();
     let mut out = to_weights.clone();
-    let mut carried = 0;
-    for ((h, node), pos) in to.nodes.iter().zip(positions(to)) {
-        if Some(pos.0) == fresh {
+    let mut done = Transferred::default();
+    for ((h, node), place) in to.nodes.iter().zip(places(to)) {
+        if fresh.covers(place.0, place.1) {
             continue;
         }
-        let Some(&j) = from_at.get(&pos) else {
+        let Some(&j) = from_at.get(&place) else {
             continue;
         };
         if from.nodes[spacetune_ir::Handle::new(j)].op != node.op {
@@ -191,9 +227,11 @@ pub fn transfer(
             if let Some(p) = from_weights.get(j, suffix).filter(|p| p.dims == dims) {
                 out.params
                     .insert(format!("n{}.{suffix}", h.index()), p.clone());
-                carried += 1;
+                done.tensors += 1;
+                done.elements += p.dims.iter().product::<i64>() as usize;
+                done.copies.push((h.index(), j));
             }
         }
     }
-    (out, carried)
+    (out, done)
 }

@@ -323,6 +323,12 @@ pub struct Graph {
     pub nodes: Arena<Node>,
     pub shapes: Vec<Shape>,
     pub regions: Vec<Region>,
+    /// The cell edge each node was built for (the index of its `Handle<Edge>`), indexed
+    /// like the nodes; empty where the graph was not elaborated from cells (probes,
+    /// kernels). Not part of what a backend runs (nor of the content hash): it lets weights
+    /// move between networks by their place in the IR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<Option<u32>>,
 }
 
 /// Totals of a graph's costs.
@@ -334,6 +340,10 @@ pub struct Cost {
 }
 
 impl Graph {
+    /// The cell edge node `i` was built for, if any.
+    pub fn edge(&self, i: usize) -> Option<u32> {
+        self.edges.get(i).copied().flatten()
+    }
     pub fn output(&self) -> Option<Handle<Node>> {
         self.nodes.len().checked_sub(1).map(Handle::new)
     }
@@ -442,6 +452,9 @@ impl Graph {
             graph.nodes.append(node, self.nodes.span(Handle::new(i)));
             graph.shapes.push(self.shapes[i]);
             graph.regions.push(self.regions[i]);
+            if !self.edges.is_empty() {
+                graph.edges.push(self.edge(i));
+            }
         }
         // The output must stay last: a forwarded output (a trailing skip) is moved there.
         if renumber[out] != graph.nodes.len() - 1 {
@@ -455,6 +468,9 @@ impl Graph {
             );
             graph.shapes.push(self.shapes[n - 1]);
             graph.regions.push(self.regions[n - 1]);
+            if !self.edges.is_empty() {
+                graph.edges.push(None);
+            }
             debug_assert_eq!(last + 1, graph.nodes.len());
         }
         graph

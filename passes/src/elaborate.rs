@@ -101,6 +101,9 @@ pub struct Builder<'m> {
     ev: Evaluator<'m>,
     pub graph: Graph,
     pub region: Region,
+    /// The cell edge being built (the index of its handle in the module's edges), recorded
+    /// per node.
+    pub edge: Option<u32>,
     pub named: Vec<(String, Resolved)>,
     /// Every cell edge filled by a named choice: the choice, the edge's input shape and
     /// frame (for timing an option alone where it is used).
@@ -115,6 +118,7 @@ impl<'m> Builder<'m> {
             ev: Evaluator::new(m),
             graph: Graph::default(),
             region: Region::Input,
+            edge: None,
             named,
             edge_uses: Vec::new(),
             stack: Vec::new(),
@@ -157,6 +161,7 @@ impl<'m> Builder<'m> {
         );
         self.graph.shapes.push(shape);
         self.graph.regions.push(Region::Input);
+        self.graph.edges.push(None);
         h
     }
 
@@ -190,6 +195,7 @@ impl<'m> Builder<'m> {
         let h = self.graph.nodes.append(Node { op, inputs }, span);
         self.graph.shapes.push(shape);
         self.graph.regions.push(self.region);
+        self.graph.edges.push(self.edge);
         Ok(h)
     }
 

@@ -12,7 +12,7 @@ use spacetune_backends::{
     network_hash,
     torch::TchNet,
     train::{self, TrainConfig},
-    weights::{transfer, Weights},
+    weights::{transfer, Fresh, Weights},
 };
 use spacetune_ir::*;
 use std::collections::{BTreeMap, HashMap};
@@ -103,13 +103,16 @@ pub fn load_data(spec: &str, split: Split, seed: u64) -> Result<Dataset, String>
 
 /// The region a decision's swapped block lives in: layer i for layer decisions; named
 /// choices span many places, so nothing is re-initialised for them.
-fn fresh_region(m: &Module, net: &Network) -> Option<Region> {
+/// What fine-tuning `net` re-initialises: the swapped decision's ops — its layer, or every
+/// cell edge its tied choice fills (a value choice changes shapes, not a place: nothing).
+pub fn fresh(m: &Module, net: &Network) -> Fresh {
     let Origin::Swap { decision, .. } = net.origin else {
-        return None;
+        return Fresh::Nothing;
     };
-    match m.checked[net.space as usize].decisions[decision].kind {
-        DecisionKind::Layer(i) => Some(Region::Layer(i)),
-        DecisionKind::Named => None,
+    let d = &m.checked[net.space as usize].decisions[decision];
+    match d.kind {
+        DecisionKind::Layer(i) => Fresh::Region(Region::Layer(i)),
+        DecisionKind::Named => Fresh::CellEdges(crate::skeleton::choice_edges(m, &d.name)),
     }
 }
 
@@ -238,13 +241,7 @@ fn one(
         return Ok(train::accuracy(base.net, &data.val, 256)?);
     }
     let init = Weights::random(graph, seed ^ 3);
-    let (w, _) = transfer(
-        base.graph,
-        &base.weights,
-        graph,
-        &init,
-        fresh_region(m, net),
-    );
+    let (w, _) = transfer(base.graph, &base.weights, graph, &init, &fresh(m, net));
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let tuned = TchNet::new(&vs.root(), graph, &w)?;
     train::train(&tuned, &vs, &data.tune, finetune, |_, _, _| {})?;

@@ -308,6 +308,21 @@ pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnos
 }
 
 /// The named choice an edge refers to, if its op is a bare name of one.
+/// Every cell edge (by its handle's index, as [`Builder::edge`] records it) filled by the
+/// named choice `name`.
+pub fn choice_edges(m: &Module, name: &str) -> std::collections::BTreeSet<u32> {
+    let mut out = std::collections::BTreeSet::new();
+    for (e, edge) in m.edges.iter() {
+        if let [only] = edge.op.as_slice() {
+            let call = &m.ops[*only];
+            if !call.parens && call.args.is_empty() && call.name == name {
+                out.insert(e.index() as u32);
+            }
+        }
+    }
+    out
+}
+
 pub fn edge_choice<'a>(
     m: &Module,
     edge: &Edge,
@@ -351,11 +366,13 @@ fn build_cell(
                 .expect("topological order");
             let span = m.edges.span(e);
             let named = b.named.clone();
+            b.edge = Some(e.index() as u32);
             let result = match edge_choice(m, edge, &named) {
                 Some((name, r)) => hook.edge(b, name, r, from, Frame { out, stride: 1 }, span),
                 None => b.pipeline(&edge.op, from, env),
-            }?;
-            incoming.push(result);
+            };
+            b.edge = None;
+            incoming.push(result?);
         }
         let value = if incoming.len() == 1 {
             incoming[0]

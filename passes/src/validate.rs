@@ -65,7 +65,10 @@ pub fn validate(m: &Module) -> Result<(), Vec<String>> {
         }
         for n in m.networks.values() {
             let g = &n.graph;
-            if g.shapes.len() != g.nodes.len() || g.regions.len() != g.nodes.len() {
+            if g.shapes.len() != g.nodes.len()
+                || g.regions.len() != g.nodes.len()
+                || !(g.edges.is_empty() || g.edges.len() == g.nodes.len())
+            {
                 problems.push(format!("{}: side tables do not match the node count", n.id));
                 continue;
             }
