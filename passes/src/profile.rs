@@ -68,6 +68,9 @@ fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
         "dataset": spec.dataset, "train_subset": spec.train_subset,
         "validation": spec.validation, "train": cfg, "finetune": finetune,
         "finetune_subset": spec.finetune_subset,
+        // Weights carried by place in the IR (region, cell edge, position): accuracies
+        // fine-tuned under the older matching by position in a region are not served.
+        "transfer": "place",
     })
     .to_string();
     let id: String = Sha256::digest(task.as_bytes())[..8]
