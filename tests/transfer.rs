@@ -62,6 +62,7 @@ fn nb201_swap(option: &str) -> (usize, usize, usize) {
     let (wf, wt) = (Weights::random(&from, 1), Weights::random(&to, 2));
     let f = fresh(&m, net);
     let (w, done) = transfer(&from, &wf, &to, &wt, &f);
+    assert_eq!(done.unmatched, 0);
     // Every copy: same region, same cell edge, same op, same tensor.
     for &(t, s) in &done.copies {
         assert_eq!(to.regions[t], from.regions[s], "n{t} from n{s}");
@@ -149,4 +150,29 @@ fn a_swapped_layer_alone_starts_afresh() {
     }
     assert!(in_layer > 0);
     assert_eq!(done.tensors, wt.params.len() - in_layer);
+    assert_eq!(done.unmatched, 0);
+}
+
+/// A value choice (a width multiplier) changes shapes, not places: nothing is fresh by
+/// place, and the tensors whose shapes changed are counted as unmatched.
+#[test]
+fn a_width_swap_counts_the_tensors_it_could_not_carry() {
+    let m = common::module("tests/in/width_choice.space");
+    let info = &m.checked[0];
+    let named = info
+        .decisions
+        .iter()
+        .find(|(_, d)| d.kind == spacetune::ir::DecisionKind::Named)
+        .unwrap()
+        .0;
+    let net = m
+        .networks
+        .values()
+        .find(|n| matches!(n.origin, Origin::Swap { decision, .. } if decision == named))
+        .unwrap();
+    let (from, to, net) = pair(&m, &net.id.clone());
+    let (wf, wt) = (Weights::random(&from, 1), Weights::random(&to, 2));
+    let (_, done) = transfer(&from, &wf, &to, &wt, &fresh(&m, net));
+    assert!(done.unmatched > 0, "{done:?}");
+    assert_eq!(done.tensors + done.unmatched, wt.params.len());
 }

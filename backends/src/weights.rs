@@ -191,6 +191,9 @@ pub struct Transferred {
     pub tensors: usize,
     /// Parameters (elements) copied.
     pub elements: usize,
+    /// Tensors outside the fresh nodes that found no counterpart (no node at the same
+    /// place, another op, other shapes): they keep `to`'s initial weights.
+    pub unmatched: usize,
     pub copies: Vec<(usize, usize)>,
 }
 
@@ -216,21 +219,26 @@ pub fn transfer(
         if fresh.covers(place.0, place.1) {
             continue;
         }
-        let Some(&j) = from_at.get(&place) else {
+        let cin = input_channels(to, node);
+        let specs = param_specs(&node.op, cin);
+        let source = from_at
+            .get(&place)
+            .copied()
+            .filter(|&j| from.nodes[spacetune_ir::Handle::new(j)].op == node.op);
+        let Some(j) = source else {
+            done.unmatched += specs.len();
             continue;
         };
-        if from.nodes[spacetune_ir::Handle::new(j)].op != node.op {
-            continue;
-        }
-        let cin = input_channels(to, node);
-        for (suffix, dims, _) in param_specs(&node.op, cin) {
-            if let Some(p) = from_weights.get(j, suffix).filter(|p| p.dims == dims) {
-                out.params
-                    .insert(format!("n{}.{suffix}", h.index()), p.clone());
-                done.tensors += 1;
-                done.elements += p.dims.iter().product::<i64>() as usize;
-                done.copies.push((h.index(), j));
-            }
+        for (suffix, dims, _) in specs {
+            let Some(p) = from_weights.get(j, suffix).filter(|p| p.dims == dims) else {
+                done.unmatched += 1;
+                continue;
+            };
+            out.params
+                .insert(format!("n{}.{suffix}", h.index()), p.clone());
+            done.tensors += 1;
+            done.elements += p.dims.iter().product::<i64>() as usize;
+            done.copies.push((h.index(), j));
         }
     }
     (out, done)

@@ -197,7 +197,11 @@ fn train_all(
                 None => {
                     stage.working(&net.id);
                     let t = std::time::Instant::now();
-                    let accuracy = one(m, net, &graph, &base, &data, &finetune, spec.seed)?;
+                    let (accuracy, warning) =
+                        one(m, net, &graph, &base, &data, &finetune, spec.seed)?;
+                    if let Some(w) = warning {
+                        cx.progress.note(&w);
+                    }
                     let seconds = t.elapsed().as_secs_f64();
                     store.put_accuracy(&task, &hash, &net.id, &net.key, accuracy, seconds)?;
                     Trained {
@@ -230,7 +234,9 @@ struct Base<'a> {
     net: &'a TchNet,
 }
 
-/// One SSBN's accuracy: SSBN_0 evaluated as trained, any other fine-tuned from it.
+/// One SSBN's accuracy: SSBN_0 evaluated as trained, any other fine-tuned from it; and a
+/// warning when a layer or cell-edge swap left tensors outside the swapped decision without
+/// SSBN_0's weights (the networks' places did not line up).
 fn one(
     m: &Module,
     net: &Network,
@@ -239,16 +245,26 @@ fn one(
     data: &Data,
     finetune: &TrainConfig,
     seed: u64,
-) -> Result<f64, Failure> {
+) -> Result<(f64, Option<String>), Failure> {
     if net.origin == Origin::Base {
-        return Ok(train::accuracy(base.net, &data.val, 256)?);
+        return Ok((train::accuracy(base.net, &data.val, 256)?, None));
     }
     let init = Weights::random(graph, seed ^ 3);
-    let (w, _) = transfer(base.graph, &base.weights, graph, &init, &fresh(m, net));
+    let fresh = fresh(m, net);
+    let (w, done) = transfer(base.graph, &base.weights, graph, &init, &fresh);
+    // A value choice changes shapes everywhere: tensors without a counterpart are expected.
+    let placed =
+        matches!(fresh, Fresh::Region(_)) || matches!(&fresh, Fresh::CellEdges(e) if !e.is_empty());
+    let warning = (placed && done.unmatched > 0).then(|| {
+        format!(
+            "profile: fine-tuning {}: {} tensors outside the swapped decision have no counterpart in SSBN_0 and start from random ({} carried over)",
+            net.id, done.unmatched, done.tensors
+        )
+    });
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let tuned = TchNet::new(&vs.root(), graph, &w)?;
     train::train(&tuned, &vs, &data.tune, finetune, |_, _, _| {})?;
-    Ok(train::accuracy(&tuned, &data.val, 256)?)
+    Ok((train::accuracy(&tuned, &data.val, 256)?, warning))
 }
 
 /// Accuracies from a CSV with `key` and `accuracy` columns, and optionally `space` (keys
