@@ -152,11 +152,29 @@ fn evaluate_winner(m: &Module, world: &measure::World, samples: usize) -> Evalua
             }
         }
     };
+    // A small space has few networks that are not SSBNs: score at most two thirds of them,
+    // validate on the rest.
+    let info = &m.checked[sel.space as usize];
+    let points = info
+        .decisions
+        .iter()
+        .fold(1usize, |n, (_, d)| n.saturating_mul(d.options.len()));
+    let others = points.saturating_sub(info.ssbn_count());
+    let scored = samples.min(others * 2 / 3);
+    if scored < 4 {
+        return Evaluation {
+            latency: Some(Err(format!(
+                "space `{}` has {others} networks that are not SSBNs: too few to score predictors on",
+                info.name
+            ))),
+            pairs,
+        };
+    }
     let options = EvalOptions {
-        samples,
+        samples: scored,
         seed: 0,
-        validate: (samples / 2).max(2),
-        repeat: (samples / 5).max(2),
+        validate: (scored / 2).min(others - scored).max(2),
+        repeat: (scored / 5).max(2),
     };
     let latency = spacetune::pass::evaluate::evaluate(m, sel.space, &world.ctx(), &pairs, &options)
         .map_err(|d| latency::failed("the latency evaluation", d).to_string());
