@@ -71,7 +71,7 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
         );
     }
     let evaluation = evaluate_winner(&m, &world, args.eval_samples);
-    if let Some(Err(e)) = &evaluation.latency {
+    if let (true, Some(Err(e))) = (evaluation.failed, &evaluation.latency) {
         failures.push(format!("latency evaluation: {e}"));
     }
     let summary = report::summarize(
@@ -130,7 +130,10 @@ fn print_passes(m: &Module, args: &RunArgs, world: &measure::World) -> Result<()
 }
 
 struct Evaluation {
+    /// The report, or why there is none.
     latency: Option<Result<spacetune::pass::evaluate::Report, String>>,
+    /// The evaluation was tried and failed (not: the space is too small for one).
+    failed: bool,
     pairs: Vec<spacetune::ir::PairRule>,
 }
 
@@ -140,6 +143,7 @@ fn evaluate_winner(m: &Module, world: &measure::World, samples: usize) -> Evalua
     let Some(sel) = m.selection.as_ref().filter(|_| samples > 0) else {
         return Evaluation {
             latency: None,
+            failed: false,
             pairs: Vec::new(),
         };
     };
@@ -148,6 +152,7 @@ fn evaluate_winner(m: &Module, world: &measure::World, samples: usize) -> Evalua
         Err(e) => {
             return Evaluation {
                 latency: Some(Err(e.to_string())),
+                failed: true,
                 pairs: Vec::new(),
             }
         }
@@ -167,6 +172,7 @@ fn evaluate_winner(m: &Module, world: &measure::World, samples: usize) -> Evalua
                 "space `{}` has {others} networks that are not SSBNs: too few to score predictors on",
                 info.name
             ))),
+            failed: false,
             pairs,
         };
     }
@@ -179,6 +185,7 @@ fn evaluate_winner(m: &Module, world: &measure::World, samples: usize) -> Evalua
     let latency = spacetune::pass::evaluate::evaluate(m, sel.space, &world.ctx(), &pairs, &options)
         .map_err(|d| latency::failed("the latency evaluation", d).to_string());
     Evaluation {
+        failed: latency.is_err(),
         latency: Some(latency),
         pairs,
     }
