@@ -157,30 +157,16 @@ fn evaluate_winner(m: &Module, world: &measure::World, samples: usize) -> Evalua
             }
         }
     };
-    // A small space has few networks that are not SSBNs: score at most two thirds of them,
-    // validate on the rest.
-    let info = &m.checked[sel.space as usize];
-    let points = info
-        .decisions
-        .iter()
-        .fold(1usize, |n, (_, d)| n.saturating_mul(d.options.len()));
-    let others = points.saturating_sub(info.ssbn_count());
-    let scored = samples.min(others * 2 / 3);
-    if scored < 4 {
-        return Evaluation {
-            latency: Some(Err(format!(
-                "space `{}` has {others} networks that are not SSBNs: too few to score predictors on",
-                info.name
-            ))),
-            failed: false,
-            pairs,
-        };
-    }
-    let options = EvalOptions {
-        samples: scored,
-        seed: 0,
-        validate: (scored / 2).min(others - scored).max(2),
-        repeat: (scored / 5).max(2),
+    let options = match EvalOptions::fitting(&m.checked[sel.space as usize], samples) {
+        Ok(o) => o,
+        // Too small a space is said so in the report, not counted a failure.
+        Err(why) => {
+            return Evaluation {
+                latency: Some(Err(why)),
+                failed: false,
+                pairs,
+            }
+        }
     };
     let latency = spacetune::pass::evaluate::evaluate(m, sel.space, &world.ctx(), &pairs, &options)
         .map_err(|d| latency::failed("the latency evaluation", d).to_string());

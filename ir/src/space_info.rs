@@ -82,6 +82,13 @@ impl SpaceInfo {
             .map(|(_, d)| d.options.len() - 1)
             .sum::<usize>()
     }
+
+    /// Π options: the number of networks in the space (saturating).
+    pub fn size(&self) -> u64 {
+        self.decisions.iter().fold(1u64, |n, (_, d)| {
+            n.saturating_mul(d.options.len().max(1) as u64)
+        })
+    }
 }
 
 /// Where a network comes from.

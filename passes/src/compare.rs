@@ -166,7 +166,7 @@ fn random(
         .values()
         .map(|d| d.options.len() as u64)
         .collect();
-    let distinct = sizes.iter().fold(1u64, |a, &n| a.saturating_mul(n.max(1)));
+    let distinct = info.size();
     let input = base_of(tm, s)?.graph.shapes[0];
     let (train, _) = train_split(spec, input).map_err(|e| outside("random search data", e))?;
     let b = &spec.budget;

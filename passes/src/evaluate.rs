@@ -29,6 +29,29 @@ pub struct EvalOptions {
     pub repeat: usize,
 }
 
+impl EvalOptions {
+    /// Options for scoring on up to `samples` random networks of `info` (seed 0): at most
+    /// two thirds of the space's networks that are not SSBNs are scored, the rest
+    /// validates; an error says why a space too small for it is.
+    pub fn fitting(info: &SpaceInfo, samples: usize) -> Result<EvalOptions, String> {
+        let others = info.size().saturating_sub(info.ssbn_count() as u64);
+        let others = usize::try_from(others).unwrap_or(usize::MAX);
+        let scored = samples.min(others / 3 * 2 + others % 3 * 2 / 3);
+        if scored < 4 {
+            return Err(format!(
+                "space `{}` has {others} networks that are not SSBNs: too few to score predictors on",
+                info.name
+            ));
+        }
+        Ok(EvalOptions {
+            samples: scored,
+            seed: 0,
+            validate: (scored / 2).min(others - scored).max(2),
+            repeat: (scored / 5).max(2),
+        })
+    }
+}
+
 /// How the recommended predictor was chosen.
 #[derive(Clone, Debug, Serialize)]
 pub struct Choice {
@@ -303,7 +326,7 @@ fn fit_kernel_plane(m: &Model) -> Fit {
 /// all distinct, drawn uniformly per decision from one seeded stream.
 pub fn sample(info: &SpaceInfo, n: usize, seed: u64) -> Vec<Vec<u32>> {
     let decisions: Vec<_> = info.decisions.iter().map(|(_, d)| d).collect();
-    let possible: f64 = decisions.iter().map(|d| d.options.len() as f64).product();
+    let possible = info.size() as f64;
     let mut rng = Rng::new(seed);
     let mut seen = HashSet::new();
     let mut out = Vec::new();
