@@ -7,7 +7,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
-use spacetune_ir::{Module, PairRule, Phase, SearchEpoch};
+use spacetune_ir::{Module, PairRule, Phase, SearchEpoch, Searched};
 use spacetune_passes::evaluate;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,8 +33,9 @@ pub struct Context<'a> {
 pub struct Summary {
     pub file: String,
     pub phase: String,
+    /// The backend fingerprint (it names the runtime and its version).
     pub backend: String,
-    pub versions: Versions,
+    pub spacetune_version: String,
     pub settings: serde_json::Value,
     pub spaces: Vec<SpaceSummary>,
     pub selection: Option<SelectionSummary>,
@@ -42,16 +43,10 @@ pub struct Summary {
     /// Why there is no latency evaluation, when there is none.
     pub latency_missing: Option<String>,
     pub fusion: Vec<PairRule>,
-    pub search: Option<SearchSummary>,
+    /// The search pass's side table as it is (θ, choices, curves, settings).
+    pub search: Option<Searched>,
     pub outcomes: Vec<OutcomeSummary>,
     pub failures: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Versions {
-    pub spacetune: String,
-    /// The backend's runtime, as its fingerprint names it.
-    pub backend: String,
 }
 
 /// One candidate space's SSBNs as selection scored them.
@@ -115,19 +110,6 @@ pub struct PredictorSummary {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SearchSummary {
-    pub space: String,
-    pub on: String,
-    pub mode: String,
-    pub predictor: String,
-    pub key: String,
-    pub predicted_ms: f64,
-    pub seconds: f64,
-    pub resumed: usize,
-    pub epochs: Vec<SearchEpoch>,
-}
-
-#[derive(Clone, Debug, Serialize)]
 pub struct OutcomeSummary {
     pub name: String,
     pub key: String,
@@ -151,27 +133,13 @@ pub fn summarize(m: &Module, cx: Context<'_>) -> Summary {
         Some(Err(why)) => (None, Some(why)),
         None => (None, Some("the run did not reach selection".into())),
     };
-    let search = m.searched.as_ref().map(|x| SearchSummary {
-        space: x.space.clone(),
-        on: x.on.clone(),
-        mode: x.mode.clone(),
-        predictor: x.predictor.clone(),
-        key: x.key.clone(),
-        predicted_ms: x.predicted_ms,
-        seconds: x.seconds,
-        resumed: x.resumed,
-        epochs: x.epochs.clone(),
-    });
+    let search = m.searched.clone();
     let outcomes = outcomes_of(m);
-    let runtime = cx.backend.clone();
     Summary {
         file: cx.file.display().to_string(),
         phase: format!("{:?}", m.phase),
         backend: cx.backend,
-        versions: Versions {
-            spacetune: env!("CARGO_PKG_VERSION").to_string(),
-            backend: runtime,
-        },
+        spacetune_version: env!("CARGO_PKG_VERSION").to_string(),
         settings: cx.settings,
         spaces,
         selection,
@@ -689,7 +657,7 @@ pub fn page(s: &Summary) -> Result<String, String> {
         h,
         "<h2>Settings</h2><p>backend: <code>{}</code><br>spacetune {}</p><pre>{}</pre>",
         esc(&s.backend),
-        esc(&s.versions.spacetune),
+        esc(&s.spacetune_version),
         esc(&serde_json::to_string_pretty(&s.settings).unwrap_or_default())
     );
     h.push_str(CHECK);
