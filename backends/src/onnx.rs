@@ -258,6 +258,17 @@ impl Builder<'_> {
                 self.op("Mul", &[x, s], out, vec![]);
             }
             Prim::Identity => self.op("Identity", &[x], out, vec![]),
+            Prim::Shift => {
+                let (h, w) = (shape.h as i64, shape.w as i64);
+                let starts = self.shape_const(&n("starts"), &[1, 1]);
+                let ends = self.shape_const(&n("ends"), &[h, w]);
+                let axes = self.shape_const(&n("axes"), &[2, 3]);
+                let cropped = n("cropped");
+                self.op("Slice", &[x, starts, ends, axes], &cropped, vec![]);
+                // Zeros after the last row and column, back to the input's size.
+                let pads = self.shape_const(&n("pads"), &[0, 0, 0, 0, 0, 0, 1, 1]);
+                self.op("Pad", &[cropped, pads], out, vec![]);
+            }
             Prim::Zero if inputs.is_empty() => {
                 // A pruned `zero`: a constant, so nothing upstream of it is computed.
                 let dims = [self.batch, shape.c as i64, shape.h as i64, shape.w as i64];

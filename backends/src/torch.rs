@@ -177,6 +177,12 @@ impl TchNet {
                     x(0) * gate
                 }
                 Prim::Identity => x(0).shallow_clone(),
+                Prim::Shift => {
+                    let (hh, ww) = (shape.h as i64, shape.w as i64);
+                    x(0).narrow(2, 1, hh - 1)
+                        .narrow(3, 1, ww - 1)
+                        .constant_pad_nd([0, 1, 0, 1])
+                }
                 Prim::Zero => Tensor::zeros(
                     [n, shape.c as i64, shape.h as i64, shape.w as i64],
                     (Kind::Float, input.device()),

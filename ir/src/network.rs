@@ -76,6 +76,10 @@ pub enum Prim {
         mid: u64,
     },
     Identity,
+    /// The input moved one pixel up and to the left, its last row and column zero: DARTS's
+    /// factorised reduction reads `x[:, :, 1:, 1:]` in its second branch, and a stride-2
+    /// 1×1 conv after the shift sees the odd pixels the first branch skips.
+    Shift,
     /// Outputs zeros of its input's shape (NAS-Bench-201's `none`).
     Zero,
 }
@@ -99,6 +103,7 @@ impl Prim {
             Prim::ChannelShuffle { .. } => "shuffle",
             Prim::SqueezeExcite { .. } => "se",
             Prim::Identity => "skip",
+            Prim::Shift => "shift",
             Prim::Zero => "zero",
         }
     }
@@ -157,6 +162,7 @@ impl Prim {
             | Prim::Hswish
             | Prim::Sigmoid
             | Prim::Identity
+            | Prim::Shift
             | Prim::Zero
             | Prim::SqueezeExcite { .. } => Ok(first),
             Prim::ChannelShuffle { groups } => {
@@ -210,6 +216,7 @@ impl Prim {
         let elementwise = match *self {
             Prim::Input
             | Prim::Identity
+            | Prim::Shift
             | Prim::Zero
             | Prim::ChannelShuffle { .. }
             | Prim::Concat => 0,
@@ -399,6 +406,7 @@ impl Graph {
                     | Prim::AvgPool { .. }
                     | Prim::GlobalAvgPool
                     | Prim::ChannelShuffle { .. }
+                    | Prim::Shift
                     | Prim::SqueezeExcite { .. }
                     | Prim::Concat
             );

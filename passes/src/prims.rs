@@ -66,7 +66,7 @@ pub fn signature(name: &str) -> Option<Params> {
         "linear" => LINEAR,
         "shuffle" => SHUFFLE,
         "se" => SE,
-        "bn" | "relu" | "relu6" | "hswish" | "sigmoid" | "gap" | "skip" | "zero" => NONE,
+        "bn" | "relu" | "relu6" | "hswish" | "sigmoid" | "gap" | "skip" | "shift" | "zero" => NONE,
         _ => return None,
     })
 }
@@ -74,7 +74,7 @@ pub fn signature(name: &str) -> Option<Params> {
 /// Every primitive name, for suggestions.
 pub const NAMES: &[&str] = &[
     "conv", "dwconv", "bn", "relu", "relu6", "hswish", "sigmoid", "maxpool", "avgpool", "gap",
-    "linear", "shuffle", "se", "skip", "identity", "zero", "none",
+    "linear", "shuffle", "se", "skip", "identity", "shift", "zero", "none",
 ];
 
 /// A parameter that is out of range: which one, and why.
@@ -202,6 +202,7 @@ pub fn build(name: &str, args: &[(String, Value)], input: Shape) -> Result<Prim,
         "sigmoid" => Prim::Sigmoid,
         "gap" => Prim::GlobalAvgPool,
         "skip" => Prim::Identity,
+        "shift" => Prim::Shift,
         "zero" => Prim::Zero,
         other => unreachable!("`{other}` has a signature but no builder"),
     })
