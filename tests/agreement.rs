@@ -188,3 +188,24 @@ fn nb201_cell_with_pruned_edges() {
 fn darts_style_cell_with_concat() {
     check("tests/in/cell_concat.space", |_| true, "concat cell");
 }
+
+#[test]
+fn darts_cells_with_reductions() {
+    // A factorised reduction on a reduction edge (the shifted branch), the compiler's
+    // preprocessing, concatenated cell outputs; then a strided pool and a dilated conv.
+    check(
+        "examples/darts.space",
+        |n| n.key.contains("r02=skip_connect"),
+        "DARTS, skip_connect on a reduction edge",
+    );
+    check(
+        "examples/darts.space",
+        |n| n.key.contains("r12=avgpool"),
+        "DARTS, avg pool on a reduction edge",
+    );
+    check(
+        "examples/darts.space",
+        |n| n.key.contains("n23=dil_conv_k5"),
+        "DARTS, dilated 5x5 conv",
+    );
+}

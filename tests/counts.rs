@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use spacetune::ir::{DecisionKind, Origin};
+use spacetune::ir::{DecisionKind, Origin, Shape};
 use spacetune::{compile, Options};
 
 fn expand(file: &str) -> spacetune::ir::Module {
@@ -119,4 +119,99 @@ fn nb201_edges_are_tied_across_all_cells() {
             .count()
     };
     assert_eq!(convs(base) - convs(zero), 15);
+}
+
+#[test]
+fn darts_cells_read_two_inputs_reduce_and_concatenate() {
+    use spacetune::ir::{Graph, Prim, Region};
+    let m = expand("examples/darts.space");
+    let info = &m.checked[0];
+    // 14 edges in each of the normal and the reduction genotype, 8 ops on each.
+    assert_eq!(info.decisions.len(), 28);
+    assert!(info.decisions.iter().all(|(_, d)| d.options.len() == 8));
+    assert_eq!(m.networks.len(), 1 + 28 * 7);
+    let base = &m.networks[spacetune::ir::Handle::new(0)].graph;
+    let in_cell = |g: &Graph, c: u32| -> Vec<usize> {
+        (0..g.nodes.len())
+            .filter(|&i| g.regions[i] == Region::Cell(c))
+            .collect()
+    };
+    let op = |g: &Graph, i: usize| g.nodes[spacetune::ir::Handle::new(i)].op.clone();
+    // Each cell hands on the concatenation of its 4 intermediate nodes: 4C channels, C
+    // doubling at the reductions (cells 2 and 5) along with the stride.
+    for (c, (channels, side)) in [
+        (64, 32),
+        (64, 32),
+        (128, 16),
+        (128, 16),
+        (128, 16),
+        (256, 8),
+        (256, 8),
+        (256, 8),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let last = *in_cell(base, c as u32).last().unwrap();
+        assert_eq!(op(base, last), Prim::Concat, "cell {c}");
+        assert_eq!(base.nodes[spacetune::ir::Handle::new(last)].inputs.len(), 4);
+        assert_eq!(
+            base.shapes[last],
+            Shape::new(channels, side, side),
+            "cell {c}"
+        );
+    }
+    // The cell after a reduction cell reduces its older input (factorised: a shifted
+    // branch); no other cell of SSBN_0 shifts anything.
+    let shifts = |c: u32| {
+        in_cell(base, c)
+            .into_iter()
+            .filter(|&i| op(base, i) == Prim::Shift)
+            .count()
+    };
+    let counts: Vec<usize> = (0..8).map(shifts).collect();
+    assert_eq!(counts, [0, 0, 0, 1, 0, 0, 1, 0]);
+    // In a reduction cell, exactly the 8 edges out of the 2 inputs stride (a 3x3 separable
+    // conv's first depthwise conv each); in a normal cell none does.
+    let strided = |c: u32| {
+        in_cell(base, c)
+            .into_iter()
+            .filter(|&i| {
+                matches!(
+                    op(base, i),
+                    Prim::Conv {
+                        stride: 2,
+                        k: 3,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(
+        (strided(2), strided(5), strided(0), strided(3)),
+        (8, 8, 0, 0)
+    );
+    // A reduction edge set to `skip_connect` is a factorised reduction in both reduction
+    // cells; set to `zero` it is a constant once pruned.
+    let with = |key: &str| {
+        m.networks
+            .values()
+            .find(|n| n.key.split(' ').any(|t| t == key))
+            .unwrap_or_else(|| panic!("no network with {key}"))
+    };
+    let skip = &with("r02=skip_connect").graph;
+    let shifted: Vec<usize> = (0..8)
+        .map(|c| {
+            in_cell(skip, c)
+                .into_iter()
+                .filter(|&i| op(skip, i) == Prim::Shift)
+                .count()
+        })
+        .collect();
+    assert_eq!(shifted, [0, 0, 1, 1, 0, 1, 1, 0]);
+    let zero = with("r02=zero").graph.pruned();
+    // Its 3x3 separable conv (8 ops) is gone from both reduction cells.
+    let removed = base.pruned().nodes.len() - zero.nodes.len();
+    assert!(removed >= 2 * 8 - 1, "{removed} ops removed");
 }

@@ -365,18 +365,88 @@ impl Lowerer {
         let mut inner = kids(pair);
         let name = inner.next().unwrap().as_str().to_string();
         let mut edges = Vec::new();
-        for e in inner {
-            let espan = self.span(&e);
-            let mut ei = kids(e);
-            let from = self.node_index(ei.next().unwrap());
-            let to = self.node_index(ei.next().unwrap());
-            let op = self.pipeline(ei.next().unwrap());
-            edges.push(self.module.edges.append(Edge { from, to, op }, espan));
+        let (mut inputs, mut inputs_span) = (1, None);
+        let mut output: Option<CellOutput> = None;
+        for item in inner {
+            let ispan = self.span(&item);
+            match item.as_rule() {
+                Rule::edge => {
+                    let mut ei = kids(item);
+                    let from = self.node_index(ei.next().unwrap());
+                    let to = self.node_index(ei.next().unwrap());
+                    let op = self.pipeline(ei.next().unwrap());
+                    edges.push(self.module.edges.append(Edge { from, to, op }, ispan));
+                }
+                Rule::cell_inputs => {
+                    if let Some(first) = inputs_span {
+                        self.error(
+                            Diagnostic::error(format!("cell `{name}` declares its inputs twice"))
+                                .with_label(ispan, "again here")
+                                .with_label(first, "first here"),
+                        );
+                    }
+                    let n = kids(item).nth(1).unwrap();
+                    inputs = match n.as_str().parse::<u32>() {
+                        Ok(k) if (1..=MAX_CELL_INPUTS).contains(&k) => k,
+                        _ => {
+                            self.error(
+                                Diagnostic::error(format!(
+                                    "a cell takes 1 to {MAX_CELL_INPUTS} inputs, not {}",
+                                    n.as_str()
+                                ))
+                                .with_label(self.span(&n), "inputs"),
+                            );
+                            1
+                        }
+                    };
+                    inputs_span = Some(ispan);
+                }
+                Rule::cell_output => {
+                    if let Some(first) = &output {
+                        self.error(
+                            Diagnostic::error(format!("cell `{name}` declares its output twice"))
+                                .with_label(ispan, "again here")
+                                .with_label(first.span, "first here"),
+                        );
+                    }
+                    let mut merge = None;
+                    let mut nodes = Vec::new();
+                    for p in kids(item) {
+                        match p.as_rule() {
+                            Rule::kw_output => {}
+                            Rule::cell_merge => {
+                                merge = Some(if p.as_str() == "add" {
+                                    MergeKind::Add
+                                } else {
+                                    MergeKind::Concat
+                                })
+                            }
+                            _ => nodes.push(self.node_index(p)),
+                        }
+                    }
+                    if merge.is_none() && nodes.len() > 1 {
+                        self.error(
+                            Diagnostic::error("several output nodes need a merge")
+                                .with_label(ispan, "which merge?")
+                                .with_help("write `output concat ...` or `output add ...`"),
+                        );
+                    }
+                    output = Some(CellOutput {
+                        merge,
+                        nodes,
+                        span: ispan,
+                    });
+                }
+                other => unreachable!("unexpected {other:?} in a cell"),
+            }
         }
         self.module.cells.append(
             CellDef {
                 name,
+                inputs,
+                inputs_span,
                 edges,
+                output,
                 file: self.file,
             },
             span,
@@ -553,11 +623,12 @@ impl Lowerer {
                 Rule::cells => {
                     let mut inner = kids(p.clone());
                     let cell = inner.next().unwrap().as_str().to_string();
-                    let s = self.settings(p, pspan, "cells", &["out", "repeat"]);
+                    let s = self.settings(p, pspan, "cells", &["out", "repeat", "stride"]);
                     Part::Cells {
                         cell,
                         out: s[0],
                         repeat: s[1],
+                        stride: s[2],
                     }
                 }
                 other => unreachable!("unexpected {other:?} in a skeleton"),

@@ -198,10 +198,20 @@ impl Printer<'_> {
     fn cell(&mut self, h: Handle<CellDef>) {
         let c = &self.m.cells[h];
         self.line(0, &format!("cell {} {{", c.name));
+        if c.inputs != 1 {
+            self.line(1, &format!("inputs {}", c.inputs));
+        }
         for &e in &c.edges {
             let edge = &self.m.edges[e];
             let op = self.pipeline(&edge.op);
             self.line(1, &format!("edge {} -> {} = {op}", edge.from, edge.to));
+        }
+        if let Some(out) = &c.output {
+            let nodes: Vec<String> = out.nodes.iter().map(|n| n.to_string()).collect();
+            let merge = out
+                .merge
+                .map_or(String::new(), |k| format!("{} ", k.keyword()));
+            self.line(1, &format!("output {merge}{}", nodes.join(", ")));
         }
         self.line(0, "}");
     }
@@ -279,8 +289,17 @@ impl Printer<'_> {
                         e(*stride)
                     )
                 }
-                Part::Cells { cell, out, repeat } => {
-                    format!("cells {cell} out={} repeat={}", e(*out), e(*repeat))
+                Part::Cells {
+                    cell,
+                    out,
+                    repeat,
+                    stride,
+                } => {
+                    let mut text = format!("cells {cell} out={} repeat={}", e(*out), e(*repeat));
+                    if self.m.exprs[*stride] != Expr::Int(1) {
+                        let _ = write!(text, " stride={}", e(*stride));
+                    }
+                    text
                 }
             };
             self.line(1, &text);

@@ -4,6 +4,7 @@
 //! handle into the module's arenas; the spans of those live beside them in the arenas.
 
 use crate::arena::Handle;
+use crate::span::Span;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,13 +170,30 @@ pub struct Edge {
     pub op: Pipeline,
 }
 
-/// A DAG cell: node 0 is the cell's input, every other node sums its incoming edges, and
-/// the highest node is the output.
+/// A cell has at most this many input nodes.
+pub const MAX_CELL_INPUTS: u32 = 8;
+
+/// A DAG cell: nodes `0..inputs` are the cell's inputs, every other node sums its incoming
+/// edges, and the cell hands on its declared output (or, without one, its highest node).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellDef {
     pub name: String,
+    /// How many input nodes: fed by the outputs of that many skeleton parts before the cell.
+    pub inputs: u32,
+    /// Where `inputs k` was written (None: the default, one input).
+    pub inputs_span: Option<Span>,
     pub edges: Vec<Handle<Edge>>,
+    pub output: Option<CellOutput>,
     pub file: u32,
+}
+
+/// `output concat 2, 3, 4, 5`, `output add 2, 3` or `output 5`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellOutput {
+    /// How several nodes merge (None for a single node).
+    pub merge: Option<MergeKind>,
+    pub nodes: Vec<u32>,
+    pub span: Span,
 }
 
 /// What a candidate entry offers: a block or op call, or a plain value (value choices).
@@ -253,11 +271,14 @@ pub enum Part {
         repeat: Handle<Expr>,
         stride: Handle<Expr>,
     },
-    /// `cells name out=C repeat=N`: N instances of a cell.
+    /// `cells name out=C repeat=N [stride=S]`: N instances of a cell, each node of C
+    /// channels; with a stride, the first instance is a reduction cell (the edges out of its
+    /// input nodes stride).
     Cells {
         cell: String,
         out: Handle<Expr>,
         repeat: Handle<Expr>,
+        stride: Handle<Expr>,
     },
 }
 

@@ -250,6 +250,19 @@ impl<'m> Builder<'m> {
         span: Span,
         cur: Handle<Node>,
     ) -> Result<Handle<Node>, Diagnostic> {
+        self.invoke_framed(name, args, span, cur, None)
+    }
+
+    /// [`Builder::invoke`], a block taking `frame` where its call gives no `out=` or
+    /// `stride=` (without one: its input's channels, stride 1).
+    fn invoke_framed(
+        &mut self,
+        name: &str,
+        args: Vec<ArgValue>,
+        span: Span,
+        cur: Handle<Node>,
+        frame: Option<Frame>,
+    ) -> Result<Handle<Node>, Diagnostic> {
         if let Some(sig) = prims::signature(name) {
             let params: Vec<(String, Option<Value>)> = sig
                 .iter()
@@ -269,10 +282,10 @@ impl<'m> Builder<'m> {
         if let Some(block) = self.m.block(name) {
             let params = self.block_params(block)?;
             let (bound, extra) = bind(name, &params, args, &["out", "stride"], span)?;
-            let mut frame = Frame {
+            let mut frame = frame.unwrap_or(Frame {
                 out: self.shape(cur).c,
                 stride: 1,
-            };
+            });
             for (k, v) in extra {
                 let n = match v {
                     Value::Int(i) if i >= 1 && (i as u64) <= network::MAX_DIM => i as u64,
@@ -444,6 +457,86 @@ impl<'m> Builder<'m> {
                 }
                 Ok(cur)
             }
+        }
+    }
+
+    /// Instantiates the op of a cell edge on `cur`: as [`Builder::resolved`], except that on
+    /// a reducing edge (`frame.stride` > 1, an edge out of a reduction cell's input) a
+    /// primitive takes the stride itself — a pool or conv written with stride 1 strides, and
+    /// `zero` gives the zeros of the reduced shape. A block reads the stride as `stride`.
+    pub fn edge_op(
+        &mut self,
+        r: &Resolved,
+        frame: Frame,
+        cur: Handle<Node>,
+        span: Span,
+    ) -> Result<Handle<Node>, Diagnostic> {
+        let Resolved::Call { name, args } = r else {
+            return self.resolved(r, frame, cur, span);
+        };
+        if frame.stride == 1 || self.m.block(name).is_some() {
+            return self.resolved(r, frame, cur, span);
+        }
+        let stride = Value::Int(frame.stride as i64);
+        if prims::canonical(name) == "zero" {
+            // Sampling every stride-th pixel gives the reduced shape; pruning turns the pair
+            // into one constant, so nothing is computed for it.
+            let pool = Prim::AvgPool {
+                k: 1,
+                stride: frame.stride,
+                pad: 0,
+            };
+            let sampled = self.node(pool, vec![cur], span)?;
+            return self.node(Prim::Zero, vec![sampled], span);
+        }
+        let args: Vec<(String, Value)> = args
+            .iter()
+            .map(|(n, v)| match (n.as_str(), v) {
+                ("stride", Value::Int(1)) => (n.clone(), stride.clone()),
+                _ => (n.clone(), v.clone()),
+            })
+            .collect();
+        let strided = Resolved::Call {
+            name: name.clone(),
+            args,
+        };
+        self.resolved(&strided, frame, cur, span)
+    }
+
+    /// A cell edge's pipeline on `cur`. Its expressions see `in`, `out` and `stride` (the
+    /// cell's channels and the edge's stride) besides the globals; an edge of one call is
+    /// instantiated as an option is ([`Builder::edge_op`]), so it strides the same way.
+    pub fn edge_pipeline(
+        &mut self,
+        ops: &[Handle<OpCall>],
+        cur: Handle<Node>,
+        frame: Frame,
+        env: &Env,
+    ) -> Result<Handle<Node>, Diagnostic> {
+        let env = env
+            .clone()
+            .with("in", Value::Int(self.shape(cur).c as i64))
+            .with("out", Value::Int(frame.out as i64))
+            .with("stride", Value::Int(frame.stride as i64));
+        match ops {
+            [only] if prims::signature(&self.m.ops[*only].name).is_some() => {
+                let offer = crate::resolve::offer(self, &Offer::Call(*only), &env)?;
+                self.edge_op(&offer.resolved, frame, cur, self.m.ops.span(*only))
+            }
+            [only] => {
+                let call = &self.m.ops[*only];
+                let mut args = Vec::with_capacity(call.args.len());
+                for a in &call.args {
+                    args.push(ArgValue {
+                        name: a.name.clone(),
+                        value: self.ev.eval(a.value, &env)?,
+                        span: self.m.exprs.span(a.value),
+                    });
+                }
+                let span = self.m.ops.span(*only);
+                self.invoke_framed(&call.name, args, span, cur, Some(frame))
+            }
+            _ => self.pipeline(ops, cur, &env),
         }
     }
 

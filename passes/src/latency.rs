@@ -73,7 +73,10 @@ pub fn standalone(m: &Module, space: u32) -> Result<Standalone, Diagnostics> {
         let mut b = Builder::new(m, named.clone());
         let x = b.input(input, option.span);
         b.region = region;
-        b.resolved(&option.resolved, frame, x, option.span)?;
+        match region {
+            Region::Layer(_) => b.resolved(&option.resolved, frame, x, option.span)?,
+            _ => b.edge_op(&option.resolved, frame, x, option.span)?,
+        };
         Ok::<_, Diagnostic>(computing(&b.graph))
     };
     let mut options = Vec::new();

@@ -31,7 +31,7 @@ pub trait LayerHook {
         span: Span,
     ) -> Result<Handle<Node>, Diagnostic> {
         b.edge_uses.push((name.to_string(), b.shape(from), frame));
-        b.resolved(option, frame, from, span)
+        b.edge_op(option, frame, from, span)
     }
 }
 
@@ -182,6 +182,9 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
     let layer_plan = layers(b)?;
     let env = b.global_env();
     let mut cur = b.input(input.shape, input.span);
+    // The output of every part so far (each fixed pipeline, layer and cell): a cell with k
+    // inputs reads the last k.
+    let mut history: Vec<Handle<Node>> = Vec::new();
     let (mut layer, mut fixed, mut cell) = (0usize, 0u32, 0u32);
     for &p in &sk.parts {
         let span = m.parts.span(p);
@@ -190,12 +193,14 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
                 b.region = Region::Fixed(fixed);
                 fixed += 1;
                 cur = b.pipeline(ops, cur, &env)?;
+                history.push(cur);
             }
             Part::Search { .. } | Part::Stage { .. } => {
                 while layer < layer_plan.len() && layer_plan[layer].2 == span {
                     let (out, stride, _) = layer_plan[layer];
                     b.region = Region::Layer(layer as u32);
                     cur = hook.layer(b, layer as u32, cur, Frame { out, stride }, span)?;
+                    history.push(cur);
                     layer += 1;
                 }
             }
@@ -203,6 +208,7 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
                 cell: name,
                 out,
                 repeat,
+                stride,
             } => {
                 let Some(def) = m.cell(name) else {
                     let mut d = Diagnostic::error(format!("unknown cell `{name}`"))
@@ -216,11 +222,19 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
                 };
                 let c = int_in(b, *out, &env, "out", 1, network::MAX_DIM)?;
                 let n = int_in(b, *repeat, &env, "repeat", 1, MAX_LAYERS as u64)?;
+                let s = int_in(b, *stride, &env, "stride", 1, 64)?;
                 let order = cell_order(m, def)?;
-                for _ in 0..n {
+                for i in 0..n {
                     b.region = Region::Cell(cell);
                     cell += 1;
-                    cur = build_cell(b, hook, def, &order, cur, c, &env)?;
+                    let inputs = last_outputs(&history, cur, m.cells[def].inputs as usize);
+                    let at = CellAt {
+                        out: c,
+                        stride: if i == 0 { s } else { 1 },
+                        part: span,
+                    };
+                    cur = build_cell(b, hook, def, &order, &inputs, at, &env)?;
+                    history.push(cur);
                 }
             }
         }
@@ -228,8 +242,22 @@ pub fn walk(b: &mut Builder, hook: &mut dyn LayerHook) -> Result<Handle<Node>, D
     Ok(cur)
 }
 
-/// The cell's nodes in an order where every edge goes forward; errors on cycles, on nodes
-/// without inputs, and on edges into node 0 (the cell's input).
+/// The last `k` of the parts' outputs, oldest first; where fewer parts came before, the
+/// earliest repeats (DARTS's first cell reads the stem twice), and with none, the input.
+fn last_outputs(history: &[Handle<Node>], input: Handle<Node>, k: usize) -> Vec<Handle<Node>> {
+    let seen = if history.is_empty() {
+        std::slice::from_ref(&input)
+    } else {
+        history
+    };
+    (0..k)
+        .map(|i| seen[(seen.len() + i).saturating_sub(k)])
+        .collect()
+}
+
+/// The cell's nodes in an order where every edge goes forward; errors on cycles, on edges
+/// into an input node, on nodes without inputs, on an output naming a node the cell does
+/// not have, and on nodes whose value never reaches the output.
 pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnostic> {
     let def = &m.cells[cell];
     let cspan = m.cells.span(cell);
@@ -239,13 +267,23 @@ pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnos
                 .with_label(cspan, "empty cell"),
         );
     }
-    let mut nodes: Vec<u32> = vec![0];
+    let k = def.inputs;
+    let mut nodes: Vec<u32> = (0..k).collect();
     for &e in &def.edges {
         let edge = &m.edges[e];
-        if edge.to == 0 {
+        if edge.to < k {
+            let what = if k == 1 {
+                "node 0, the cell's input".to_string()
+            } else {
+                format!(
+                    "node {}, one of the cell's {k} inputs (0 to {})",
+                    edge.to,
+                    k - 1
+                )
+            };
             return Err(
-                Diagnostic::error("an edge cannot lead into node 0, the cell's input")
-                    .with_label(m.edges.span(e), "edge into the input"),
+                Diagnostic::error(format!("an edge cannot lead into {what}"))
+                    .with_label(m.edges.span(e), "edge into an input"),
             );
         }
         if edge.from == edge.to {
@@ -264,15 +302,22 @@ pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnos
         .iter()
         .map(|&n| (n, def.edges.iter().filter(|&&e| m.edges[e].to == n).count()))
         .collect();
-    if let Some(&(n, _)) = indegree.iter().find(|&&(n, d)| n != 0 && d == 0) {
+    if let Some(&(n, _)) = indegree.iter().find(|&&(n, d)| n >= k && d == 0) {
         let from = def.edges.iter().find(|&&e| m.edges[e].from == n).copied();
         let at = from.map_or(cspan, |e| m.edges.span(e));
+        let inputs = if k == 1 {
+            "0 (the cell's input)".to_string()
+        } else {
+            format!("the cell's inputs (0 to {})", k - 1)
+        };
         return Err(Diagnostic::error(format!(
             "node {n} of cell `{}` has no incoming edge",
             def.name
         ))
         .with_label(at, format!("node {n} is used here"))
-        .with_help("every node but 0 (the cell's input) needs at least one edge into it"));
+        .with_help(format!(
+            "every node but {inputs} needs at least one edge into it"
+        )));
     }
     let mut order = Vec::new();
     while let Some(pos) = indegree.iter().position(|&(_, d)| d == 0) {
@@ -304,7 +349,69 @@ pub fn cell_order(m: &Module, cell: Handle<CellDef>) -> Result<Vec<u32>, Diagnos
         )
         .with_help("cell edges must form a DAG"));
     }
+    let outputs = cell_outputs(m, cell, &nodes)?;
+    // Every node must reach the output: walk the edges backwards from it.
+    let mut live: Vec<u32> = outputs.clone();
+    for &n in order.iter().rev() {
+        if live.contains(&n) {
+            for &e in &def.edges {
+                if m.edges[e].to == n && !live.contains(&m.edges[e].from) {
+                    live.push(m.edges[e].from);
+                }
+            }
+        }
+    }
+    if let Some(&dead) = nodes.iter().find(|n| !live.contains(n)) {
+        let leaving = def.edges.iter().find(|&&e| m.edges[e].from == dead);
+        let into = def.edges.iter().find(|&&e| m.edges[e].to == dead);
+        let at = leaving.or(into).map_or(cspan, |&e| m.edges.span(e));
+        let what = if dead < k { "input node" } else { "node" };
+        return Err(Diagnostic::error(format!(
+            "{what} {dead} of cell `{}` never reaches the cell's output",
+            def.name
+        ))
+        .with_label(at, format!("node {dead} here"))
+        .with_help(match &def.output {
+            Some(_) => "add it to the `output`, or an edge from it toward a node that is",
+            None => "add an edge from it toward the highest node, or declare an `output`",
+        }));
+    }
     Ok(order)
+}
+
+/// The nodes a cell hands on: its declared output, or its highest node.
+fn cell_outputs(m: &Module, cell: Handle<CellDef>, nodes: &[u32]) -> Result<Vec<u32>, Diagnostic> {
+    let def = &m.cells[cell];
+    let Some(out) = &def.output else {
+        return Ok(nodes.iter().max().copied().into_iter().collect());
+    };
+    let mut seen = Vec::new();
+    for &n in &out.nodes {
+        if !nodes.contains(&n) {
+            return Err(Diagnostic::error(format!(
+                "the output of cell `{}` names node {n}, which the cell does not have",
+                def.name
+            ))
+            .with_label(out.span, format!("node {n}"))
+            .with_help(format!(
+                "the cell's nodes are {}",
+                nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if seen.contains(&n) {
+            return Err(Diagnostic::error(format!(
+                "the output of cell `{}` names node {n} twice",
+                def.name
+            ))
+            .with_label(out.span, "here"));
+        }
+        seen.push(n);
+    }
+    Ok(seen)
 }
 
 /// The named choice an edge refers to, if its op is a bare name of one.
@@ -343,19 +450,44 @@ pub fn edge_choice<'a>(
     }
 }
 
+/// Where a cell instance stands: its nodes' channels, the stride of the edges out of its
+/// inputs, and the skeleton part it belongs to.
+#[derive(Clone, Copy)]
+struct CellAt {
+    out: u64,
+    stride: u64,
+    part: Span,
+}
+
 fn build_cell(
     b: &mut Builder,
     hook: &mut dyn LayerHook,
     cell: Handle<CellDef>,
     order: &[u32],
-    input: Handle<Node>,
-    out: u64,
+    inputs: &[Handle<Node>],
+    at: CellAt,
     env: &Env,
 ) -> Result<Handle<Node>, Diagnostic> {
     let m = b.m;
     let def = &m.cells[cell];
-    let mut values: Vec<(u32, Handle<Node>)> = vec![(0, input)];
-    for &n in order.iter().filter(|&&n| n != 0) {
+    let k = def.inputs;
+    // The cell works at the resolution of the part right before it.
+    let here = b.shape(*inputs.last().expect("a cell has an input"));
+    let mut values: Vec<(u32, Handle<Node>)> = Vec::new();
+    for (i, &x) in inputs.iter().enumerate() {
+        let v = if k == 1 {
+            x
+        } else {
+            preprocess(b, cell, i as u32, x, here, at)?
+        };
+        values.push((i as u32, v));
+    }
+    let node_shape = Shape::new(
+        at.out,
+        here.h.div_ceil(at.stride),
+        here.w.div_ceil(at.stride),
+    );
+    for &n in order.iter().filter(|&&n| n >= k) {
         let mut incoming = Vec::new();
         for &e in def.edges.iter().filter(|&&e| m.edges[e].to == n) {
             let edge = &m.edges[e];
@@ -365,14 +497,23 @@ fn build_cell(
                 .map(|(_, h)| *h)
                 .expect("topological order");
             let span = m.edges.span(e);
+            let frame = Frame {
+                out: at.out,
+                stride: if edge.from < k { at.stride } else { 1 },
+            };
             let named = b.named.clone();
             b.edge = Some(e.index() as u32);
             let result = match edge_choice(m, edge, &named) {
-                Some((name, r)) => hook.edge(b, name, r, from, Frame { out, stride: 1 }, span),
-                None => b.pipeline(&edge.op, from, env),
+                Some((name, r)) => hook.edge(b, name, r, from, frame, span),
+                None => b.edge_pipeline(&edge.op, from, frame, env),
             };
             b.edge = None;
-            incoming.push(result?);
+            let y = result?;
+            let got = b.shape(y);
+            if got != node_shape {
+                return Err(edge_misfit(m, cell, edge, span, got, node_shape, frame));
+            }
+            incoming.push(y);
         }
         let value = if incoming.len() == 1 {
             incoming[0]
@@ -381,9 +522,112 @@ fn build_cell(
         };
         values.push((n, value));
     }
-    Ok(values
-        .iter()
-        .max_by_key(|(n, _)| *n)
-        .map(|(_, h)| *h)
-        .expect("a cell has nodes"))
+    let value = |n: u32| {
+        values
+            .iter()
+            .find(|(v, _)| *v == n)
+            .map(|(_, h)| *h)
+            .expect("cell_order checked the output's nodes")
+    };
+    match &def.output {
+        None => Ok(values
+            .iter()
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, h)| *h)
+            .expect("a cell has nodes")),
+        Some(out) => {
+            let nodes: Vec<Handle<Node>> = out.nodes.iter().map(|&n| value(n)).collect();
+            match (out.merge, nodes.as_slice()) {
+                (_, [one]) => Ok(*one),
+                (Some(MergeKind::Add) | None, _) => b.node(Prim::Add, nodes, out.span),
+                (Some(MergeKind::Concat), _) => b.node(Prim::Concat, nodes, out.span),
+            }
+        }
+    }
+}
+
+/// Why an edge's result is not a node of its cell, with what to do about it.
+fn edge_misfit(
+    m: &Module,
+    cell: Handle<CellDef>,
+    edge: &Edge,
+    span: Span,
+    got: Shape,
+    want: Shape,
+    frame: Frame,
+) -> Diagnostic {
+    let name = &m.cells[cell].name;
+    let d = Diagnostic::error(format!(
+        "edge {} -> {} of cell `{name}` gives {got}, but the cell's nodes are {want}",
+        edge.from, edge.to
+    ))
+    .with_label(span, format!("gives {got}"));
+    if frame.stride > 1 && (got.h, got.w) != (want.h, want.w) {
+        d.with_note(format!(
+            "the edges out of a reduction cell's inputs stride by {}",
+            frame.stride
+        ))
+        .with_help(
+            "a pool or conv takes the stride itself and a block reads it as `stride`; `skip` \
+             cannot stride: use a block that reduces when `stride > 1` (DARTS: a factorised \
+             reduction)",
+        )
+    } else {
+        d.with_help("an edge's op must give the cell's `out` channels (a block reads `out`)")
+    }
+}
+
+/// DARTS's preprocessing of input `i` (shape of `x`) to the cell's channels at resolution
+/// `here`: a 1×1 ReLU-conv-BN, or a factorised reduction where the input is twice as large
+/// (its part came before a reduction).
+fn preprocess(
+    b: &mut Builder,
+    cell: Handle<CellDef>,
+    i: u32,
+    x: Handle<Node>,
+    here: Shape,
+    at: CellAt,
+) -> Result<Handle<Node>, Diagnostic> {
+    let m = b.m;
+    let def = &m.cells[cell];
+    let span = def.inputs_span.unwrap_or(m.cells.span(cell));
+    let s = b.shape(x);
+    let conv = |out: u64, stride: u64| Prim::Conv {
+        out,
+        k: 1,
+        stride,
+        pad: 0,
+        groups: 1,
+        dilation: 1,
+    };
+    let relu = b.node(Prim::Relu, vec![x], span)?;
+    let y = if (s.h, s.w) == (here.h, here.w) {
+        b.node(conv(at.out, 1), vec![relu], span)?
+    } else if (s.h.div_ceil(2), s.w.div_ceil(2)) == (here.h, here.w) {
+        if !at.out.is_multiple_of(2) {
+            return Err(Diagnostic::error(format!(
+                "input node {i} of cell `{}` needs a factorised reduction, which halves \
+                 `out` = {} into two convs",
+                def.name, at.out
+            ))
+            .with_label(at.part, "an odd `out`")
+            .with_help("give the cells an even `out`"));
+        }
+        let a = b.node(conv(at.out / 2, 2), vec![relu], span)?;
+        let shifted = b.node(Prim::Shift, vec![relu], span)?;
+        let c = b.node(conv(at.out / 2, 2), vec![shifted], span)?;
+        b.node(Prim::Concat, vec![a, c], span)?
+    } else {
+        return Err(Diagnostic::error(format!(
+            "input node {i} of cell `{}` is {s}, but the cell works at {}x{}",
+            def.name, here.h, here.w
+        ))
+        .with_label(at.part, "this cell")
+        .with_note(
+            "an input from before one reduction (twice the size) is reduced by the compiler; \
+             one from further back is not",
+        )
+        .with_help("read fewer inputs, or reduce at most once between cells"));
+    };
+    b.node(Prim::BatchNorm, vec![y], span)
 }

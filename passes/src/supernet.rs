@@ -83,7 +83,7 @@ impl LayerHook for AllOptions<'_> {
     ) -> Result<Handle<Node>, Diagnostic> {
         let d = self.edges[name];
         self.place(b, d, span, |b, option| {
-            b.resolved(&option.resolved, frame, from, span)
+            b.edge_op(&option.resolved, frame, from, span)
         })
     }
 }
