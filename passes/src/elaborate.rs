@@ -216,6 +216,17 @@ impl<'m> Builder<'m> {
         cur: Handle<Node>,
         env: &Env,
     ) -> Result<Handle<Node>, Diagnostic> {
+        self.op_call_framed(h, cur, env, None)
+    }
+
+    /// [`Builder::op_call`], a block taking `frame` where the call gives no `out=`/`stride=`.
+    fn op_call_framed(
+        &mut self,
+        h: Handle<OpCall>,
+        cur: Handle<Node>,
+        env: &Env,
+        frame: Option<Frame>,
+    ) -> Result<Handle<Node>, Diagnostic> {
         let call = &self.m.ops[h];
         let span = self.m.ops.span(h);
         // A parameter may name the op to use (`act` bound to `relu6`).
@@ -239,7 +250,7 @@ impl<'m> Builder<'m> {
                 span: self.m.exprs.span(a.value),
             });
         }
-        self.invoke(&name, args, span, cur)
+        self.invoke_framed(&name, args, span, cur, frame)
     }
 
     /// Calls a primitive or a block by name with evaluated arguments.
@@ -523,19 +534,7 @@ impl<'m> Builder<'m> {
                 let offer = crate::resolve::offer(self, &Offer::Call(*only), &env)?;
                 self.edge_op(&offer.resolved, frame, cur, self.m.ops.span(*only))
             }
-            [only] => {
-                let call = &self.m.ops[*only];
-                let mut args = Vec::with_capacity(call.args.len());
-                for a in &call.args {
-                    args.push(ArgValue {
-                        name: a.name.clone(),
-                        value: self.ev.eval(a.value, &env)?,
-                        span: self.m.exprs.span(a.value),
-                    });
-                }
-                let span = self.m.ops.span(*only);
-                self.invoke_framed(&call.name, args, span, cur, Some(frame))
-            }
+            [only] => self.op_call_framed(*only, cur, &env, Some(frame)),
             _ => self.pipeline(ops, cur, &env),
         }
     }
