@@ -58,6 +58,10 @@ enum Command {
     Export(measure::ExportArgs),
     /// Train SSBN_0, fine-tune every SSBN from it, record validation accuracies (resumable)
     Profile(profile::ProfileArgs),
+    /// How well fine-tuned accuracies and zero-cost proxies rank SSBNs against training
+    /// from scratch: Kendall tau (bootstrap interval), Spearman rho, within-decision tau,
+    /// top-k, on a stratified sample of each space
+    ProfileEval(profile::EvalArgs),
     /// Score every SSBN (accuracy, latency), pick the winning space, write it reduced as DSL
     Select(select::SelectArgs),
     /// Detect a backend's fusion rules (nn-Meter's test on the op pairs of a file) and
@@ -217,7 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let world = measure::World::open(&args.on)?;
             let mut cx = world.ctx();
             cx.space = args.space.clone();
-            cx.accuracy = Some(AccuracyFrom::Train(args.train.spec(&args.on.db)?));
+            cx.accuracy = Some(AccuracyFrom::Train(args.spec()?));
             let start = std::time::Instant::now();
             let Some(m) = load_with(&args.file, Some("profile"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);
@@ -225,10 +229,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let seconds = start.elapsed().as_secs_f64();
             profile::print_profiled(&m, &args.file, &args.out, Some(seconds))?;
         }
+        Command::ProfileEval(args) => {
+            let (spec, proxies) = args.spec()?;
+            let world = measure::World::open(&args.on)?;
+            let mut cx = world.ctx();
+            cx.space = args.space.clone();
+            let Some(m) = load_with(&args.file, Some("expand"), dump, Some(world.ctx()))? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let rows = spacetune::pass::fidelity::report(&m, &cx, &spec, &proxies)?;
+            profile::print_fidelity(&rows, &args.file, &args.out)?;
+        }
         Command::Select(args) => {
             let world = measure::World::open(&args.on)?;
             let mut cx = world.ctx();
-            cx.accuracy = Some(AccuracyFrom::Table(args.accuracy.clone()));
+            cx.accuracy = Some(AccuracyFrom::Table(args.table()?));
             cx.select = args.knobs.overrides();
             let Some(m) = load_with(&args.file, Some("reduce"), dump, Some(cx))? else {
                 return Ok(ExitCode::FAILURE);

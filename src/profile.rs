@@ -4,8 +4,10 @@
 use crate::measure::{stem, BackendArgs};
 use anyhow::{Context, Result};
 use clap::Args;
+use spacetune::backends::proxy::Proxy;
 use spacetune::ir::Module;
-use spacetune::pass::ctx::{Budget, TrainSpec};
+use spacetune::pass::ctx::{Budget, Method, TrainSpec};
+use spacetune::pass::fidelity::Row;
 use std::path::{Path, PathBuf};
 
 /// The data set and the training budget. Sizes left out come from `--budget`.
@@ -35,6 +37,9 @@ pub struct TrainArgs {
     /// 256, full 2000]
     #[arg(long)]
     pub finetune_subset: Option<usize>,
+    /// Peak learning rate of each fine-tuning [default: --lr]
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     #[arg(long, default_value_t = 0.05)]
@@ -46,6 +51,11 @@ pub struct TrainArgs {
     /// Train and evaluate SSBN_0 only (e.g. to see how much the seed moves its accuracy)
     #[arg(long)]
     pub base_only: bool,
+    /// How each SSBN gets its accuracy: finetune (BBSSP: from SSBN_0's weights), scratch
+    /// (trained from random initialisation on SSBN_0's budget), or a zero-cost proxy at
+    /// initialisation, synflow or naswot (seconds per SSBN; ranks, not accuracies)
+    #[arg(long, default_value = "finetune")]
+    pub accuracy_source: String,
 }
 
 impl TrainArgs {
@@ -55,24 +65,48 @@ impl TrainArgs {
             .with_context(|| format!("unknown budget `{}` (tiny, small, full)", self.budget))
     }
 
-    /// The training spec, with SSBN_0 checkpoints beside the database `db`.
+    /// The accuracy source named by `--accuracy-source`.
+    pub fn method(&self) -> Result<Method> {
+        Method::named(&self.accuracy_source).with_context(|| {
+            format!(
+                "unknown accuracy source `{}` ({})",
+                self.accuracy_source,
+                Method::NAMES
+            )
+        })
+    }
+
+    /// The training spec, with SSBN_0 checkpoints beside the database `db`; its sizes
+    /// checked, not yet the data.
     pub fn spec(&self, db: &Path) -> Result<TrainSpec> {
         let p = self.budget()?.profile;
-        Ok(TrainSpec {
+        let spec = TrainSpec {
             dataset: self.dataset.clone(),
             train_subset: self.train_subset.unwrap_or(p.train_subset),
             validation: self.validation.unwrap_or(p.validation),
             epochs: self.epochs.unwrap_or(p.epochs),
             finetune_epochs: self.finetune_epochs,
             finetune_subset: self.finetune_subset.unwrap_or(p.finetune_subset),
+            finetune_lr: self.finetune_lr,
             batch: self.batch,
             lr: self.lr,
             seed: self.seed,
             threads: self.threads,
             base_only: self.base_only,
             checkpoints: db.parent().map(Path::to_path_buf).unwrap_or_default(),
-        })
+            method: self.method()?,
+            sample: None,
+        };
+        spec.check().map_err(anyhow::Error::msg)?;
+        Ok(spec)
     }
+}
+
+/// Checks `spec` and its data set before anything is measured or trained.
+pub fn preflight(spec: &TrainSpec) -> Result<()> {
+    spacetune::pass::profile::preflight(spec)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("profile: {e}"))
 }
 
 #[derive(Args)]
@@ -83,11 +117,57 @@ pub struct ProfileArgs {
     /// Where latencies come from (the pipeline measures before it profiles)
     #[command(flatten)]
     pub on: BackendArgs,
+    /// Train every SSBN from random initialisation (the ground truth of `profile-eval`);
+    /// the same as `--accuracy-source scratch`
+    #[arg(long, conflicts_with = "proxy")]
+    pub from_scratch: bool,
+    /// A zero-cost proxy instead of training (synflow, naswot); the same as
+    /// `--accuracy-source NAME`
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Only SSBN_0 and this many other SSBNs of each space, stratified over its decisions
+    /// (seeded by --seed); selection needs every SSBN, so `select` cannot use the result
+    #[arg(long)]
+    pub sample: Option<usize>,
     /// Only this space (by name)
     #[arg(long)]
     pub space: Option<String>,
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
+}
+
+impl ProfileArgs {
+    /// The training spec with `--from-scratch`, `--proxy` and `--sample` applied.
+    pub fn spec(&self) -> Result<TrainSpec> {
+        let mut spec = self.train.spec(&self.on.db)?;
+        let alias = match (&self.proxy, self.from_scratch) {
+            (Some(p), _) => Some(
+                Method::named(p)
+                    .filter(|m| matches!(m, Method::Proxy(_)))
+                    .with_context(|| format!("unknown proxy `{p}` (synflow, naswot)"))?,
+            ),
+            (None, true) => Some(Method::Scratch),
+            (None, false) => None,
+        };
+        if let Some(method) = alias {
+            if self.train.accuracy_source != "finetune" && method != spec.method {
+                anyhow::bail!(
+                    "--accuracy-source {} contradicts --{}",
+                    self.train.accuracy_source,
+                    if self.from_scratch {
+                        "from-scratch"
+                    } else {
+                        "proxy"
+                    }
+                );
+            }
+            spec.method = method;
+        }
+        spec.sample = self.sample.map(|n| (n, self.train.seed));
+        spec.check().map_err(anyhow::Error::msg)?;
+        preflight(&spec)?;
+        Ok(spec)
+    }
 }
 
 /// Writes `<out>/<stem>.accuracy.csv` and prints the per-space summary.
@@ -107,13 +187,30 @@ pub fn print_profiled(m: &Module, file: &Path, out: &Path, seconds: Option<f64>)
         })
         .collect();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(format!("{}.accuracy.csv", stem(file)));
+    let path = out.join(format!(
+        "{}.{}.csv",
+        stem(file),
+        Method::of(&table.source).csv_stem()
+    ));
     let mut w = csv::Writer::from_path(&path)?;
-    w.write_record(["space", "id", "key", "accuracy"])?;
-    for (s, id, key, acc) in &rows {
+    let mut header = vec!["space", "id", "key", "accuracy"];
+    if !table.scores.is_empty() {
+        header.push("score");
+    }
+    w.write_record(&header)?;
+    for (h, (s, id, key, acc)) in table.results.keys().zip(&rows) {
         // In full (the shortest text that reads back as the same number): `select
         // --accuracy` must rank exactly what the profile measured.
-        w.write_record([*s, *id, *key, acc.to_string().as_str()])?;
+        let mut record = vec![
+            s.to_string(),
+            id.to_string(),
+            key.to_string(),
+            acc.to_string(),
+        ];
+        if let Some(score) = table.scores.get(h) {
+            record.push(score.to_string());
+        }
+        w.write_record(&record)?;
     }
     w.flush()?;
     println!("wrote {}", path.display());
@@ -148,4 +245,73 @@ fn summarise(rows: &[(&str, &str, &str, f64)], seconds: Option<f64>) {
     if let Some(seconds) = seconds {
         println!("profiled in {seconds:.1} s");
     }
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Where the store is (the pipeline stops at `expand`; nothing is timed)
+    #[command(flatten)]
+    pub on: BackendArgs,
+    /// SSBNs of each space (besides SSBN_0) trained from scratch, stratified over its
+    /// decisions and drawn with --seed
+    #[arg(long, default_value_t = 20)]
+    pub sample: usize,
+    /// Zero-cost proxies scored beside fine-tuning (repeatable)
+    #[arg(long = "proxy", default_values_t = ["synflow".to_string(), "naswot".to_string()])]
+    pub proxies: Vec<String>,
+    /// Only this space (by name)
+    #[arg(long)]
+    pub space: Option<String>,
+    #[arg(long, default_value = "spacetune-out")]
+    pub out: PathBuf,
+}
+
+impl EvalArgs {
+    pub fn spec(&self) -> Result<(TrainSpec, Vec<Proxy>)> {
+        let mut spec = self.train.spec(&self.on.db)?;
+        spec.sample = Some((self.sample, self.train.seed));
+        spec.check().map_err(anyhow::Error::msg)?;
+        preflight(&spec)?;
+        let proxies = self
+            .proxies
+            .iter()
+            .map(|p| {
+                Proxy::named(p).with_context(|| format!("unknown proxy `{p}` (synflow, naswot)"))
+            })
+            .collect::<Result<_>>()?;
+        Ok((spec, proxies))
+    }
+}
+
+/// Prints the fidelity table and writes it as JSON.
+pub fn print_fidelity(rows: &[Row], file: &Path, out: &Path) -> Result<()> {
+    println!(
+        "{:<8} {:<26} {:<9} {:>4} {:>7} {:>17} {:>7} {:>8} {:>5} {:>9}",
+        "space", "source", "against", "n", "tau", "tau 95% CI", "rho", "tau/dec", "top3", "s/SSBN"
+    );
+    for r in rows {
+        let f = &r.fidelity;
+        println!(
+            "{:<8} {:<26} {:<9} {:>4} {:>7.3} {:>17} {:>7.3} {:>8} {:>5} {:>9.2}",
+            r.space,
+            r.source,
+            r.against,
+            f.networks,
+            f.tau,
+            format!("[{:.3}, {:.3}]", f.tau_low, f.tau_high),
+            f.rho,
+            format!("{:.3}/{}", f.within_tau, f.within_decisions),
+            format!("{}/3", f.top3_in_top10),
+            r.seconds_per_ssbn
+        );
+    }
+    println!("tau/dec: mean Kendall tau within a decision (its SSBNs with SSBN_0) / decisions with >= 3; top3: the truth's top 3 among the source's top 10");
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!("{}.fidelity.json", stem(file)));
+    std::fs::write(&path, serde_json::to_string_pretty(rows)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
 }

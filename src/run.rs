@@ -53,7 +53,11 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
     cx.select = args.knobs.overrides();
     cx.accuracy = Some(match &args.accuracy {
         Some(path) => AccuracyFrom::Table(path.clone()),
-        None => AccuracyFrom::Train(args.train.spec(&args.on.db)?),
+        None => {
+            let spec = args.train.spec(&args.on.db)?;
+            profile::preflight(&spec)?;
+            AccuracyFrom::Train(spec)
+        }
     });
     cx.search = Some(args.search.spec(&args.train, &args.on.db, &args.out)?);
     let start = std::time::Instant::now();
@@ -194,6 +198,8 @@ fn settings(args: &RunArgs) -> serde_json::Value {
             "epochs": s.epochs,
             "finetune_epochs": s.finetune_epochs,
             "finetune_subset": s.finetune_subset,
+            "finetune_lr": s.finetune_lr.unwrap_or(s.lr),
+            "accuracy_source": s.method.name(),
             "batch": s.batch,
             "lr": s.lr,
             "seed": s.seed,

@@ -6,7 +6,7 @@ use crate::measure::{stem, BackendArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use spacetune::ir::{dsl, Module, Selection};
-use spacetune::pass::ctx::SelectOverrides;
+use spacetune::pass::ctx::{Method, SelectOverrides};
 use std::path::{Path, PathBuf};
 
 /// BBSSP's trade-off knobs; they default to the file's `select` line, then to the authors'
@@ -41,9 +41,14 @@ pub struct SelectArgs {
     pub file: PathBuf,
     /// Accuracies: a CSV with `key` and `accuracy` columns (the canonical architecture key
     /// of `spacetune expand`; a `space` column, if any, tells spaces apart), e.g. the
-    /// output of `spacetune profile` or a tabular benchmark
+    /// output of `spacetune profile` or a tabular benchmark [default: what `spacetune
+    /// profile` wrote for --accuracy-source into --out]
     #[arg(long)]
-    pub accuracy: PathBuf,
+    pub accuracy: Option<PathBuf>,
+    /// Which profile's CSV in --out to read: finetune (`<stem>.accuracy.csv`), scratch,
+    /// synflow or naswot (`<stem>.<source>.csv`; a proxy's column holds percentile ranks)
+    #[arg(long, default_value = "finetune")]
+    pub accuracy_source: String,
     /// Where latencies come from (measured through the cache, like `spacetune measure`)
     #[command(flatten)]
     pub on: BackendArgs,
@@ -51,6 +56,34 @@ pub struct SelectArgs {
     pub knobs: KnobArgs,
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
+}
+
+impl SelectArgs {
+    /// The accuracy table to read: `--accuracy`, or the profile's CSV for the source.
+    pub fn table(&self) -> Result<PathBuf> {
+        if let Some(path) = &self.accuracy {
+            return Ok(path.clone());
+        }
+        let method = Method::named(&self.accuracy_source).with_context(|| {
+            format!(
+                "unknown accuracy source `{}` ({})",
+                self.accuracy_source,
+                Method::NAMES
+            )
+        })?;
+        let path = self
+            .out
+            .join(format!("{}.{}.csv", stem(&self.file), method.csv_stem()));
+        if !path.exists() {
+            anyhow::bail!(
+                "{} does not exist: run `spacetune profile {} --accuracy-source {}` first, or give --accuracy FILE",
+                path.display(),
+                self.file.display(),
+                self.accuracy_source
+            );
+        }
+        Ok(path)
+    }
 }
 
 /// Writes the ranking (CSV, JSON) and the reduced space, where the `reduce` pass has run,

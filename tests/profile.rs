@@ -102,3 +102,260 @@ fn a_killed_profile_run_continues_where_it_stopped() {
         accs[0]
     );
 }
+
+/// `spacetune <command> FILE <extra> --db .. --out ..` in a fresh directory.
+fn spacetune_in(dir: &std::path::Path, command: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args([command, FILE])
+        .args(extra)
+        .args(["--db", &dir.join("m.db").display().to_string()])
+        .args(["--out", &dir.join("out").display().to_string()])
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+/// Files under `dir` whose name starts with `prefix` (checkpoints, CSVs).
+fn made(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(prefix) {
+                found.push(name.clone());
+            }
+            if e.path().is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn bad_training_input_is_refused_before_anything_is_trained_or_stored() {
+    let cifar_empty = tempfile::tempdir().unwrap();
+    let cifar_cut = tempfile::tempdir().unwrap();
+    // One record short of a batch file: 9,999 × 3,073 bytes.
+    std::fs::write(
+        cifar_cut.path().join("data_batch_1.bin"),
+        vec![0u8; 9_999 * 3_073],
+    )
+    .unwrap();
+    let empty = format!("cifar10:{}", cifar_empty.path().display());
+    let cut = format!("cifar10:{}", cifar_cut.path().display());
+    let tiny = [
+        "--dataset",
+        "synthetic",
+        "--budget",
+        "tiny",
+        "--threads",
+        "1",
+    ];
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "profile",
+            vec!["--validation", "0"],
+            "--validation 0: every SSBN would score 0",
+        ),
+        ("run", vec!["--validation", "0"], "--validation 0"),
+        (
+            "profile",
+            vec!["--train-subset", "4000"],
+            "has 4000 training images; --train-subset 4000 + --validation 200 needs 4200",
+        ),
+        (
+            "profile",
+            vec!["--finetune-subset", "600"],
+            "--finetune-subset 600 is larger than --train-subset 512",
+        ),
+        (
+            "profile",
+            vec!["--dataset", &empty],
+            "no data_batch_1.bin in the directory",
+        ),
+        (
+            "profile",
+            vec!["--dataset", &cut],
+            "30726927 bytes (9999.0 records): a CIFAR-10 batch file holds 10000 records",
+        ),
+        (
+            "profile",
+            vec!["--proxy", "gradsign"],
+            "unknown proxy `gradsign`",
+        ),
+        ("profile", vec!["--sample", "0"], "--sample 0"),
+    ];
+    for (command, extra, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        // Later flags win in clap only for repeated options it allows; give each case's
+        // own values after the tiny budget's.
+        let mut args: Vec<&str> = tiny.to_vec();
+        if let Some(i) = args.iter().position(|a| *a == "--dataset") {
+            if extra.contains(&"--dataset") {
+                args.drain(i..i + 2);
+            }
+        }
+        args.extend(&extra);
+        let out = spacetune_in(dir.path(), command, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command} {extra:?} succeeded");
+        assert!(stderr.contains(want), "{command} {extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(
+            rows(&dir.path().join("m.db")),
+            0,
+            "{command} {extra:?} stored accuracies"
+        );
+        assert!(
+            made(dir.path(), "checkpoints-").is_empty()
+                && made(dir.path(), "width_choice.").is_empty(),
+            "{command} {extra:?} left {:?}",
+            made(dir.path(), "")
+        );
+    }
+}
+
+#[test]
+fn a_proxy_profile_ranks_every_ssbn_in_seconds_and_select_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = [
+        "--dataset",
+        "synthetic",
+        "--budget",
+        "tiny",
+        "--threads",
+        "1",
+    ];
+    for proxy in ["synflow", "naswot"] {
+        let mut args = tiny.to_vec();
+        args.extend(["--proxy", proxy]);
+        let out = spacetune_in(dir.path(), "profile", &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let csv = std::fs::read_to_string(dir.path().join(format!("out/width_choice.{proxy}.csv")))
+            .unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some("space,id,key,accuracy,score"));
+        let mut rows: Vec<(f64, f64)> = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[3].parse().unwrap(), f[4].parse().unwrap())
+            })
+            .collect();
+        assert_eq!(rows.len(), 15);
+        // The accuracy column is the score's percentile rank: 0 to 1, in the score's order.
+        rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+        assert_eq!(rows[0].0, 0.0, "{proxy}: {rows:?}");
+        assert_eq!(rows[14].0, 1.0, "{proxy}: {rows:?}");
+        assert!(
+            rows.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{proxy}: {rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.1.is_finite()), "{proxy}: {rows:?}");
+        // Width 0.5 to 1.0 changes every layer: SynFlow (a sum over parameters) must
+        // tell them apart.
+        if proxy == "synflow" {
+            assert!(rows[14].1 > rows[0].1 + 1.0, "{rows:?}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args(["select", FILE, "--accuracy-source", "synflow"])
+        .args(["--db", &dir.path().join("m.db").display().to_string()])
+        .args(["--out", &dir.path().join("out").display().to_string()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranking = std::fs::read_to_string(dir.path().join("out/width_choice.select.csv")).unwrap();
+    assert_eq!(ranking.lines().count(), 16, "{ranking}");
+    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args(["select", FILE, "--accuracy-source", "scratch"])
+        .args(["--out", &dir.path().join("out").display().to_string()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("width_choice.scratch.csv does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ssbn0s_profiled_accuracy_is_what_its_saved_checkpoint_scores() {
+    use spacetune::backends::{network_hash, torch::TchNet, train, weights::Weights};
+    use spacetune::ir::Origin;
+    let dir = tempfile::tempdir().unwrap();
+    let out = spacetune_in(
+        dir.path(),
+        "profile",
+        &[
+            "--dataset",
+            "synthetic",
+            "--budget",
+            "tiny",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(dir.path().join("out/width_choice.accuracy.csv")).unwrap();
+    let m = common::module(FILE);
+    let (_, base) = m
+        .networks
+        .iter()
+        .find(|(_, n)| n.origin == Origin::Base)
+        .unwrap();
+    let profiled: f64 = csv
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some(base.id.as_str()))
+        .and_then(|l| l.rsplit(',').next()?.parse().ok())
+        .unwrap();
+    // The checkpoint, read back from disk into a fresh network (not the profile's own
+    // in-memory one), scored on the validation images rebuilt from the tiny budget.
+    let graph = base.graph.pruned();
+    let ckpt: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoints-"))
+        .map(|e| {
+            e.path()
+                .join(format!("{}.safetensors", network_hash(&graph, 1)))
+        })
+        .collect();
+    assert_eq!(ckpt.len(), 1, "{ckpt:?}");
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = TchNet::new(&vs.root(), &graph, &Weights::random(&graph, 99)).unwrap();
+    let untrained = train::accuracy(&net, &validation(&graph), 256).unwrap();
+    train::load(&mut vs, &ckpt[0]).unwrap();
+    let loaded = train::accuracy(&net, &validation(&graph), 256).unwrap();
+    assert_eq!(loaded, profiled, "checkpoint {loaded}, profile {profiled}");
+    assert_ne!(untrained, loaded, "the checkpoint changed nothing");
+}
+
+/// The tiny budget's validation images, fitted to `graph`'s input.
+fn validation(graph: &spacetune::ir::Graph) -> spacetune::backends::data::Dataset {
+    let spec = spacetune::pass::ctx::TrainSpec {
+        dataset: "synthetic".into(),
+        train_subset: 512,
+        validation: 200,
+        finetune_subset: 128,
+        ..Default::default()
+    };
+    let (_, val) = spacetune::pass::profile::preflight(&spec).unwrap();
+    val.adapt(graph.shapes[0]).unwrap().0
+}

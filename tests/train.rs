@@ -29,25 +29,43 @@ fn fashion_mnist_test_set_reads() {
 #[test]
 fn cifar10_binary_format_reads_and_rejects_truncation() {
     let dir = tempfile::tempdir().unwrap();
+    let err = Dataset::cifar10(dir.path(), Split::Test)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no test_batch.bin in the directory"), "{err}");
     let mut bytes = Vec::new();
-    for i in 0..7u8 {
-        bytes.push(i % 10);
+    for i in 0..10_000u32 {
+        bytes.push((i % 10) as u8);
         bytes.extend((0..3072).map(|p| (p % 256) as u8));
     }
     std::fs::write(dir.path().join("test_batch.bin"), &bytes).unwrap();
     let d = Dataset::cifar10(dir.path(), Split::Test).unwrap();
-    assert_eq!(d.len(), 7);
+    assert_eq!(d.len(), 10_000);
     assert_eq!(d.shape, Shape::new(3, 32, 32));
-    assert_eq!(d.labels, vec![0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(d.labels[..7], [0, 1, 2, 3, 4, 5, 6]);
     assert_eq!(d.images[1], 1.0 / 255.0);
     assert_eq!(d.images[3072 + 255], 1.0);
 
-    std::fs::write(dir.path().join("test_batch.bin"), &bytes[..bytes.len() - 1]).unwrap();
-    let err = Dataset::cifar10(dir.path(), Split::Test)
+    // Cut inside a record and at a record boundary: both are truncations.
+    for cut in [1, 3073] {
+        std::fs::write(
+            dir.path().join("test_batch.bin"),
+            &bytes[..bytes.len() - cut],
+        )
+        .unwrap();
+        let err = Dataset::cifar10(dir.path(), Split::Test)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test_batch.bin") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+    let err = Dataset::cifar10(&dir.path().join("nowhere"), Split::Test)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("test_batch.bin") && err.contains("records"),
+        err.contains("nowhere") && err.contains("no such directory"),
         "{err}"
     );
     let err = Dataset::cifar10(dir.path(), Split::Train)

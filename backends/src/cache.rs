@@ -201,6 +201,18 @@ impl Cache {
             .optional()?)
     }
 
+    /// How long the recorded accuracy of a network under a task took to make, in seconds.
+    pub fn accuracy_seconds(&self, task: &str, hash: &str) -> Result<Option<f64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seconds FROM accuracies WHERE task = ?1 AND network_hash = ?2",
+                params![task, hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn put_accuracy(
         &self,
         task: &str,

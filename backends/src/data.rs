@@ -27,9 +27,10 @@ pub enum Split {
     Test,
 }
 
-fn read_all(path: &Path) -> Result<Vec<u8>> {
+/// The bytes of `path`, gunzipped if it ends in `.gz`; `hint` says where the file comes from.
+fn read_all(path: &Path, hint: &str) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(BackendError::io(format!(
-        "opening {} (Fashion-MNIST comes from Debian's dataset-fashion-mnist)",
+        "opening {} ({hint})",
         path.display()
     )))?;
     let mut bytes = Vec::new();
@@ -48,7 +49,10 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> BackendError {
 
 /// An IDX file: its dimensions and unsigned-byte payload.
 fn idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bytes = read_all(path)?;
+    let bytes = read_all(
+        path,
+        "Fashion-MNIST comes from Debian's dataset-fashion-mnist",
+    )?;
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad(path, "not an IDX file"));
     }
@@ -128,15 +132,32 @@ impl Dataset {
             Split::Test => vec![dir.join("test_batch.bin")],
         };
         const RECORD: usize = 1 + 3 * 32 * 32;
+        const RECORDS: usize = 10_000;
+        if !dir.is_dir() {
+            return Err(bad(
+                dir,
+                "no such directory (cifar10:DIR names the directory of CIFAR-10's binary version)",
+            ));
+        }
         let (mut images, mut labels) = (Vec::new(), Vec::new());
         for f in &files {
-            let bytes = read_all(f)?;
-            if bytes.is_empty() || bytes.len() % RECORD != 0 {
+            if !f.is_file() {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "no {} in the directory (CIFAR-10's binary version has data_batch_1.bin … data_batch_5.bin and test_batch.bin)",
+                        f.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                ));
+            }
+            let bytes = read_all(f, "CIFAR-10's binary version")?;
+            if bytes.len() != RECORDS * RECORD {
                 return Err(bad(
                     f,
                     format!(
-                        "{} bytes is not a whole number of {RECORD}-byte records",
-                        bytes.len()
+                        "{} bytes ({:.1} records): a CIFAR-10 batch file holds {RECORDS} records of {RECORD} bytes; truncated or not CIFAR-10",
+                        bytes.len(),
+                        bytes.len() as f64 / RECORD as f64
                     ),
                 ));
             }

@@ -86,6 +86,23 @@ impl TchNet {
         runs: impl Fn(usize) -> bool,
         mix: impl Fn(usize, &[Option<Tensor>]) -> Option<Tensor>,
     ) -> Tensor {
+        let mut values = self.values_with(input, train, runs, mix);
+        values.pop().flatten().expect("the output of a graph runs")
+    }
+
+    /// Every node's value in one forward pass (`None` where it did not run), by node
+    /// index: what zero-cost proxies read the activations from.
+    pub fn values(&self, input: &Tensor, train: bool) -> Vec<Option<Tensor>> {
+        self.values_with(input, train, |_| true, |_, _| None)
+    }
+
+    fn values_with(
+        &self,
+        input: &Tensor,
+        train: bool,
+        runs: impl Fn(usize) -> bool,
+        mix: impl Fn(usize, &[Option<Tensor>]) -> Option<Tensor>,
+    ) -> Vec<Option<Tensor>> {
         let n = input.size()[0];
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.graph.nodes.len());
         for (h, node) in self.graph.nodes.iter() {
@@ -185,12 +202,12 @@ impl TchNet {
                 }
                 Prim::Zero => Tensor::zeros(
                     [n, shape.c as i64, shape.h as i64, shape.w as i64],
-                    (Kind::Float, input.device()),
+                    (input.kind(), input.device()),
                 ),
             };
             values.push(Some(y));
         }
-        values.pop().flatten().expect("the output of a graph runs")
+        values
     }
 
     /// The current parameters (trained or not) in the layout every backend reads.

@@ -94,6 +94,17 @@ pub enum AccuracySource {
     /// Trained here: SSBN_0 trained, every other SSBN fine-tuned from it. `task` is the
     /// training key (data set, subsets, budgets, seed) the store files them under.
     Profile { task: String, task_id: String },
+    /// Trained here, every SSBN from random initialisation on SSBN_0's budget: the ground
+    /// truth fine-tuning is scored against.
+    Scratch { task: String, task_id: String },
+    /// A zero-cost proxy computed at initialisation; each `accuracy` is the network's
+    /// percentile rank by score among those scored (0 the lowest, 1 the highest), not an
+    /// accuracy, and the raw scores are in `scores`.
+    Proxy {
+        proxy: String,
+        task: String,
+        task_id: String,
+    },
     /// Read from a table (a tabular benchmark, an earlier run).
     Table { path: String },
 }
@@ -101,7 +112,7 @@ pub enum AccuracySource {
 /// One network's accuracy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trained {
-    /// Validation accuracy in [0, 1].
+    /// Validation accuracy in [0, 1] (for a proxy: the percentile rank of its score).
     pub accuracy: f64,
     /// Taken from the store (or the table), not trained in this run.
     pub cached: bool,
@@ -114,6 +125,9 @@ pub struct AccuracyTable {
     pub results: BTreeMap<Handle<Network>, Trained>,
     /// Notes on how the data was adapted to each space's input, in space order.
     pub notes: Vec<String>,
+    /// A proxy's raw scores (higher predicted better), where `results` holds their ranks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<Handle<Network>, f64>,
 }
 
 /// BBSSP's trade-off knobs (authors' ImageNet values: thres 0.80, scale 2, λ 0.01, N 60).

@@ -93,6 +93,12 @@ impl Module {
             writeln!(f)?;
             let source = match &t.source {
                 crate::AccuracySource::Profile { task_id, .. } => format!("profile {task_id}"),
+                crate::AccuracySource::Scratch { task_id, .. } => {
+                    format!("profile {task_id}, trained from scratch")
+                }
+                crate::AccuracySource::Proxy { proxy, task_id, .. } => {
+                    format!("proxy {proxy} {task_id}, percentile ranks of the score")
+                }
                 crate::AccuracySource::Table { path } => format!("table {path}"),
             };
             writeln!(f, "; accuracies from {source} ({})", t.results.len())?;

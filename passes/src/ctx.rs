@@ -145,6 +145,8 @@ pub struct TrainSpec {
     pub epochs: usize,
     pub finetune_epochs: usize,
     pub finetune_subset: usize,
+    /// Peak learning rate of fine-tuning (`None`: SSBN_0's `lr`).
+    pub finetune_lr: Option<f64>,
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,
@@ -153,6 +155,110 @@ pub struct TrainSpec {
     pub base_only: bool,
     /// Where SSBN_0 checkpoints go (a directory per training key is made inside).
     pub checkpoints: PathBuf,
+    /// How each SSBN gets its accuracy.
+    pub method: Method,
+    /// Only (n, seed): SSBN_0 and n other SSBNs of each space, stratified over its
+    /// decisions, drawn with the seed (a fidelity sample; selection needs every SSBN). Its
+    /// own seed, so profiles at other training seeds see the same networks.
+    pub sample: Option<(usize, u64)>,
+}
+
+/// How the profile gives an SSBN its accuracy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// BBSSP: fine-tuned from SSBN_0's weights with the swapped decision re-initialised.
+    #[default]
+    Finetune,
+    /// Trained from random initialisation on SSBN_0's budget (the ground truth).
+    Scratch,
+    /// A zero-cost proxy at initialisation (a score, ranked; not an accuracy).
+    Proxy(spacetune_backends::proxy::Proxy),
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Finetune => "finetune",
+            Method::Scratch => "scratch",
+            Method::Proxy(p) => p.name(),
+        }
+    }
+
+    /// `finetune`, `scratch`, `synflow` or `naswot`.
+    pub fn named(name: &str) -> Option<Method> {
+        match name {
+            "finetune" => Some(Method::Finetune),
+            "scratch" => Some(Method::Scratch),
+            _ => spacetune_backends::proxy::Proxy::named(name).map(Method::Proxy),
+        }
+    }
+
+    pub const NAMES: &'static str = "finetune, scratch, synflow, naswot";
+
+    /// What `spacetune profile` calls its CSV: `<stem>.accuracy.csv` for BBSSP's
+    /// fine-tuning (what `select` reads by default), `<stem>.<name>.csv` for the others.
+    pub fn csv_stem(self) -> &'static str {
+        match self {
+            Method::Finetune => "accuracy",
+            other => other.name(),
+        }
+    }
+
+    /// The method whose profile made `source` (a table counts as fine-tuned).
+    pub fn of(source: &spacetune_ir::AccuracySource) -> Method {
+        use spacetune_ir::AccuracySource as S;
+        match source {
+            S::Profile { .. } | S::Table { .. } => Method::Finetune,
+            S::Scratch { .. } => Method::Scratch,
+            S::Proxy { proxy, .. } => Method::named(proxy).unwrap_or_default(),
+        }
+    }
+}
+
+impl TrainSpec {
+    /// The sizes and rates that cannot train anything, named by their flags.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            (
+                "--validation",
+                self.validation,
+                "every SSBN would score 0 on an empty validation set",
+            ),
+            (
+                "--train-subset",
+                self.train_subset,
+                "there would be nothing to train on",
+            ),
+            (
+                "--finetune-subset",
+                self.finetune_subset,
+                "fine-tuning would see no image",
+            ),
+            ("--epochs", self.epochs, "SSBN_0 would not be trained"),
+            ("--batch", self.batch, "there would be no batch"),
+            ("--threads", self.threads, "nothing would run"),
+        ];
+        for (flag, v, why) in positive {
+            if v == 0 {
+                return Err(format!("{flag} 0: {why}"));
+            }
+        }
+        if self.finetune_subset > self.train_subset {
+            return Err(format!(
+                "--finetune-subset {} is larger than --train-subset {}: fine-tuning draws from the training subset",
+                self.finetune_subset, self.train_subset
+            ));
+        }
+        for (flag, lr) in [("--lr", Some(self.lr)), ("--finetune-lr", self.finetune_lr)] {
+            if let Some(lr) = lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+                return Err(format!("{flag} {lr}: the learning rate must be positive"));
+            }
+        }
+        if self.sample.is_some_and(|(n, _)| n == 0) {
+            return Err("--sample 0: no SSBN would be profiled".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainSpec {
@@ -164,12 +270,15 @@ impl Default for TrainSpec {
             epochs: 3,
             finetune_epochs: 1,
             finetune_subset: 2000,
+            finetune_lr: None,
             batch: 64,
             lr: 0.05,
             seed: 0,
             threads: 2,
             base_only: false,
             checkpoints: PathBuf::from(".spacetune"),
+            method: Method::Finetune,
+            sample: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod emit;
 pub mod eval;
 pub mod evaluate;
 pub mod expand;
+pub mod fidelity;
 pub mod fusion;
 pub mod kernels;
 pub mod latency;

@@ -3,7 +3,7 @@
 //! re-initialised, and record validation accuracy in the store as each is made, so a
 //! killed run continues where it stopped. Or read them from a table (a tabular benchmark).
 
-use crate::ctx::{outside, AccuracyFrom, Ctx, TrainSpec};
+use crate::ctx::{outside, AccuracyFrom, Ctx, Method, TrainSpec};
 use crate::pass::Pass;
 use sha2::{Digest, Sha256};
 use spacetune_backends::{
@@ -39,15 +39,48 @@ impl Pass for Profile {
                 .into())
             }
             Some(AccuracyFrom::Table(path)) => from_table(m, cx, path)?,
-            Some(AccuracyFrom::Train(spec)) => {
-                let store = cx.store(self.name())?;
-                train_all(m, cx, spec, store).map_err(|e| outside("profiling", e))?
-            }
+            Some(AccuracyFrom::Train(spec)) => accuracies(m, cx, spec)?,
         };
         m.accuracies = Some(table);
         m.advance(Phase::Profiled);
         Ok(())
     }
+}
+
+/// The accuracies `spec` gives the SSBNs of the spaces `cx` works on (the ones in the store
+/// served from it, the others made and stored as they are made).
+pub fn accuracies(
+    m: &Module,
+    cx: &Ctx<'_>,
+    spec: &TrainSpec,
+) -> Result<AccuracyTable, Diagnostics> {
+    let store = cx.store("profile")?;
+    train_all(m, cx, spec, store).map_err(|e| outside("profiling", e))
+}
+
+/// How long the store says each network of `table` took to profile, summed, and how many
+/// networks there were.
+pub fn seconds(
+    m: &Module,
+    cx: &Ctx<'_>,
+    table: &AccuracyTable,
+) -> Result<(f64, usize), Diagnostics> {
+    let store = cx.store("profile")?;
+    let task = match &table.source {
+        AccuracySource::Profile { task, .. }
+        | AccuracySource::Scratch { task, .. }
+        | AccuracySource::Proxy { task, .. } => task,
+        AccuracySource::Table { .. } => return Ok((0.0, table.results.len())),
+    };
+    let mut total = 0.0;
+    for &h in table.results.keys() {
+        let hash = network_hash(&m.networks[h].graph.pruned(), 1);
+        total += store
+            .accuracy_seconds(task, &hash)
+            .map_err(|e| outside("reading the store", e))?
+            .unwrap_or(0.0);
+    }
+    Ok((total, table.results.len()))
 }
 
 /// Everything that changes an accuracy, as the store's training key, and its short id.
@@ -62,22 +95,57 @@ fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
     };
     let finetune = TrainConfig {
         epochs: spec.finetune_epochs,
+        lr: spec.finetune_lr.unwrap_or(spec.lr),
         ..cfg.clone()
     };
-    let task = serde_json::json!({
-        "dataset": spec.dataset, "train_subset": spec.train_subset,
-        "validation": spec.validation, "train": cfg, "finetune": finetune,
-        "finetune_subset": spec.finetune_subset,
-        // Weights carried by place in the IR (region, cell edge, position): accuracies
-        // fine-tuned under the older matching by position in a region are not served.
-        "transfer": "place",
-    })
+    let task = match spec.method {
+        Method::Finetune => serde_json::json!({
+            "dataset": spec.dataset, "train_subset": spec.train_subset,
+            "validation": spec.validation, "train": cfg, "finetune": finetune,
+            "finetune_subset": spec.finetune_subset,
+            // Weights carried by place in the IR (region, cell edge, position): accuracies
+            // fine-tuned under the older matching by position in a region are not served.
+            "transfer": "place",
+        }),
+        // The same data and validation images as fine-tuning, so the two are comparable.
+        Method::Scratch => serde_json::json!({
+            "dataset": spec.dataset, "train_subset": spec.train_subset,
+            "validation": spec.validation, "train": cfg, "from": "scratch",
+        }),
+        // NASWOT reads one batch of the training subset; SynFlow reads no data.
+        Method::Proxy(p) => serde_json::json!({
+            "proxy": p.name(), "init_seed": spec.seed,
+            "data": p.reads_data().then(|| serde_json::json!({
+                "dataset": spec.dataset, "train_subset": spec.train_subset,
+                "validation": spec.validation, "batch": spec.batch,
+            })),
+        }),
+    }
     .to_string();
     let id: String = Sha256::digest(task.as_bytes())[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     (task, id, cfg, finetune)
+}
+
+/// The training and validation images of `spec`, after every check that can fail before
+/// training: the spec's own sizes, the data set readable, and large enough for them.
+pub fn preflight(spec: &TrainSpec) -> Result<(Dataset, Dataset), String> {
+    spec.check()?;
+    let full = load_data(&spec.dataset, Split::Train, spec.seed)?;
+    let wanted = spec.train_subset + spec.validation;
+    if full.len() < wanted {
+        return Err(format!(
+            "{} has {} training images; --train-subset {} + --validation {} needs {wanted}",
+            full.name,
+            full.len(),
+            spec.train_subset,
+            spec.validation
+        ));
+    }
+    let pool = full.subset(wanted, spec.seed);
+    Ok(pool.split(spec.validation, spec.seed ^ 1))
 }
 
 /// The data set called `spec` (fashion-mnist, cifar10:DIR or synthetic).
@@ -104,8 +172,6 @@ pub fn load_data(spec: &str, split: Split, seed: u64) -> Result<Dataset, String>
     })
 }
 
-/// The region a decision's swapped block lives in: layer i for layer decisions; named
-/// choices span many places, so nothing is re-initialised for them.
 /// What fine-tuning `net` re-initialises: the swapped decision's ops — its layer, or every
 /// cell edge its tied choice fills (a value choice changes shapes, not a place: nothing).
 pub fn fresh(m: &Module, net: &Network) -> Fresh {
@@ -128,23 +194,24 @@ fn train_all(
     store: &Cache,
 ) -> Result<AccuracyTable, Failure> {
     let (task, task_id, cfg, finetune) = task(spec);
-    let full = load_data(&spec.dataset, Split::Train, spec.seed)?;
-    let pool = full.subset(spec.train_subset + spec.validation, spec.seed);
-    let (train_raw, val_raw) = pool.split(spec.validation, spec.seed ^ 1);
+    let (train_raw, val_raw) = preflight(spec)?;
     let ckpt_dir = spec.checkpoints.join(format!("checkpoints-{task_id}"));
-    std::fs::create_dir_all(&ckpt_dir)?;
     cx.progress.note(&format!(
-        "profile: {} ({} train, {} validation; SSBN_0 {} epochs, fine-tune {} epoch(s) on {}; batch {}, lr {}, seed {}, {} threads)",
-        spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, finetune.epochs,
-        spec.finetune_subset, cfg.batch, cfg.lr, cfg.seed, cfg.threads
+        "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs, fine-tune {} epoch(s) on {}; batch {}, lr {}, seed {}, {} threads)",
+        spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs,
+        finetune.epochs, spec.finetune_subset, cfg.batch, cfg.lr, cfg.seed, cfg.threads
     ));
     let mut results = BTreeMap::new();
     let mut notes = Vec::new();
     for s in cx.spaces(m)? {
         let info = &m.checked[s as usize];
+        let sampled = spec
+            .sample
+            .map(|(n, seed)| crate::fidelity::sample(m, s, n, seed));
         let nets: Vec<(Handle<Network>, &Network)> = m
             .networks_of(s)
             .filter(|(_, n)| !spec.base_only || n.origin == Origin::Base)
+            .filter(|(h, _)| sampled.as_ref().is_none_or(|k| k.contains(h)))
             .collect();
         let Some(&(_, base)) = nets.iter().find(|(_, n)| n.origin == Origin::Base) else {
             continue;
@@ -166,26 +233,31 @@ fn train_all(
         let stage = cx
             .progress
             .stage(&format!("profile {}", info.name), nets.len());
-        // SSBN_0: trained once; its checkpoint is what every fine-tuning starts from.
-        let ckpt = ckpt_dir.join(format!("{}.safetensors", network_hash(&base_graph, 1)));
-        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let net0 = TchNet::new(
-            &vs.root(),
-            &base_graph,
-            &Weights::random(&base_graph, spec.seed),
-        )?;
-        if ckpt.exists() {
-            train::load(&mut vs, &ckpt)?;
-        } else {
-            stage.working(&format!("training {}", base.id));
-            train::train(&net0, &vs, &data.train, &cfg, |_, _, _| {})?;
-            train::save(&vs, &ckpt)?;
-        }
-        let base = Base {
-            graph: &base_graph,
-            weights: net0.weights(),
-            net: &net0,
+        // SSBN_0 is trained once, and only for fine-tuning: its checkpoint is what every
+        // fine-tuning starts from.
+        let net0 = match spec.method {
+            Method::Finetune => {
+                let ckpt = ckpt_dir.join(format!("{}.safetensors", network_hash(&base_graph, 1)));
+                let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                let init = Weights::random(&base_graph, spec.seed);
+                let net = TchNet::new(&vs.root(), &base_graph, &init)?;
+                if ckpt.exists() {
+                    train::load(&mut vs, &ckpt)?;
+                } else {
+                    stage.working(&format!("training {}", base.id));
+                    train::train(&net, &vs, &data.train, &cfg, |_, _, _| {})?;
+                    std::fs::create_dir_all(&ckpt_dir)?;
+                    train::save(&vs, &ckpt)?;
+                }
+                Some((vs, net))
+            }
+            _ => None,
         };
+        let base = net0.as_ref().map(|(_, net)| Base {
+            graph: &base_graph,
+            weights: net.weights(),
+            net,
+        });
         for &(h, net) in &nets {
             let graph = net.graph.pruned();
             let hash = network_hash(&graph, 1);
@@ -197,11 +269,21 @@ fn train_all(
                 None => {
                     stage.working(&net.id);
                     let t = std::time::Instant::now();
-                    let (accuracy, warning) =
-                        one(m, net, &graph, &base, &data, &finetune, spec.seed)?;
-                    if let Some(w) = warning {
-                        cx.progress.note(&w);
-                    }
+                    let accuracy = match (spec.method, &base) {
+                        (Method::Finetune, Some(base)) => {
+                            let (accuracy, warning) =
+                                one(m, net, &graph, base, &data, &finetune, spec.seed)?;
+                            if let Some(w) = warning {
+                                cx.progress.note(&w);
+                            }
+                            accuracy
+                        }
+                        (Method::Proxy(p), _) => {
+                            let init = Weights::random(&graph, spec.seed);
+                            p.score(&graph, &init, &data.train, spec.batch, spec.seed)?
+                        }
+                        _ => scratch(&graph, &data, &cfg, spec.seed)?,
+                    };
                     let seconds = t.elapsed().as_secs_f64();
                     store.put_accuracy(&task, &hash, &net.id, &net.key, accuracy, seconds)?;
                     Trained {
@@ -214,11 +296,42 @@ fn train_all(
             results.insert(h, trained);
         }
     }
+    let (source, scores) = match spec.method {
+        Method::Finetune => (AccuracySource::Profile { task, task_id }, BTreeMap::new()),
+        Method::Scratch => (AccuracySource::Scratch { task, task_id }, BTreeMap::new()),
+        Method::Proxy(p) => {
+            let scores: BTreeMap<_, _> = results.iter().map(|(&h, t)| (h, t.accuracy)).collect();
+            for (h, rank) in crate::fidelity::percentile_ranks(&scores) {
+                results
+                    .get_mut(&h)
+                    .expect("ranked from the results")
+                    .accuracy = rank;
+            }
+            let proxy = p.name().to_string();
+            (
+                AccuracySource::Proxy {
+                    proxy,
+                    task,
+                    task_id,
+                },
+                scores,
+            )
+        }
+    };
     Ok(AccuracyTable {
-        source: AccuracySource::Profile { task, task_id },
+        source,
         results,
         notes,
+        scores,
     })
+}
+
+/// An SSBN trained from SSBN_0's initialisation seed on SSBN_0's budget, evaluated.
+fn scratch(graph: &Graph, data: &Data, cfg: &TrainConfig, seed: u64) -> Result<f64, Failure> {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = TchNet::new(&vs.root(), graph, &Weights::random(graph, seed))?;
+    train::train(&net, &vs, &data.train, cfg, |_, _, _| {})?;
+    Ok(train::accuracy(&net, &data.val, 256)?)
 }
 
 struct Data {
@@ -301,6 +414,7 @@ fn from_table(m: &Module, cx: &Ctx<'_>, path: &Path) -> Result<AccuracyTable, Di
         },
         results,
         notes: Vec::new(),
+        scores: BTreeMap::new(),
     })
 }
 

@@ -1,0 +1,381 @@
+//! How well one accuracy source ranks SSBNs the way another does: the seeded, stratified
+//! sample a from-scratch ground truth is trained on, and Kendall τ-b (with a bootstrap
+//! interval), Spearman ρ, τ within each decision, and the top-k overlap.
+
+use crate::ctx::{Ctx, Method, TrainSpec};
+use crate::profile;
+use spacetune_backends::proxy::Proxy;
+use spacetune_backends::weights::Rng;
+use spacetune_ir::{AccuracyTable, Decision, Diagnostics, Handle, Module, Network, Origin};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One line of the fidelity report: how `source` ranks the sampled SSBNs of `space` (or
+/// of every space, `*`) against `against`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    pub space: String,
+    pub source: String,
+    pub against: String,
+    pub fidelity: Fidelity,
+    /// Mean seconds the source spent on one SSBN (from the store: also for ones served).
+    pub seconds_per_ssbn: f64,
+}
+
+/// The fidelity report of `spec`'s sample: the from-scratch ground truth, BBSSP's
+/// fine-tuning at `spec`'s budget (and at the next seed, for its stability), fine-tuning
+/// less each decision's mean, and each proxy; every one made or served by the store.
+pub fn report(
+    m: &Module,
+    cx: &Ctx<'_>,
+    spec: &TrainSpec,
+    proxies: &[Proxy],
+) -> Result<Vec<Row>, Diagnostics> {
+    let with = |method, seed| TrainSpec {
+        method,
+        seed,
+        ..spec.clone()
+    };
+    let mut made: Vec<(String, AccuracyTable, f64)> = Vec::new();
+    let mut make = |name: &str, s: &TrainSpec| -> Result<(), Diagnostics> {
+        let table = profile::accuracies(m, cx, s)?;
+        let (seconds, n) = profile::seconds(m, cx, &table)?;
+        made.push((name.to_string(), table, seconds / n.max(1) as f64));
+        Ok(())
+    };
+    make("scratch", &with(Method::Scratch, spec.seed))?;
+    make("finetune", &with(Method::Finetune, spec.seed))?;
+    make(
+        &format!("finetune, seed {}", spec.seed + 1),
+        &with(Method::Finetune, spec.seed + 1),
+    )?;
+    for &p in proxies {
+        make(p.name(), &with(Method::Proxy(p), spec.seed))?;
+    }
+    let values = |t: &AccuracyTable| -> BTreeMap<Handle<Network>, f64> {
+        if t.scores.is_empty() {
+            t.results.iter().map(|(&h, r)| (h, r.accuracy)).collect()
+        } else {
+            t.scores.clone()
+        }
+    };
+    let mut sources: Vec<(String, BTreeMap<Handle<Network>, f64>, f64)> = made
+        .iter()
+        .map(|(name, t, s)| (name.clone(), values(t), *s))
+        .collect();
+    let tuned = sources[1].clone();
+    sources.insert(
+        2,
+        (
+            "finetune − decision mean".to_string(),
+            less_decision_mean(m, &tuned.1),
+            tuned.2,
+        ),
+    );
+    let spaces = cx.spaces(m)?;
+    let mut groups: Vec<(String, Vec<u32>)> = spaces
+        .iter()
+        .map(|&s| (m.checked[s as usize].name.clone(), vec![s]))
+        .collect();
+    if spaces.len() > 1 {
+        groups.push(("*".to_string(), spaces.clone()));
+    }
+    let mut rows = Vec::new();
+    for (space, members) in &groups {
+        let only = |v: &BTreeMap<Handle<Network>, f64>| -> BTreeMap<Handle<Network>, f64> {
+            v.iter()
+                .filter(|(h, _)| members.contains(&m.networks[**h].space))
+                .map(|(&h, &x)| (h, x))
+                .collect()
+        };
+        let truth = only(&sources[0].1);
+        let finetune = only(&tuned.1);
+        for (name, v, seconds) in &sources {
+            let against: Vec<(&str, &BTreeMap<Handle<Network>, f64>)> = match name.as_str() {
+                "scratch" => vec![],
+                n if n.starts_with("finetune, seed") => vec![("finetune", &finetune)],
+                n if n.starts_with("finetune") => vec![("scratch", &truth)],
+                _ => vec![("scratch", &truth), ("finetune", &finetune)],
+            };
+            for (against, base) in against {
+                rows.push(Row {
+                    space: space.clone(),
+                    source: name.clone(),
+                    against: against.to_string(),
+                    fidelity: fidelity(m, &only(v), base, spec.seed),
+                    seconds_per_ssbn: *seconds,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Each SSBN's value less the mean of its decision's SSBNs (SSBN_0 less the mean of every
+/// value of its space): a per-layer baseline, so that a layer whose re-initialisation hurts
+/// more does not sink all of its blocks.
+fn less_decision_mean(
+    m: &Module,
+    v: &BTreeMap<Handle<Network>, f64>,
+) -> BTreeMap<Handle<Network>, f64> {
+    let group = |h: Handle<Network>| {
+        let n = &m.networks[h];
+        match n.origin {
+            Origin::Swap { decision, .. } => (n.space, Some(decision)),
+            _ => (n.space, None),
+        }
+    };
+    // (space, decision; None for the whole space) → (sum, count).
+    type Group = (u32, Option<Handle<Decision>>);
+    let mut sums: BTreeMap<Group, (f64, usize)> = BTreeMap::new();
+    for (&h, &x) in v {
+        let (space, d) = group(h);
+        for key in [(space, d), (space, None)] {
+            let e = sums.entry(key).or_default();
+            e.0 += x;
+            e.1 += 1;
+            if d.is_none() {
+                break;
+            }
+        }
+    }
+    v.iter()
+        .map(|(&h, &x)| {
+            let (sum, n) = sums[&group(h)];
+            (h, x - sum / n as f64)
+        })
+        .collect()
+}
+
+/// SSBN_0 of space `s` and `n` of its other SSBNs, drawn in turn from each decision (in a
+/// seeded order, each decision's SSBNs shuffled), so every layer is represented.
+pub fn sample(m: &Module, s: u32, n: usize, seed: u64) -> BTreeSet<Handle<Network>> {
+    let mut rng = Rng::new(seed ^ 0x5a3_9e1);
+    let mut by_decision: BTreeMap<Handle<Decision>, Vec<Handle<Network>>> = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    for (h, net) in m.networks_of(s) {
+        match net.origin {
+            Origin::Swap { decision, .. } => by_decision.entry(decision).or_default().push(h),
+            Origin::Base => {
+                out.insert(h);
+            }
+            Origin::Sampled | Origin::Probe => {}
+        }
+    }
+    let mut groups: Vec<Vec<Handle<Network>>> = by_decision
+        .into_values()
+        .map(|g| {
+            let order = rng.permutation(g.len());
+            order.into_iter().map(|i| g[i]).collect()
+        })
+        .collect();
+    let order = rng.permutation(groups.len());
+    groups = order
+        .into_iter()
+        .map(|i| std::mem::take(&mut groups[i]))
+        .collect();
+    let (mut taken, mut round) = (0, 0);
+    while taken < n && groups.iter().any(|g| round < g.len()) {
+        for g in &groups {
+            if taken < n && round < g.len() {
+                out.insert(g[round]);
+                taken += 1;
+            }
+        }
+        round += 1;
+    }
+    out
+}
+
+/// Each value's percentile rank among `values`: 0 for the lowest, 1 for the highest, ties
+/// sharing their mean rank (a single value gets 0.5).
+pub fn percentile_ranks<K: Ord + Copy>(values: &BTreeMap<K, f64>) -> BTreeMap<K, f64> {
+    let keys: Vec<K> = values.keys().copied().collect();
+    let v: Vec<f64> = values.values().copied().collect();
+    let r = ranks(&v);
+    let span = (v.len().max(2) - 1) as f64;
+    keys.into_iter()
+        .zip(r)
+        .map(|(k, r)| (k, if v.len() < 2 { 0.5 } else { r / span }))
+        .collect()
+}
+
+/// 0-based ranks, ties given their mean rank; NaN ranks lowest.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    let key = |x: f64| if x.is_nan() { f64::NEG_INFINITY } else { x };
+    order.sort_by(|&a, &b| key(v[a]).total_cmp(&key(v[b])));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && key(v[order[j + 1]]) == key(v[order[i]]) {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            r[k] = (i + j) as f64 / 2.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Kendall's τ-b of paired samples (ties in either counted as in τ-b); NaN for fewer
+/// than 2 pairs or when one side is constant.
+pub fn kendall(x: &[f64], y: &[f64]) -> f64 {
+    let (mut concordant, mut discordant, mut tie_x, mut tie_y) = (0.0f64, 0.0, 0.0, 0.0);
+    for i in 0..x.len() {
+        for j in i + 1..x.len() {
+            let (dx, dy) = (x[i] - x[j], y[i] - y[j]);
+            match (dx == 0.0, dy == 0.0) {
+                (true, true) => {}
+                (true, false) => tie_x += 1.0,
+                (false, true) => tie_y += 1.0,
+                _ if (dx > 0.0) == (dy > 0.0) => concordant += 1.0,
+                _ => discordant += 1.0,
+            }
+        }
+    }
+    let denominator =
+        ((concordant + discordant + tie_x) * (concordant + discordant + tie_y)).sqrt();
+    (concordant - discordant) / denominator
+}
+
+/// Spearman's ρ: Pearson's correlation of the (tie-averaged) ranks.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    cov / (vx * vy).sqrt()
+}
+
+/// How one source (`profile`) ranks the networks another (`truth`) ranks, on the networks
+/// both have.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Fidelity {
+    pub networks: usize,
+    pub tau: f64,
+    /// The 95% percentile interval of τ over 1000 bootstrap resamples of the networks.
+    pub tau_low: f64,
+    pub tau_high: f64,
+    pub rho: f64,
+    /// Mean τ within a decision (each decision's SSBNs with SSBN_0, its default), over the
+    /// decisions with at least 3 such networks; and how many there were.
+    pub within_tau: f64,
+    pub within_decisions: usize,
+    /// How many of the truth's top 3 are in the profile's top 10.
+    pub top3_in_top10: usize,
+}
+
+/// Compares `profile` with `truth` on the networks of `m` that both give a value for.
+pub fn fidelity(
+    m: &Module,
+    profile: &BTreeMap<Handle<Network>, f64>,
+    truth: &BTreeMap<Handle<Network>, f64>,
+    seed: u64,
+) -> Fidelity {
+    let both: Vec<Handle<Network>> = truth
+        .keys()
+        .filter(|h| profile.contains_key(h))
+        .copied()
+        .collect();
+    let x: Vec<f64> = both.iter().map(|h| profile[h]).collect();
+    let y: Vec<f64> = both.iter().map(|h| truth[h]).collect();
+    let tau = kendall(&x, &y);
+    let mut rng = Rng::new(seed ^ 0xb007);
+    let mut taus: Vec<f64> = (0..1000)
+        .map(|_| {
+            let pick: Vec<usize> = (0..x.len())
+                .map(|_| rng.below(x.len() as u64) as usize)
+                .collect();
+            let bx: Vec<f64> = pick.iter().map(|&i| x[i]).collect();
+            let by: Vec<f64> = pick.iter().map(|&i| y[i]).collect();
+            kendall(&bx, &by)
+        })
+        .filter(|t| t.is_finite())
+        .collect();
+    taus.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        taus.get(((taus.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    // Within a decision: its SSBNs and SSBN_0 of the same space.
+    let mut groups: BTreeMap<(u32, Handle<Decision>), Vec<usize>> = BTreeMap::new();
+    for (i, h) in both.iter().enumerate() {
+        let net = &m.networks[*h];
+        if let Origin::Swap { decision, .. } = net.origin {
+            groups.entry((net.space, decision)).or_default().push(i);
+        }
+    }
+    for (i, h) in both.iter().enumerate() {
+        let net = &m.networks[*h];
+        if net.origin == Origin::Base {
+            for ((s, _), g) in groups.iter_mut() {
+                if *s == net.space {
+                    g.push(i);
+                }
+            }
+        }
+    }
+    let within: Vec<f64> = groups
+        .values()
+        .filter(|g| g.len() >= 3)
+        .map(|g| {
+            let gx: Vec<f64> = g.iter().map(|&i| x[i]).collect();
+            let gy: Vec<f64> = g.iter().map(|&i| y[i]).collect();
+            kendall(&gx, &gy)
+        })
+        .filter(|t| t.is_finite())
+        .collect();
+    let top = |v: &[f64], k: usize| -> BTreeSet<usize> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+        order.into_iter().take(k).collect()
+    };
+    Fidelity {
+        networks: both.len(),
+        tau,
+        tau_low: at(0.025),
+        tau_high: at(0.975),
+        rho: spearman(&x, &y),
+        within_tau: within.iter().sum::<f64>() / within.len() as f64,
+        within_decisions: within.len(),
+        top3_in_top10: top(&y, 3).intersection(&top(&x, 10)).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kendall_and_spearman_match_hand_computed_values() {
+        // 5 pairs, one discordant swap (3↔4): C = 9, D = 1, τ = 0.8; ρ = 1 − 6·2/(5·24) = 0.9.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let y = [1.0, 2.0, 4.0, 3.0, 5.0];
+        assert!((kendall(&x, &y) - 0.8).abs() < 1e-12);
+        assert!((spearman(&x, &y) - 0.9).abs() < 1e-12);
+        let reversed: Vec<f64> = y.iter().rev().copied().collect();
+        assert!((kendall(&x, &reversed) + 0.8).abs() < 1e-12);
+        // τ-b with ties (scipy.stats.kendalltau([1,2,2,3], [1,3,2,4]) = 0.9128709...).
+        let t = kendall(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]);
+        assert!((t - 0.912_870_929_175_276_9).abs() < 1e-12, "{t}");
+        assert!(kendall(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+    }
+
+    #[test]
+    fn percentile_ranks_span_zero_to_one_and_share_ties() {
+        let v: BTreeMap<u32, f64> = [(0, 5.0), (1, -2.0), (2, 5.0), (3, 9.0)].into();
+        let r = percentile_ranks(&v);
+        assert_eq!(r[&1], 0.0);
+        assert_eq!(r[&3], 1.0);
+        assert_eq!(r[&0], r[&2]);
+        assert!((r[&0] - 0.5).abs() < 1e-12);
+    }
+}
