@@ -197,9 +197,9 @@ fn train_all(
     let (train_raw, val_raw) = preflight(spec)?;
     let ckpt_dir = spec.checkpoints.join(format!("checkpoints-{task_id}"));
     cx.progress.note(&format!(
-        "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs, fine-tune {} epoch(s) on {}; batch {}, lr {}, seed {}, {} threads)",
-        spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs,
-        finetune.epochs, spec.finetune_subset, cfg.batch, cfg.lr, cfg.seed, cfg.threads
+        "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs at lr {}, fine-tune {} epoch(s) on {} at lr {}; batch {}, seed {}, {} threads)",
+        spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, cfg.lr,
+        finetune.epochs, spec.finetune_subset, finetune.lr, cfg.batch, cfg.seed, cfg.threads
     ));
     let mut results = BTreeMap::new();
     let mut notes = Vec::new();
