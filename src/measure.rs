@@ -29,6 +29,11 @@ pub struct BackendArgs {
     /// quick: fewer, shorter windows (for smoke runs); default: the full protocol
     #[arg(long, value_enum, default_value = "default")]
     pub protocol: ProtocolChoice,
+    /// The core the timing thread is pinned to while it times: a number, `last` (the
+    /// highest-numbered core this process may use) or `off`; part of the protocol, so
+    /// figures timed under one pin are never served as another's
+    #[arg(long, default_value = "last")]
+    pub cpu: backends::pin::Pin,
 }
 
 impl BackendArgs {
@@ -37,7 +42,11 @@ impl BackendArgs {
         let backend = backends::lookup(&self.backend, &options)?;
         let cache = Cache::open(&self.db)
             .with_context(|| format!("opening the measurement database {}", self.db.display()))?;
-        Ok((backend, cache, self.protocol.protocol()))
+        let protocol = Protocol {
+            pin: self.cpu,
+            ..self.protocol.protocol()
+        };
+        Ok((backend, cache, protocol))
     }
 }
 

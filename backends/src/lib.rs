@@ -13,6 +13,7 @@ pub mod measure;
 pub mod memory;
 pub mod onnx;
 pub mod onnxrt;
+pub mod pin;
 pub mod proxy;
 pub mod search;
 pub mod sim;

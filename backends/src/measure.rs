@@ -26,6 +26,7 @@
 //! `SPACETUNE_TRACE=1` prints every chunk's window p10s and scale estimates to stderr.
 
 use crate::cache::Cache;
+use crate::pin::{Pin, Pinned};
 use crate::{Backend, BackendError, Fingerprint, Latency, Lowered, Result, Runner, Timing};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,6 +62,8 @@ pub struct Protocol {
     /// is timed again, up to `attempts` times in all, and the calmest attempt kept.
     pub calm: f64,
     pub attempts: u32,
+    /// The core the timing thread is pinned to while it times a chunk.
+    pub pin: Pin,
 }
 
 impl Default for Protocol {
@@ -79,6 +82,7 @@ impl Default for Protocol {
             bridges: 2,
             calm: 0.03,
             attempts: 4,
+            pin: Pin::Last,
         }
     }
 }
@@ -190,6 +194,17 @@ fn fmt3(xs: &[f64]) -> Vec<String> {
 /// state than the reference it is scaled by. The chunk stops when another window moves no
 /// estimate by more than `stable`, after `min_windows`, or at `max_windows`.
 pub fn time_chunk<'a>(runners: Vec<Box<dyn Runner + 'a>>, p: &Protocol) -> Vec<Result<Latency>> {
+    let pinned = match Pinned::new(p.pin) {
+        Ok(pinned) => pinned,
+        Err(e) => {
+            return runners
+                .iter()
+                .map(|_| Err(BackendError::Option(e.clone())))
+                .collect()
+        }
+    };
+    let trace = std::env::var_os("SPACETUNE_TRACE").is_some();
+    let moved_before = if trace { migrations() } else { None };
     let mut subjects: Vec<Result<Subject>> = runners
         .into_iter()
         .map(|mut runner| {
@@ -223,7 +238,12 @@ pub fn time_chunk<'a>(runners: Vec<Box<dyn Runner + 'a>>, p: &Protocol) -> Vec<R
             break;
         }
     }
-    if std::env::var_os("SPACETUNE_TRACE").is_some() {
+    if trace {
+        let moved = migrations().zip(moved_before).map(|(b, a)| b - a);
+        eprintln!(
+            "  chunk on cpu {:?}, migrations while timing {moved:?}",
+            pinned.core
+        );
         for s in subjects.iter().flatten() {
             let p10s: Vec<f64> = s.windows.iter().map(|x| quantile(x, 0.1)).collect();
             eprintln!("  runner p10s {:?}", fmt3(&p10s));
@@ -233,6 +253,14 @@ pub fn time_chunk<'a>(runners: Vec<Box<dyn Runner + 'a>>, p: &Protocol) -> Vec<R
         .into_iter()
         .map(|s| Ok(summarise(&s?.windows, p.noisy_spread)))
         .collect()
+}
+
+/// How often the calling thread has moved between cores (Linux's `se.nr_migrations`), for
+/// the trace.
+fn migrations() -> Option<u64> {
+    let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+    let line = sched.lines().find(|l| l.starts_with("se.nr_migrations"))?;
+    line.split(':').nth(1)?.trim().parse().ok()
 }
 
 /// What happened to one network of a measure run.
@@ -255,6 +283,8 @@ pub fn measure_all(
     cache: &Cache,
     mut progress: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
+    // A core the process may not use is a setting's error: said before anything is timed.
+    drop(Pinned::new(protocol.pin).map_err(BackendError::Option)?);
     let fingerprint = backend.fingerprint().under(protocol);
     let (mut outcomes, todo) = from_cache(cache, &fingerprint, lowered, &mut progress)?;
     let pending: Vec<&Lowered> = todo.iter().map(|&i| &lowered[i]).collect();
