@@ -9,6 +9,7 @@ use spacetune::ir::Module;
 use spacetune::pass::evaluate::{EvalOptions, Report};
 use spacetune::pass::fusion::{self, PairRule};
 use spacetune::pass::latency::Agreement;
+use spacetune::pass::reproduce;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -109,9 +110,54 @@ pub struct EvalArgs {
     pub space: Option<String>,
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
+    /// Two complete evaluations, each from a store of its own (the second after the first,
+    /// fusion probes included), then every predictor's scores in both, their difference and
+    /// the fusion verdicts that differ. The stores stay in
+    /// <out>/<file>.<backend>.reproduce/run-{1,2}.db: rerun, it resumes them; delete the
+    /// folder for two fresh runs
+    #[arg(long)]
+    pub reproduce: bool,
+}
+
+/// One evaluation of a `--reproduce` pair (or the one plain evaluation): its store and
+/// where it writes.
+pub struct EvalRun {
+    pub on: BackendArgs,
+    pub out: PathBuf,
+    /// The store held measurements before this run (they are served, not timed again).
+    pub resumed: bool,
 }
 
 impl EvalArgs {
+    /// The evaluations to run: one on `--db`, or with `--reproduce` two on stores of their
+    /// own.
+    pub fn runs(&self) -> Result<Vec<EvalRun>> {
+        if !self.reproduce {
+            return Ok(vec![EvalRun {
+                on: self.on.clone(),
+                out: self.out.clone(),
+                resumed: false,
+            }]);
+        }
+        let dir = self
+            .out
+            .join(format!("{}.reproduce", output_name(&self.file, &self.on)));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok((1..=2)
+            .map(|n| {
+                let db = dir.join(format!("run-{n}.db"));
+                EvalRun {
+                    resumed: db.exists(),
+                    on: BackendArgs {
+                        db,
+                        ..self.on.clone()
+                    },
+                    out: dir.join(format!("run-{n}")),
+                }
+            })
+            .collect())
+    }
+
     pub fn options(&self) -> EvalOptions {
         EvalOptions {
             samples: self.samples,
@@ -123,8 +169,8 @@ impl EvalArgs {
 }
 
 /// Scores every annotated space of `m` (the pipeline has run `correct`), prints the reports
-/// and writes them, with the annotated IR.
-pub fn latency_eval(m: &Module, world: &World, args: &EvalArgs) -> Result<()> {
+/// and writes them to `out`, with the annotated IR.
+pub fn latency_eval(m: &Module, world: &World, args: &EvalArgs, out: &Path) -> Result<Vec<Report>> {
     let pairs = detect(Some(m), world, false)?;
     let mut cx = world.ctx();
     cx.space = args.space.clone();
@@ -137,7 +183,75 @@ pub fn latency_eval(m: &Module, world: &World, args: &EvalArgs) -> Result<()> {
         reports.push(report);
     }
     cx.space = None;
-    write(m, &args.file, &args.out, &args.on, &reports)
+    write(m, &args.file, out, &args.on, &reports)?;
+    Ok(reports)
+}
+
+/// Prints the two runs of `--reproduce` side by side and writes the comparison as JSON.
+pub fn print_reproduction(first: &[Report], second: &[Report], args: &EvalArgs) -> Result<()> {
+    let mut all = Vec::new();
+    for (a, b) in first.iter().zip(second) {
+        let r = reproduce::compare(a, b);
+        println!(
+            "\nspace {} on {}: run 1 against run 2",
+            r.space, r.backends[0]
+        );
+        println!(
+            "{:<18} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+            "predictor", "MAPE% 1", "MAPE% 2", "diff", "±5% 1", "±5% 2", "diff"
+        );
+        let num = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("-".to_string(), f);
+        for line in r.lines.iter().chain(std::iter::once(&reproduce::Line {
+            name: "(repeat)".into(),
+            runs: r.repeat.clone(),
+        })) {
+            let mape = |k: usize| line.runs[k].as_ref().map(|a| a.mape);
+            let within = |k: usize| line.runs[k].as_ref().map(|a| 100.0 * a.within5);
+            println!(
+                "{:<18} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+                line.name,
+                num(mape(0), &|x| format!("{x:.2}")),
+                num(mape(1), &|x| format!("{x:.2}")),
+                num(line.mape_diff(), &|x| format!("{x:+.2}")),
+                num(within(0), &|x| format!("{x:.1}%")),
+                num(within(1), &|x| format!("{x:.1}%")),
+                num(line.within5_diff(), &|x| format!("{x:+.1}")),
+            );
+        }
+        let rec = |k: usize| r.recommended[k].as_deref().unwrap_or("none");
+        println!(
+            "recommended: {} / {}{}",
+            rec(0),
+            rec(1),
+            if r.same_recommendation() {
+                " (the same)"
+            } else {
+                " (they differ)"
+            }
+        );
+        if let Some(d) = r.max_mape_diff() {
+            println!("largest MAPE difference: {d:.2} points");
+        }
+        println!(
+            "fusion: {} / {} pairs fused; {} verdicts differ",
+            r.fused[0],
+            r.fused[1],
+            r.verdicts_differ.len()
+        );
+        for d in &r.verdicts_differ {
+            let v = |k: usize| d.verdicts[k].unwrap_or("not tested");
+            println!("  {} -> {} at {}: {} / {}", d.a, d.b, d.place, v(0), v(1));
+        }
+        all.push(r);
+    }
+    let path = args.out.join(format!(
+        "{}.reproduce/reproduce.json",
+        output_name(&args.file, &args.on)
+    ));
+    std::fs::write(&path, serde_json::to_string_pretty(&all)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// A pass's diagnostics as an error: what was being done, then every message.
@@ -146,9 +260,9 @@ pub fn failed(doing: &str, d: spacetune::ir::Diagnostics) -> anyhow::Error {
     anyhow::anyhow!("{doing}: {}", messages.join("; "))
 }
 
-fn write(m: &Module, file: &Path, out: &Path, on: &BackendArgs, reports: &[Report]) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    // Options in the name, so runs of one backend in several configurations sit side by side.
+/// `<file stem>.<backend>` and its options: runs of one backend in several configurations
+/// sit side by side.
+fn output_name(file: &Path, on: &BackendArgs) -> String {
     let mut name = format!("{}.{}", stem(file), on.backend);
     for o in &on.options {
         name.push('-');
@@ -160,7 +274,12 @@ fn write(m: &Module, file: &Path, out: &Path, on: &BackendArgs, reports: &[Repor
             }
         }));
     }
-    let base = out.join(name);
+    name
+}
+
+fn write(m: &Module, file: &Path, out: &Path, on: &BackendArgs, reports: &[Report]) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let base = out.join(output_name(file, on));
     let json = PathBuf::from(format!("{}.latency.json", base.display()));
     std::fs::write(&json, serde_json::to_string_pretty(reports)?)
         .with_context(|| format!("writing {}", json.display()))?;

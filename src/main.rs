@@ -262,14 +262,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             latency::fusion_rules(m.as_ref(), &args)?;
         }
         Command::LatencyEval(args) => {
-            let world = measure::World::open(&args.on)?;
-            let mut cx = world.ctx();
-            cx.space = args.space.clone();
-            cx.replicate = args.replicate;
-            let Some(m) = load_with(&args.file, Some("correct"), dump, Some(cx))? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            latency::latency_eval(&m, &world, &args)?;
+            let runs = args.runs()?;
+            let mut reports = Vec::new();
+            for (n, run) in runs.iter().enumerate() {
+                if args.reproduce {
+                    eprintln!(
+                        "reproduce: run {} of 2 on {}{}",
+                        n + 1,
+                        run.on.db.display(),
+                        if run.resumed {
+                            " (resumed: what it holds is served, not timed again)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                let world = measure::World::open(&run.on)?;
+                let mut cx = world.ctx();
+                cx.space = args.space.clone();
+                cx.replicate = args.replicate;
+                let Some(m) = load_with(&args.file, Some("correct"), dump, Some(cx))? else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                reports.push(latency::latency_eval(&m, &world, &args, &run.out)?);
+            }
+            if let [first, second] = &reports[..] {
+                latency::print_reproduction(first, second, &args)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -138,3 +138,75 @@ fn without_validation_networks_nothing_is_fitted_and_the_choice_says_on_what() {
     // The others are scored as ever.
     assert!(scored(r, "corrected")["mape"].as_f64().unwrap() < 0.1);
 }
+
+/// `--reproduce`: two evaluations, each measuring into a store of its own (the second store
+/// holds its own fusion verdicts, not the first's), compared predictor by predictor; the
+/// simulator is deterministic, so every difference is zero and the verdicts agree. Run
+/// again, both stores are resumed and said to be.
+#[test]
+fn reproduce_runs_two_evaluations_on_stores_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_spacetune"))
+            .current_dir(common::root())
+            .args(["latency-eval", "examples/nb201.space", "--backend", "sim"])
+            .args(["--samples", "10", "--validate", "4", "--repeat", "2"])
+            .arg("--out")
+            .arg(dir.path())
+            .arg("--reproduce")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folder = dir.path().join("nb201.sim.reproduce");
+    let json = std::fs::read_to_string(folder.join("reproduce.json")).unwrap();
+    let spaces: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(spaces.len(), 1);
+    let r = &spaces[0];
+    let lines = r["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    let mut both = 0;
+    for line in lines {
+        // A predictor two calibration networks cannot fit is unscored in both runs.
+        let [a, b] = [&line["runs"][0], &line["runs"][1]];
+        assert_eq!(a.is_null(), b.is_null(), "{line}");
+        if a.is_null() {
+            continue;
+        }
+        assert_eq!(a["mape"], b["mape"], "{line}");
+        assert_eq!(a["n"], 10, "{line}");
+        both += 1;
+    }
+    assert!(both >= 6, "{lines:?}");
+    assert_eq!(r["recommended"][0], r["recommended"][1]);
+    assert!(r["verdicts_differ"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["fused"][0].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        stdout.contains("largest MAPE difference: 0.00 points"),
+        "{stdout}"
+    );
+    // Each run probed fusion into its own store.
+    for n in [1, 2] {
+        let rules = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+            .current_dir(common::root())
+            .args(["fusion-rules", "--backend", "sim", "--db"])
+            .arg(folder.join(format!("run-{n}.db")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&rules.stdout);
+        assert!(text.contains(" pairs fused"), "run {n}: {text}");
+        assert!(folder
+            .join(format!("run-{n}/nb201.sim.latency.json"))
+            .exists());
+    }
+    let again = run();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("(resumed:").count(), 2, "{stderr}");
+}

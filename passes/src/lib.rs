@@ -32,6 +32,7 @@ pub mod pricing;
 pub mod prims;
 pub mod profile;
 pub mod reduce;
+pub mod reproduce;
 pub mod resolve;
 pub mod retrain;
 pub mod search;
