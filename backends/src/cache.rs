@@ -338,6 +338,17 @@ mod tests {
             .is_none());
         assert!(tweaked.label().starts_with("custom@"));
         assert!(Protocol::quick().label().starts_with("quick@"));
+        // Another core: the same preset, named as such, under a key of its own.
+        let pinned = Protocol {
+            pin: crate::pin::Pin::Core(0),
+            ..Protocol::quick()
+        };
+        assert!(pinned.label().starts_with("quick@"), "{}", pinned.label());
+        assert!(pinned.label().ends_with(" cpu=0"), "{}", pinned.label());
+        assert!(cache
+            .get(&fingerprint().under(&pinned), &l.hash)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

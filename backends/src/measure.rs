@@ -108,7 +108,10 @@ impl Protocol {
         let json = serde_json::to_string(self).expect("a protocol serialises");
         let digest = Sha256::digest(json.as_bytes());
         let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        let same = |p: Protocol| serde_json::to_string(&p).is_ok_and(|j| j == json);
+        // A preset under another pin is still that preset; the pin is named beside it.
+        let same = |p: Protocol| {
+            serde_json::to_string(&Protocol { pin: self.pin, ..p }).is_ok_and(|j| j == json)
+        };
         let name = if same(Protocol::default()) {
             "default"
         } else if same(Protocol::quick()) {
@@ -116,7 +119,10 @@ impl Protocol {
         } else {
             "custom"
         };
-        format!("{name}@{short}")
+        match self.pin {
+            Pin::Last => format!("{name}@{short}"),
+            pin => format!("{name}@{short} cpu={pin}"),
+        }
     }
 }
 

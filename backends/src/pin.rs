@@ -114,9 +114,11 @@ mod imp {
         let allowed = members(&previous);
         let core = match pin {
             Pin::Core(c) if allowed.contains(&c) => c,
-            Pin::Core(c) => return Err(format!(
+            Pin::Core(c) => {
+                return Err(format!(
                 "cannot pin the timing thread to cpu {c}: this process may run on {allowed:?} only"
-            )),
+            ))
+            }
             _ => *allowed.last().ok_or("this thread may run on no core")?,
         };
         // SAFETY: zeroed is the empty set; CPU_SET writes within its fixed size.
