@@ -27,6 +27,7 @@ pub struct FusionArgs {
 pub fn detect(m: Option<&Module>, world: &World, redo: bool) -> Result<Vec<PairRule>> {
     fusion::detect(
         m,
+        &[],
         world.backend.as_ref(),
         &world.store,
         &world.protocol,
@@ -171,14 +172,12 @@ impl EvalArgs {
 /// Scores every annotated space of `m` (the pipeline has run `correct`), prints the reports
 /// and writes them to `out`, with the annotated IR.
 pub fn latency_eval(m: &Module, world: &World, args: &EvalArgs, out: &Path) -> Result<Vec<Report>> {
-    let pairs = detect(Some(m), world, false)?;
     let mut cx = world.ctx();
     cx.space = args.space.clone();
     let mut reports = Vec::new();
     for lut in &m.luts {
-        let report =
-            spacetune::pass::evaluate::evaluate(m, lut.space, &cx, &pairs, &args.options())
-                .map_err(|d| failed("the latency evaluation", d))?;
+        let report = spacetune::pass::evaluate::evaluate(m, lut.space, &cx, &args.options())
+            .map_err(|d| failed("the latency evaluation", d))?;
         print_report(&report);
         reports.push(report);
     }

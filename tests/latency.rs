@@ -210,3 +210,45 @@ fn reproduce_runs_two_evaluations_on_stores_of_their_own() {
     assert!(again.status.success(), "{stderr}");
     assert_eq!(stderr.matches("(resumed:").count(), 2, "{stderr}");
 }
+
+/// A network whose cells all collapse to the identity joins op pairs no SSBN has (here the
+/// reduction block's add straight into the head's batch norm): the evaluation tests those
+/// pairs too, so the kernel model fuses them as the backend does.
+#[test]
+fn pairs_only_random_networks_have_are_tested_and_fused() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = &eval(
+        "tests/spaces/collapsing_cells.space",
+        dir.path(),
+        &["--samples", "8", "--validate", "2", "--repeat", "0"],
+    )[0];
+    let pairs = report["fusion_pairs"].as_array().unwrap();
+    let verdict = pairs
+        .iter()
+        .find(|p| p["a"] == "conv+add" && p["b"] == "bn")
+        .expect("the reduction block's output into the head's batch norm is tested");
+    assert_eq!(verdict["fused"], true);
+    let k = report["predictors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["name"] == "kernel+pairs")
+        .unwrap();
+    let rows = ["scored", "calibration", "validation"]
+        .iter()
+        .flat_map(|part| report[*part].as_array().unwrap().iter());
+    let identity: Vec<_> = rows
+        .filter(|r| r["key"] == "e01=skip e12=skip e02=zero")
+        .collect();
+    assert_eq!(
+        identity.len(),
+        1,
+        "every network that is not an SSBN is sampled"
+    );
+    let measured = identity[0]["measured_ms"].as_f64().unwrap();
+    let predicted = identity[0]["predicted_ms"][k].as_f64().unwrap();
+    assert!(
+        (predicted / measured - 1.0).abs() < 0.01,
+        "kernel+pairs predicts the collapsed network at {predicted} ms, measured {measured} ms"
+    );
+}

@@ -403,16 +403,14 @@ fn kernel_figures(
 }
 
 /// Scores every predictor of space `s` (its table from the `correct` pass) on random
-/// networks measured whole.
-pub fn evaluate(
-    m: &Module,
-    s: u32,
-    cx: &Ctx<'_>,
-    pairs: &[PairRule],
-    o: &EvalOptions,
-) -> Result<Report, Diagnostics> {
+/// networks measured whole, with the fusion rules of the module's op pairs and of the
+/// random networks' own (detected, or served by the store).
+pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Report, Diagnostics> {
     let info = &m.checked[s as usize];
     let backend = cx.backend("latency evaluation")?;
+    let store = cx.store.ok_or_else(|| {
+        Diagnostic::error("the latency evaluation needs the measurement store".to_string())
+    })?;
     let lut = m.luts.iter().find(|l| l.space == s).ok_or_else(|| {
         Diagnostic::error(format!(
             "space `{}` has no latency table: run `correct` first",
@@ -433,9 +431,20 @@ pub fn evaluate(
     let anchor = anchor(m, s, backend)?;
     let random = random_networks(m, s, &choices)?;
     let random_ms = measure_nets_on(cx, &anchor, &random, None, "random networks")?;
+    let graphs: Vec<&Graph> = random.iter().map(|n| &n.graph).collect();
+    let pairs = fusion::detect(
+        Some(m),
+        &graphs,
+        backend,
+        store,
+        &cx.protocol,
+        false,
+        cx.progress,
+    )
+    .map_err(|e| outside("detecting the fusion rules", e))?;
     let ssbns: Vec<&Network> = m.networks_of(s).map(|(_, n)| n).collect();
     let nets: Vec<&Network> = ssbns.iter().copied().chain(random.iter()).collect();
-    let k = kernel_figures(cx, &anchor, &nets, &fusion::rules(pairs))?;
+    let k = kernel_figures(cx, &anchor, &nets, &fusion::rules(&pairs))?;
     // The SSBNs as the corrected table has them (replicates averaged, SSBN_0 measured again).
     let measured: Vec<f64> = ssbns
         .iter()
@@ -481,7 +490,7 @@ pub fn evaluate(
         samples: o.samples,
         seed: o.seed,
         ssbns: n_ssbn,
-        fusion_pairs: pairs.to_vec(),
+        fusion_pairs: pairs,
         distinct_kernels: k.distinct,
         handover_pairs: k.pair_count,
         predictors: Vec::new(),

@@ -52,16 +52,14 @@ pub fn empty() -> Graph {
     g
 }
 
-/// The probes for every op type B that reads the output of a chain of ops in the module's
-/// networks: `chains` are op-name chains (`["conv", "bn"]`); B is any op reading the last
+/// The probes for every op type B that reads the output of a chain of ops in the pruned
+/// `graphs`: `chains` are op-name chains (`["conv", "bn"]`); B is any op reading the last
 /// op of an occurrence of the chain (each op of the chain reading the one before). Round
 /// one of detection passes every single op; later rounds pass the chains found fused, so
 /// conv→bn→relu is tested as (conv+bn)→relu, not only as bn→relu out of context. Each pair
 /// is probed where it occurs with the median output size (representative, not extreme).
-pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
+pub fn probes(graphs: &[Graph], chains: &[Vec<String>]) -> Vec<Probe> {
     type Place = (u64, String, usize, Vec<usize>, usize);
-    let mut graphs: Vec<Graph> = m.networks.values().map(|n| n.graph.pruned()).collect();
-    graphs.dedup_by(|x, y| x.nodes.len() == y.nodes.len() && x.shapes == y.shapes);
     let mut seen: BTreeMap<(String, String), Vec<Place>> = BTreeMap::new();
     let skip = |op: &Prim| matches!(op, Prim::Input | Prim::Zero | Prim::Identity);
     for (gi, g) in graphs.iter().enumerate() {
@@ -133,10 +131,9 @@ pub fn probes(m: &Module, chains: &[Vec<String>]) -> Vec<Probe> {
 /// A is [`CONSTANT`]; "A alone" is the empty network (a constant costs nothing to run).
 /// Both end in a global average pool: a folded network still copies its constant output
 /// every call, and for a memory-bound B on a grown map that copy costs what B does.
-pub fn constant_probes(m: &Module) -> Vec<Probe> {
+pub fn constant_probes(graphs: &[Graph]) -> Vec<Probe> {
     let mut seen: BTreeMap<String, Vec<(u64, Shape, Prim, usize)>> = BTreeMap::new();
-    for n in m.networks.values() {
-        let g = n.graph.pruned();
+    for g in graphs {
         for (h, node) in g.nodes.iter() {
             let reads_constants =
                 !node.inputs.is_empty() && node.inputs.iter().all(|&x| g.nodes[x].is_constant());
@@ -307,12 +304,10 @@ fn chain_ending_at(g: &Graph, last: usize, chain: &[String]) -> Option<Vec<usize
     Some(path)
 }
 
-/// Every op name in the module's networks, each as a chain of one (round one of detection).
-pub fn single_ops(m: &Module) -> Vec<Vec<String>> {
-    let names: std::collections::BTreeSet<&str> = m
-        .networks
-        .values()
-        .flat_map(|n| n.graph.nodes.iter().map(|(_, x)| x.op.name()))
+/// Every op name in `graphs`, each as a chain of one (round one of detection).
+pub fn single_ops<'g>(graphs: impl Iterator<Item = &'g Graph>) -> Vec<Vec<String>> {
+    let names: std::collections::BTreeSet<&str> = graphs
+        .flat_map(|g| g.nodes.iter().map(|(_, x)| x.op.name()))
         .filter(|&n| !matches!(n, "input" | "zero" | "skip"))
         .collect();
     names.into_iter().map(|n| vec![n.to_string()]).collect()
@@ -331,9 +326,13 @@ pub fn rules(pairs: &[PairRule]) -> FusionRules {
 
 /// Tests every op pair of `m` that has no stored verdict (all of them with `redo`), then
 /// every fused chain against its readers, round by round, and returns every verdict stored
-/// for the backend.
+/// for the backend. Pairs that occur only in `more` (networks that are not the module's,
+/// e.g. random ones whose `skip` and `zero` edges collapse cells and so join a reduction
+/// block straight to the head) are tested too, each where it occurs there; a pair the
+/// module has keeps the module's place, so adding networks never moves a verdict.
 pub fn detect(
     m: Option<&Module>,
+    more: &[&Graph],
     backend: &dyn Backend,
     cache: &Cache,
     protocol: &Protocol,
@@ -351,14 +350,23 @@ pub fn detect(
     // places, each tested once. Files that share a database never re-test each other's
     // pairs, so a noisy re-test cannot flip a rule a file has already been measured with.
     let at = |s: &PairRule, p: &Probe| s.a == p.a && s.b == p.b && s.place == p.place;
-    let mut chains = single_ops(m);
+    let pruned = |gs: &mut dyn Iterator<Item = &Graph>| -> Vec<Graph> {
+        let mut v: Vec<Graph> = gs.map(Graph::pruned).collect();
+        v.dedup_by(|x, y| x.nodes.len() == y.nodes.len() && x.shapes == y.shapes);
+        v
+    };
+    let sets = [
+        pruned(&mut m.networks.values().map(|n| &n.graph)),
+        pruned(&mut more.iter().copied()),
+    ];
+    let mut chains = single_ops(sets.iter().flatten());
     let mut tested = HashSet::new();
     let mut own: Vec<Probe> = Vec::new();
     let mut stored = stored_pairs(cache, backend, protocol)?;
     for round in 1..crate::kernels::MAX_CHAIN {
-        let mut probes = probes(m, &chains);
+        let mut probes: Vec<Probe> = sets.iter().flat_map(|g| probes(g, &chains)).collect();
         if round == 1 {
-            probes.extend(constant_probes(m));
+            probes.extend(sets.iter().flat_map(|g| constant_probes(g)));
         }
         probes.retain(|p| tested.insert((p.a.clone(), p.b.clone())));
         let todo: Vec<&Probe> = probes

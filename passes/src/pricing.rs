@@ -90,9 +90,16 @@ impl<'c> KernelLatency<'c> {
         let store = cx.store.ok_or_else(|| {
             Diagnostic::error("the kernel model needs the measurement store".to_string())
         })?;
-        let pairs =
-            crate::fusion::detect(Some(m), backend, store, &cx.protocol, false, cx.progress)
-                .map_err(|e| outside("detecting the fusion rules", e))?;
+        let pairs = crate::fusion::detect(
+            Some(m),
+            &[],
+            backend,
+            store,
+            &cx.protocol,
+            false,
+            cx.progress,
+        )
+        .map_err(|e| outside("detecting the fusion rules", e))?;
         let anchor = anchor(m, original, backend)?;
         let empty = Network::fixed("empty", crate::fusion::empty());
         let call = measure_nets_on(cx, &anchor, &[empty], None, "per-call cost")?[0];
