@@ -237,7 +237,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(m) = load_with(&args.file, Some("expand"), dump, Some(world.ctx()))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            let rows = spacetune::pass::fidelity::report(&m, &cx, &spec, &proxies)?;
+            let rows =
+                spacetune::pass::fidelity::report(&m, &cx, &spec, &proxies, args.truth_repeat)?;
             profile::print_fidelity(&rows, &args.file, &args.out)?;
         }
         Command::Select(args) => {

@@ -265,6 +265,10 @@ pub struct EvalArgs {
     /// Only this space (by name)
     #[arg(long)]
     pub space: Option<String>,
+    /// Train the ground truth a second time (the next seed, same sample) and rank it
+    /// against the first: the noise floor of every tau in the table (doubles the run)
+    #[arg(long)]
+    pub truth_repeat: bool,
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
 }

@@ -23,12 +23,15 @@ pub struct Row {
 
 /// The fidelity report of `spec`'s sample: the from-scratch ground truth, BBSSP's
 /// fine-tuning at `spec`'s budget (and at the next seed, for its stability), fine-tuning
-/// less each decision's mean, and each proxy; every one made or served by the store.
+/// less each decision's mean, and each proxy; every one made or served by the store. With
+/// `truth_repeat`, the ground truth is trained again at the next seed and ranked against
+/// itself: how much of the truth's order is its own noise, which no source can beat.
 pub fn report(
     m: &Module,
     cx: &Ctx<'_>,
     spec: &TrainSpec,
     proxies: &[Proxy],
+    truth_repeat: bool,
 ) -> Result<Vec<Row>, Diagnostics> {
     let with = |method, seed| TrainSpec {
         method,
@@ -50,6 +53,12 @@ pub fn report(
     )?;
     for &p in proxies {
         make(p.name(), &with(Method::Proxy(p), spec.seed))?;
+    }
+    if truth_repeat {
+        make(
+            &format!("scratch, seed {}", spec.seed + 1),
+            &with(Method::Scratch, spec.seed + 1),
+        )?;
     }
     let values = |t: &AccuracyTable| -> BTreeMap<Handle<Network>, f64> {
         if t.scores.is_empty() {
@@ -92,6 +101,7 @@ pub fn report(
         for (name, v, seconds) in &sources {
             let against: Vec<(&str, &BTreeMap<Handle<Network>, f64>)> = match name.as_str() {
                 "scratch" => vec![],
+                n if n.starts_with("scratch, seed") => vec![("scratch", &truth)],
                 n if n.starts_with("finetune, seed") => vec![("finetune", &finetune)],
                 n if n.starts_with("finetune") => vec![("scratch", &truth)],
                 _ => vec![("scratch", &truth), ("finetune", &finetune)],
