@@ -16,13 +16,22 @@ use std::collections::{BTreeMap, HashSet};
 
 type Failure = Box<dyn std::error::Error>;
 
-/// The three networks that decide one pair.
+/// The networks that decide one pair: A alone, B alone and A→B, at one or two sizes.
 #[derive(Clone, Debug)]
 pub struct Probe {
     pub a: String,
     pub b: String,
     /// `conv(16x32x32) -> bn`: where the pair was taken from, for reports.
     pub place: String,
+    /// The probe size first, then (where the maps could be grown) twice its height and
+    /// width: a pair is fused only if it is at both, so a verdict that holds at one map
+    /// size only — a cache effect, not the compiler's fusion — does not make a rule.
+    pub sizes: Vec<Trio>,
+}
+
+/// A alone, B alone and A→B at one size.
+#[derive(Clone, Debug)]
+pub struct Trio {
     pub alone_a: Graph,
     pub alone_b: Graph,
     pub pair: Graph,
@@ -93,34 +102,31 @@ pub fn probes(graphs: &[Graph], chains: &[Vec<String>]) -> Vec<Probe> {
                 &g.extract(|i| i == ib || path.contains(&i))
                     .expect("ops kept"),
             );
-            let parts = |f: u64| -> Result<[Graph; 3], String> {
+            let parts = |f: u64| -> Result<Trio, String> {
                 let part = |keep: &dyn Fn(usize) -> bool| {
                     rescaled(&g.extract(keep).expect("a probe keeps at least one op"), f)
                 };
-                Ok([
-                    part(&|i| path.contains(&i))?,
-                    part(&|i| i == ib)?,
-                    part(&|i| i == ib || path.contains(&i))?,
-                ])
+                Ok(Trio {
+                    alone_a: part(&|i| path.contains(&i))?,
+                    alone_b: part(&|i| i == ib)?,
+                    pair: part(&|i| i == ib || path.contains(&i))?,
+                })
             };
             // Where growing the maps breaks an op (a shape it must keep), the pair is tested
             // at the network's own sizes, and its place says why.
-            let (place, [alone_a, alone_b, pair]) = match parts(f) {
-                Ok(p) if f > 1 => (format!("{place} (maps grown x{f})"), p),
-                Ok(p) => (place, p),
-                Err(e) => (
+            let (place, sizes) = match (parts(f), parts(2 * f)) {
+                (Ok(p), Ok(q)) if f > 1 => (
+                    format!("{place} (maps grown x{f}, and x{})", 2 * f),
+                    vec![p, q],
+                ),
+                (Ok(p), _) if f > 1 => (format!("{place} (maps grown x{f})"), vec![p]),
+                (Ok(p), _) => (place, vec![p]),
+                (Err(e), _) => (
                     format!("{place} (maps not grown: {e})"),
-                    parts(1).expect("a graph's own sizes are valid"),
+                    vec![parts(1).expect("a graph's own sizes are valid")],
                 ),
             };
-            Probe {
-                alone_a,
-                alone_b,
-                pair,
-                a,
-                b,
-                place,
-            }
+            Probe { a, b, place, sizes }
         })
         .collect()
 }
@@ -167,19 +173,28 @@ pub fn constant_probes(graphs: &[Graph]) -> Vec<Probe> {
                 g.pruned()
             };
             let f = scale_for(&on(s, false));
-            let grown = Shape::new(s.c, s.h * f, s.w * f);
+            let trio = |f: u64| {
+                let grown = Shape::new(s.c, s.h * f, s.w * f);
+                Trio {
+                    alone_a: empty(),
+                    alone_b: on(grown, false),
+                    pair: on(grown, true),
+                }
+            };
             let place = format!("{CONSTANT} -> {op} at {s}");
+            let (place, sizes) = if f > 1 {
+                (
+                    format!("{place} (maps grown x{f}, and x{})", 2 * f),
+                    vec![trio(f), trio(2 * f)],
+                )
+            } else {
+                (place, vec![trio(1)])
+            };
             Probe {
                 a: CONSTANT.to_string(),
                 b,
-                place: if f > 1 {
-                    format!("{place} (maps grown x{f})")
-                } else {
-                    place
-                },
-                alone_a: empty(),
-                alone_b: on(grown, false),
-                pair: on(grown, true),
+                place,
+                sizes,
             }
         })
         .collect()
@@ -218,6 +233,19 @@ pub fn decide(a: &str, runs: [(f64, f64, f64); 2]) -> Decision {
         fused,
         undecided: !fused && (says[0] || says[1]),
         spread_ms,
+    }
+}
+
+/// A verdict from two probe runs at each size: fused only if it is at every size;
+/// undecided where some size said fused or undecided and the pair is not fused; the spread
+/// is the probe size's, beside whose timings it is reported.
+pub fn decide_sizes(a: &str, sizes: &[[(f64, f64, f64); 2]]) -> Decision {
+    let ds: Vec<Decision> = sizes.iter().map(|runs| decide(a, *runs)).collect();
+    let fused = ds.iter().all(|d| d.fused);
+    Decision {
+        fused,
+        undecided: !fused && ds.iter().any(|d| d.fused || d.undecided),
+        spread_ms: ds[0].spread_ms,
     }
 }
 
@@ -406,18 +434,23 @@ fn test_pairs(
     progress: &dyn crate::ctx::Progress,
 ) -> Result<(), Failure> {
     let fingerprint = backend.fingerprint().under(protocol);
+    let mut nets = vec![Network::fixed("empty", empty())];
+    // Where each probe's trios start in `nets`.
+    let mut first = Vec::new();
+    for p in todo {
+        first.push(nets.len());
+        for (k, t) in p.sizes.iter().enumerate() {
+            let id = |part: &str| format!("{}-{}-{part}{k}", p.a, p.b);
+            nets.push(Network::fixed(id("a"), t.alone_a.clone()));
+            nets.push(Network::fixed(id("b"), t.alone_b.clone()));
+            nets.push(Network::fixed(id("ab"), t.pair.clone()));
+        }
+    }
     progress.note(&format!(
         "fusion test: {} op pairs on {fingerprint} ({} networks)",
         todo.len(),
-        3 * todo.len() + 1
+        nets.len()
     ));
-    let mut nets = vec![Network::fixed("empty", empty())];
-    for p in todo {
-        let id = |part: &str| format!("{}-{}-{part}", p.a, p.b);
-        nets.push(Network::fixed(id("a"), p.alone_a.clone()));
-        nets.push(Network::fixed(id("b"), p.alone_b.clone()));
-        nets.push(Network::fixed(id("ab"), p.pair.clone()));
-    }
     let lowered: Vec<Lowered> = nets
         .iter()
         .map(|n| backend.lower(n))
@@ -430,20 +463,25 @@ fn test_pairs(
                 .map(|ls| ls.iter().map(|l| l.p10_ms).collect())
         })
         .collect::<Result<_, _>>()?;
+    let best: Vec<f64> = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(a, b)| a.min(*b))
+        .collect();
     for (k, p) in todo.iter().enumerate() {
         // Net of the per-call cost every probe pays once, so T_A + T_B does not count it
         // twice.
-        let times = |t: &[f64]| {
-            let net = |i: usize| (t[1 + 3 * k + i] - t[0]).max(0.0);
+        let times = |t: &[f64], size: usize| {
+            let net = |i: usize| (t[first[k] + 3 * size + i] - t[0]).max(0.0);
             (net(0), net(1), net(2))
         };
-        let best: Vec<f64> = runs[0]
-            .iter()
-            .zip(&runs[1])
-            .map(|(a, b)| a.min(*b))
-            .collect();
-        let (t_a, t_b, t_ab) = times(&best);
-        let d = decide(&p.a, [times(&runs[0]), times(&runs[1])]);
+        let (t_a, t_b, t_ab) = times(&best, 0);
+        let d = decide_sizes(
+            &p.a,
+            &(0..p.sizes.len())
+                .map(|size| [times(&runs[0], size), times(&runs[1], size)])
+                .collect::<Vec<_>>(),
+        );
         let verdict = PairRule {
             a: p.a.clone(),
             b: p.b.clone(),
@@ -491,5 +529,21 @@ mod tests {
         // A constant A: the saving is T_B − T_AB.
         let d = decide(CONSTANT, [(0.01, 0.4, 0.01), (0.02, 0.4, 0.012)]);
         assert!(d.fused, "{d:?}");
+    }
+
+    #[test]
+    fn a_pair_fused_at_one_probe_size_only_is_undecided() {
+        let fused = [(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)];
+        let apart = [(4.0, 1.6, 5.6), (4.0, 1.6, 5.58)];
+        let d = decide_sizes("conv", &[fused, fused]);
+        assert!(d.fused && !d.undecided, "{d:?}");
+        let d = decide_sizes("conv", &[fused, apart]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+        let d = decide_sizes("conv", &[apart, fused]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+        // The spread reported is the probe size's.
+        assert!((d.spread_ms - 0.02).abs() < 1e-12, "{d:?}");
+        let d = decide_sizes("conv", &[apart, apart]);
+        assert!(!d.fused && !d.undecided, "{d:?}");
     }
 }
