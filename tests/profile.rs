@@ -359,3 +359,70 @@ fn validation(graph: &spacetune::ir::Graph) -> spacetune::backends::data::Datase
     let (_, val) = spacetune::pass::profile::preflight(&spec).unwrap();
     val.adapt(graph.shapes[0]).unwrap().0
 }
+
+/// `profile-eval`: every source ranked against the from-scratch truth (and the truth at the
+/// next seed against itself) on a stratified sample; a second run trains nothing.
+#[test]
+fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<&str> = common::TINY_BUDGET.to_vec();
+    args.extend(["--sample", "8", "--truth-repeat"]);
+    let run = || {
+        let out = spacetune_in(dir.path(), "profile-eval", &args);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json =
+            std::fs::read_to_string(dir.path().join("out/width_choice.fidelity.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()
+    };
+    let first = run();
+    let rows = first.as_array().unwrap();
+    let pairs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap(),
+                r["against"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("finetune", "scratch"),
+            ("finetune − decision mean", "scratch"),
+            ("finetune, seed 1", "finetune"),
+            ("synflow", "scratch"),
+            ("synflow", "finetune"),
+            ("naswot", "scratch"),
+            ("naswot", "finetune"),
+            ("scratch, seed 1", "scratch"),
+        ]
+    );
+    let f = |i: usize, k: &str| rows[i]["fidelity"][k].as_f64().unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        // The sample and SSBN_0.
+        assert_eq!(r["fidelity"]["networks"], 9, "{r}");
+        assert!(
+            -1.0 <= f(i, "tau_low")
+                && f(i, "tau_low") <= f(i, "tau")
+                && f(i, "tau") <= f(i, "tau_high")
+                && f(i, "tau_high") <= 1.0,
+            "{r}"
+        );
+    }
+    // Less its decision's mean, an SSBN keeps its rank within the decision.
+    assert!(rows[0]["fidelity"]["within_decisions"].as_u64().unwrap() > 0);
+    assert_eq!(f(0, "within_tau"), f(1, "within_tau"));
+    let trained = rows(&dir.path().join("m.db"));
+    assert_eq!(run(), first, "a rerun reads the same accuracies");
+    assert_eq!(
+        rows(&dir.path().join("m.db")),
+        trained,
+        "and trains nothing"
+    );
+}
