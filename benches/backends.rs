@@ -4,12 +4,15 @@
 //!   (fresh cache; TVM's figure includes compiling, on a subset);
 //! - test-retest: the same SSBNs measured twice, the relative difference per network, for
 //!   the protocol's p10 and, for comparison, the median;
+//! - the pin: ORT's throughput and test-retest with the timing thread pinned (the default)
+//!   and unpinned, alternating, as ratios;
 //! - overhead: spacetune's in-process timing of SSBN_0 against the runtime's own Python timer
 //!   for the same model (ORT: an `InferenceSession.run` loop; TVM: `time_evaluator`), as
 //!   the ratio of p10s. Target ≤ 1.05.
 
 use spacetune::backends::cache::Cache;
 use spacetune::backends::measure::{measure_all, measure_one, Protocol};
+use spacetune::backends::pin::Pin;
 use spacetune::backends::tvm::Tvm;
 use spacetune::backends::{lookup, Backend, Latency, Lowered, Options};
 use spacetune::ir::{Handle, Module, Network};
@@ -29,18 +32,14 @@ fn backend(name: &str, pairs: &[String]) -> Box<dyn Backend> {
 
 /// Measures `nets` with a fresh cache; returns the latencies and the wall time in seconds.
 fn run(b: &dyn Backend, nets: &[&Network]) -> (Vec<Latency>, f64) {
+    run_under(b, nets, &Protocol::default())
+}
+
+fn run_under(b: &dyn Backend, nets: &[&Network], protocol: &Protocol) -> (Vec<Latency>, f64) {
     let start = Instant::now();
     let lowered: Vec<Lowered> = nets.iter().map(|n| b.lower(n).unwrap()).collect();
     let cache = Cache::in_memory().unwrap();
-    let outcomes = measure_all(
-        b,
-        &lowered,
-        Some(&lowered[0]),
-        &Protocol::default(),
-        &cache,
-        |_| {},
-    )
-    .unwrap();
+    let outcomes = measure_all(b, &lowered, Some(&lowered[0]), protocol, &cache, |_| {}).unwrap();
     let latencies = outcomes.into_iter().map(|o| o.latency.unwrap()).collect();
     (latencies, start.elapsed().as_secs_f64())
 }
@@ -159,6 +158,37 @@ fn main() {
         throughput.push(row);
     }
 
+    // The pin: two runs each way, alternating, so drift hits both alike.
+    let ort = backend("ort", &[]);
+    let unpinned = Protocol {
+        pin: Pin::Off,
+        ..Protocol::default()
+    };
+    let mut pin_runs = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        for (k, p) in [Protocol::default(), unpinned.clone()].iter().enumerate() {
+            pin_runs[k].push(run_under(ort.as_ref(), &all, p));
+        }
+    }
+    let side = |runs: &[(Vec<Latency>, f64)]| {
+        let p10 = |v: &[Latency]| v.iter().map(|l| l.p10_ms).collect::<Vec<_>>();
+        let secs = runs[0].1 + runs[1].1;
+        serde_json::json!({
+            "networks_per_minute": 2.0 * all.len() as f64 / secs * 60.0,
+            "retest_p10": retest(&p10(&runs[0].0), &p10(&runs[1].0)),
+        })
+    };
+    let (pinned, free) = (side(&pin_runs[0]), side(&pin_runs[1]));
+    let pin = serde_json::json!({
+        "pinned": pinned,
+        "unpinned": free,
+        "throughput_ratio": pinned["networks_per_minute"].as_f64().unwrap()
+            / free["networks_per_minute"].as_f64().unwrap(),
+        "retest_mean_ratio": pinned["retest_p10"]["mean_pct"].as_f64().unwrap()
+            / free["retest_p10"]["mean_pct"].as_f64().unwrap(),
+    });
+    println!("ort pinned against unpinned {pin}");
+
     // Overhead against the runtimes' own timers, on SSBN_0.
     let base = all[0];
     let s = base.graph.shape(Handle::new(0));
@@ -203,6 +233,7 @@ fn main() {
         "protocol": protocol,
         "throughput": throughput,
         "test_retest": retests,
+        "pin": pin,
         "overhead": { "ort": ort_overhead, "tvm": tvm_overhead },
     });
     std::fs::write(
