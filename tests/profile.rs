@@ -380,8 +380,8 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
         serde_json::from_str::<serde_json::Value>(&json).unwrap()
     };
     let first = run();
-    let rows = first.as_array().unwrap();
-    let pairs: Vec<(&str, &str)> = rows
+    let table = first.as_array().unwrap();
+    let pairs: Vec<(&str, &str)> = table
         .iter()
         .map(|r| {
             (
@@ -403,8 +403,8 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
             ("scratch, seed 1", "scratch"),
         ]
     );
-    let f = |i: usize, k: &str| rows[i]["fidelity"][k].as_f64().unwrap();
-    for (i, r) in rows.iter().enumerate() {
+    let f = |i: usize, k: &str| table[i]["fidelity"][k].as_f64().unwrap();
+    for (i, r) in table.iter().enumerate() {
         // The sample and SSBN_0.
         assert_eq!(r["fidelity"]["networks"], 9, "{r}");
         assert!(
@@ -416,7 +416,7 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
         );
     }
     // Less its decision's mean, an SSBN keeps its rank within the decision.
-    assert!(rows[0]["fidelity"]["within_decisions"].as_u64().unwrap() > 0);
+    assert!(table[0]["fidelity"]["within_decisions"].as_u64().unwrap() > 0);
     assert_eq!(f(0, "within_tau"), f(1, "within_tau"));
     let trained = rows(&dir.path().join("m.db"));
     assert_eq!(run(), first, "a rerun reads the same accuracies");
