@@ -35,13 +35,13 @@ fn tensors(w: &Weights, i: usize) -> Vec<(&String, &spacetune::backends::weights
 /// NB201 with edge e12 swapped to `option`: returns (copied tensors, tensors of the
 /// network, cells with a fresh node).
 fn nb201_swap(option: &str) -> (usize, usize, usize) {
+    nb201_swap_of("e12", option)
+}
+
+fn nb201_swap_of(edge: &str, option: &str) -> (usize, usize, usize) {
     let m = common::module("examples/nb201.space");
     let info = &m.checked[0];
-    let (d, decision) = info
-        .decisions
-        .iter()
-        .find(|(_, d)| d.name == "e12")
-        .unwrap();
+    let (d, decision) = info.decisions.iter().find(|(_, d)| d.name == edge).unwrap();
     let o = decision
         .options
         .iter()
@@ -85,7 +85,7 @@ fn nb201_swap(option: &str) -> (usize, usize, usize) {
         spacetune::backends::weights::Fresh::CellEdges(e) => e.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(e12.len(), 1, "e12 fills one edge of the cell");
+    assert_eq!(e12.len(), 1, "{edge} fills one edge of the cell");
     let mut fresh_cells = std::collections::BTreeSet::new();
     for i in 0..to.nodes.len() {
         let swapped = to.edge(i).is_some_and(|e| e12.contains(&e));
@@ -175,4 +175,14 @@ fn a_width_swap_counts_the_tensors_it_could_not_carry() {
     let (_, done) = transfer(&from, &wf, &to, &wt, &fresh(&m, net));
     assert!(done.unmatched > 0, "{done:?}");
     assert_eq!(done.tensors + done.unmatched, wt.params.len());
+}
+
+#[test]
+fn edges_reading_a_pruned_node_keep_their_batch_norms_weights() {
+    // e01 = zero: node 1 is zeros, so relu and conv on e12 and e13 fold away and their
+    // batch norms come first on their edges; each still gets SSBN_0's batch norm of its
+    // own edge (numbered by position alone, 120 tensors went unmatched).
+    let (copied, total, cells) = nb201_swap_of("e01", "zero");
+    assert_eq!(cells, 0);
+    assert_eq!(copied, total);
 }

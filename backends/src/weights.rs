@@ -166,20 +166,24 @@ impl Fresh {
     }
 }
 
-/// A node's place in the IR: its region, the cell edge it was built for (if any), and its
-/// position among the nodes of that region and edge. Inside a cell an edge's ops are
-/// numbered on their own, so an edge that became `zero` or `skip` does not shift the
-/// places of the others.
-type Place = (Region, Option<u32>, usize);
+/// A node's place in the IR: its region, the cell edge it was built for (if any), its op
+/// kind, and its position among the nodes of that kind in that region and edge. Inside a
+/// cell an edge's ops are numbered on their own, so an edge that became `zero` or `skip`
+/// does not shift the places of the others; and ops are numbered per kind, so an edge
+/// whose input became a constant (a `zero` edge before it: relu and conv of zeros fold
+/// away, its batch norm stays) still finds its batch norm's weights.
+type Place = (Region, Option<u32>, &'static str, usize);
 
 fn places(g: &Graph) -> Vec<Place> {
-    let mut seen: HashMap<(Region, Option<u32>), usize> = HashMap::new();
-    (0..g.nodes.len())
-        .map(|i| {
-            let key = (g.regions[i], g.edge(i));
+    let mut seen: HashMap<(Region, Option<u32>, &'static str), usize> = HashMap::new();
+    g.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, node))| {
+            let key = (g.regions[i], g.edge(i), node.op.name());
             let k = seen.entry(key).or_default();
             *k += 1;
-            (key.0, key.1, *k - 1)
+            (key.0, key.1, key.2, *k - 1)
         })
         .collect()
 }

@@ -103,9 +103,9 @@ fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
             "dataset": spec.dataset, "train_subset": spec.train_subset,
             "validation": spec.validation, "train": cfg, "finetune": finetune,
             "finetune_subset": spec.finetune_subset,
-            // Weights carried by place in the IR (region, cell edge, position): accuracies
-            // fine-tuned under the older matching by position in a region are not served.
-            "transfer": "place",
+            // Weights carried by place in the IR (region, cell edge, op kind, position):
+            // accuracies fine-tuned under an older matching are not served.
+            "transfer": "place-kind",
         }),
         // The same data and validation images as fine-tuning, so the two are comparable.
         Method::Scratch => serde_json::json!({
