@@ -2,6 +2,7 @@
 //! time from the project's venv (the PyPI `onnxruntime` wheel).
 
 use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
+use ::ort::memory::Allocator;
 use ::ort::session::{builder::GraphOptimizationLevel, Session};
 use ::ort::value::Tensor;
 use spacetune_ir::Network;
@@ -183,10 +184,14 @@ impl Backend for Ort {
         let inputs = onnx::inputs(&lowered.graph)
             .into_iter()
             .map(|(name, s)| {
-                let dims = [1usize, s.c as usize, s.h as usize, s.w as usize];
-                Tensor::from_array((dims, vec![0.5f32; s.elements() as usize]))
-                    .map(|x| (name, x))
-                    .map_err(|e| BackendError::Runtime(e.to_string()))
+                // ORT's own allocator, not a Vec: a Vec's buffer is aligned to 16 bytes or
+                // less, wherever the heap puts it, and where it lands moved a timed conv's
+                // latency by a third from one session to the next.
+                let rt = |e: ::ort::Error| BackendError::Runtime(e.to_string());
+                let dims = [1i64, s.c as i64, s.h as i64, s.w as i64];
+                let mut x = Tensor::<f32>::new(&Allocator::default(), dims).map_err(rt)?;
+                x.extract_tensor_mut().1.fill(0.5);
+                Ok((name, x))
             })
             .collect::<Result<_>>()?;
         Ok(Timing::Timed(Box::new(OrtRunner { session, inputs })))
