@@ -408,9 +408,6 @@ fn kernel_figures(
 pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Report, Diagnostics> {
     let info = &m.checked[s as usize];
     let backend = cx.backend("latency evaluation")?;
-    let store = cx.store.ok_or_else(|| {
-        Diagnostic::error("the latency evaluation needs the measurement store".to_string())
-    })?;
     let lut = m.luts.iter().find(|l| l.space == s).ok_or_else(|| {
         Diagnostic::error(format!(
             "space `{}` has no latency table: run `correct` first",
@@ -432,16 +429,7 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
     let random = random_networks(m, s, &choices)?;
     let random_ms = measure_nets_on(cx, &anchor, &random, None, "random networks")?;
     let graphs: Vec<&Graph> = random.iter().map(|n| &n.graph).collect();
-    let pairs = fusion::detect(
-        Some(m),
-        &graphs,
-        backend,
-        store,
-        &cx.protocol,
-        false,
-        cx.progress,
-    )
-    .map_err(|e| outside("detecting the fusion rules", e))?;
+    let pairs = fusion::detect_in(cx, m, &graphs, backend, "the latency evaluation")?;
     let ssbns: Vec<&Network> = m.networks_of(s).map(|(_, n)| n).collect();
     let nets: Vec<&Network> = ssbns.iter().copied().chain(random.iter()).collect();
     let k = kernel_figures(cx, &anchor, &nets, &fusion::rules(&pairs))?;

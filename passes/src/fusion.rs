@@ -11,7 +11,7 @@ use spacetune_backends::{
     cache::Cache, measure::measure_together, measure::Protocol, Backend, Lowered,
 };
 pub use spacetune_ir::PairRule;
-use spacetune_ir::{Graph, Module, Network, Prim, Region, Shape};
+use spacetune_ir::{Diagnostic, Diagnostics, Graph, Module, Network, Prim, Region, Shape};
 use std::collections::{BTreeMap, HashSet};
 
 type Failure = Box<dyn std::error::Error>;
@@ -428,6 +428,30 @@ pub fn detect(
     }
     stored.retain(|s| own.iter().any(|p| at(s, p)));
     Ok(stored)
+}
+
+/// [`detect`] from a pass: on `backend` through the context's store, protocol and progress,
+/// any failure as a diagnostic; `who` names what needs the store, for the error.
+pub fn detect_in(
+    cx: &crate::ctx::Ctx<'_>,
+    m: &Module,
+    more: &[&Graph],
+    backend: &dyn Backend,
+    who: &str,
+) -> Result<Vec<PairRule>, Diagnostics> {
+    let store = cx
+        .store
+        .ok_or_else(|| Diagnostic::error(format!("{who} needs the measurement store")))?;
+    detect(
+        Some(m),
+        more,
+        backend,
+        store,
+        &cx.protocol,
+        false,
+        cx.progress,
+    )
+    .map_err(|e| crate::ctx::outside("detecting the fusion rules", e))
 }
 
 fn test_pairs(

@@ -3,7 +3,7 @@
 //! (`kernel`), for spaces whose latency is not a sum over decisions — a cell whose `zero`
 //! edges cut off a node prunes every edge out of it, which no per-option table can see.
 
-use crate::ctx::{outside, Ctx};
+use crate::ctx::Ctx;
 use crate::kernels::{FusionRules, Plan};
 use crate::latency::{anchor, measure_nets_on};
 use crate::search::costs;
@@ -87,19 +87,7 @@ impl<'c> KernelLatency<'c> {
         original: u32,
     ) -> Result<KernelLatency<'c>, Diagnostics> {
         let backend = cx.backend("search")?;
-        let store = cx.store.ok_or_else(|| {
-            Diagnostic::error("the kernel model needs the measurement store".to_string())
-        })?;
-        let pairs = crate::fusion::detect(
-            Some(m),
-            &[],
-            backend,
-            store,
-            &cx.protocol,
-            false,
-            cx.progress,
-        )
-        .map_err(|e| outside("detecting the fusion rules", e))?;
+        let pairs = crate::fusion::detect_in(cx, m, &[], backend, "the kernel model")?;
         let anchor = anchor(m, original, backend)?;
         let empty = Network::fixed("empty", crate::fusion::empty());
         let call = measure_nets_on(cx, &anchor, &[empty], None, "per-call cost")?[0];
