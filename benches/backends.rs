@@ -10,9 +10,9 @@
 //!   for the same model (ORT: an `InferenceSession.run` loop; TVM: `time_evaluator`), as
 //!   the ratio of p10s. Target ≤ 1.05.
 
-use spacetune::backends::cache::Cache;
 use spacetune::backends::measure::{measure_all, measure_one, Protocol};
 use spacetune::backends::pin::Pin;
+use spacetune::backends::store::Sqlite;
 use spacetune::backends::tvm::Tvm;
 use spacetune::backends::{lookup, Backend, Latency, Lowered, Options};
 use spacetune::ir::{Handle, Module, Network};
@@ -38,7 +38,7 @@ fn run(b: &dyn Backend, nets: &[&Network]) -> (Vec<Latency>, f64) {
 fn run_under(b: &dyn Backend, nets: &[&Network], protocol: &Protocol) -> (Vec<Latency>, f64) {
     let start = Instant::now();
     let lowered: Vec<Lowered> = nets.iter().map(|n| b.lower(n).unwrap()).collect();
-    let cache = Cache::in_memory().unwrap();
+    let cache = Sqlite::in_memory().unwrap();
     let outcomes = measure_all(b, &lowered, Some(&lowered[0]), protocol, &cache, |_| {}).unwrap();
     let latencies = outcomes.into_iter().map(|o| o.latency.unwrap()).collect();
     (latencies, start.elapsed().as_secs_f64())

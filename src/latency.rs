@@ -29,7 +29,7 @@ pub fn detect(m: Option<&Module>, world: &World, redo: bool) -> Result<Vec<PairR
         m,
         &[],
         world.backend.as_ref(),
-        &world.store,
+        world.store.as_ref(),
         &world.protocol,
         redo,
         &Bars,
@@ -150,7 +150,7 @@ impl EvalArgs {
                 EvalRun {
                     resumed: db.exists(),
                     on: BackendArgs {
-                        db,
+                        db: db.display().to_string(),
                         ..self.on.clone()
                     },
                     out: dir.join(format!("run-{n}")),

@@ -17,6 +17,8 @@ mod profile;
 mod run;
 mod search;
 mod select;
+mod slurm;
+mod workers;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,8 @@ enum Command {
     Export(measure::ExportArgs),
     /// Train SSBN_0, fine-tune every SSBN from it, record validation accuracies (resumable)
     Profile(profile::ProfileArgs),
+    /// Work on a profile run registered in a store (by `profile --workers N`) until it is done
+    Worker(workers::WorkerArgs),
     /// How well fine-tuned accuracies and zero-cost proxies rank SSBNs against training
     /// from scratch: Kendall tau (bootstrap interval), Spearman rho, within-decision tau,
     /// top-k, on a stratified sample of each space
@@ -222,12 +226,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut cx = world.ctx();
             cx.space = args.space.clone();
             cx.accuracy = Some(AccuracyFrom::Train(args.spec()?));
+            if args.worker_only {
+                // A worker profiles only: the SSBNs' latencies are the coordinator's to measure.
+                let Some(m) = load_with(&args.file, Some("expand"), dump, None)? else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                let table = spacetune::pass::profile::accuracies(&m, &cx, &args.spec()?)?;
+                let made = table.results.values().filter(|t| !t.cached).count();
+                eprintln!(
+                    "worker: {made} of {} networks profiled here",
+                    table.results.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let start = std::time::Instant::now();
-            let Some(m) = load_with(&args.file, Some("profile"), dump, Some(cx))? else {
+            let logs = args.on.local_dir().join("workers");
+            let register = || {
+                let argv: Vec<String> = std::env::args().skip(1).collect();
+                workers::register(world.store.as_ref(), &argv, &args.file)
+            };
+            let mut helpers = Vec::new();
+            let job = if args.slurm.slurm {
+                let id = register()?;
+                let job = slurm::submit(&args.slurm, &args.on.db, &id, &logs)?;
+                eprintln!(
+                    "profile: run {id} registered in {}; Slurm job array {} of {} workers ({})",
+                    args.on.db,
+                    job.id,
+                    args.slurm.array,
+                    job.script.display()
+                );
+                Some(job)
+            } else {
+                if args.workers == 0 {
+                    bail!("--workers 0: at least this process works");
+                }
+                if args.workers > 1 {
+                    let id = register()?;
+                    eprintln!(
+                        "profile: run {id} registered in {}; {} more workers",
+                        args.on.db,
+                        args.workers - 1
+                    );
+                    helpers = workers::spawn(args.workers - 1, &args.on.db, &id, &logs)?;
+                }
+                None
+            };
+            cx.others = job.as_ref().map(|j| j as &dyn spacetune::pass::ctx::Others);
+            let loaded = load_with(&args.file, Some("profile"), dump, Some(cx));
+            for failed in workers::join(helpers) {
+                eprintln!("profile: {failed}");
+            }
+            let Some(m) = loaded? else {
                 return Ok(ExitCode::FAILURE);
             };
             let seconds = start.elapsed().as_secs_f64();
             profile::print_profiled(&m, &args.file, &args.out, Some(seconds))?;
+        }
+        Command::Worker(args) => {
+            let store = spacetune::backends::store::open(&args.db)?;
+            let dir = tempfile::tempdir().context("making a folder for the run's file")?;
+            let argv =
+                workers::command_line(store.as_ref(), &args.db, args.run.as_deref(), dir.path())?;
+            drop(store);
+            let cli = Cli::try_parse_from(&argv).with_context(|| {
+                format!("the registered run does not parse: {}", argv.join(" "))
+            })?;
+            return run(cli);
         }
         Command::ProfileEval(args) => {
             let (spec, proxies) = args.spec()?;
@@ -270,7 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!(
                         "reproduce: run {} of 2 on {}{}",
                         n + 1,
-                        run.on.db.display(),
+                        run.on.db,
                         if run.resumed {
                             " (resumed: what it holds is served, not timed again)"
                         } else {

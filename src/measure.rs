@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use spacetune::backends::{self, cache::Cache, measure::Protocol, weights::Weights, Backend};
+use spacetune::backends::{self, measure::Protocol, store::Store, weights::Weights, Backend};
 use spacetune::ir::{Latency, Module, Network, Origin, Timed};
 use spacetune::pass::ctx::{Ctx, Progress, Stage};
 use std::cell::Cell;
@@ -23,9 +23,10 @@ pub struct BackendArgs {
     /// threads=N; exec command="CMD ARGS" timeout=SECONDS
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
     pub options: Vec<String>,
-    /// The measurement database (created if missing)
+    /// The store (created if missing): a SQLite file, or a PostgreSQL URL
+    /// (postgres://user@host:port/db) that workers on other machines share
     #[arg(long, default_value = ".spacetune/measurements.db")]
-    pub db: PathBuf,
+    pub db: String,
     /// quick: fewer, shorter windows (for smoke runs); default: the full protocol
     #[arg(long, value_enum, default_value = "default")]
     pub protocol: ProtocolChoice,
@@ -37,29 +38,35 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    pub fn open(&self) -> Result<(Box<dyn Backend>, Cache, Protocol)> {
-        let options = backends::Options::parse(&self.options)?;
-        let backend = backends::lookup(&self.backend, &options)?;
-        let cache = Cache::open(&self.db)
-            .with_context(|| format!("opening the measurement database {}", self.db.display()))?;
-        let protocol = Protocol {
-            pin: self.cpu,
-            ..self.protocol.protocol()
-        };
-        Ok((backend, cache, protocol))
+    /// Where this machine keeps what is not in the store (SSBN_0 checkpoints, search
+    /// checkpoints): beside a SQLite file, or `.spacetune` for a server's store.
+    pub fn local_dir(&self) -> PathBuf {
+        if self.db.contains("://") {
+            return PathBuf::from(".spacetune");
+        }
+        Path::new(&self.db)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 }
 
 /// The backend and store a pipeline run uses, opened once.
 pub struct World {
     pub backend: Box<dyn Backend>,
-    pub store: Cache,
+    pub store: Box<dyn Store>,
     pub protocol: Protocol,
 }
 
 impl World {
     pub fn open(on: &BackendArgs) -> Result<World> {
-        let (backend, store, protocol) = on.open()?;
+        let options = backends::Options::parse(&on.options)?;
+        let backend = backends::lookup(&on.backend, &options)?;
+        let store = backends::store::open(&on.db)?;
+        let protocol = Protocol {
+            pin: on.cpu,
+            ..on.protocol.protocol()
+        };
         Ok(World {
             backend,
             store,
@@ -74,7 +81,7 @@ impl World {
     pub fn ctx(&self) -> Ctx<'_> {
         Ctx {
             backend: Some(self.backend.as_ref()),
-            store: Some(&self.store),
+            store: Some(self.store.as_ref()),
             protocol: self.protocol.clone(),
             progress: &Bars,
             ..Ctx::default()

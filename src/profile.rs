@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// Train and evaluate SSBN_0 only (e.g. to see how much the seed moves its accuracy)
     #[arg(long)]
     pub base_only: bool,
+    /// Seconds a worker's claim on a network lasts without its heartbeat: a killed
+    /// worker's network goes to another worker after this
+    #[arg(long, default_value_t = 60.0)]
+    pub lease: f64,
     /// How each SSBN gets its accuracy: finetune (BBSSP: from SSBN_0's weights), scratch
     /// (trained from random initialisation on SSBN_0's budget), or a zero-cost proxy at
     /// initialisation, synflow or naswot (seconds per SSBN; ranks, not accuracies)
@@ -76,9 +80,9 @@ impl TrainArgs {
         })
     }
 
-    /// The training spec, with SSBN_0 checkpoints beside the database `db`; its sizes
-    /// checked, not yet the data.
-    pub fn spec(&self, db: &Path) -> Result<TrainSpec> {
+    /// The training spec, with SSBN_0 checkpoints in `dir`; its sizes checked, not yet the
+    /// data.
+    pub fn spec(&self, dir: &Path) -> Result<TrainSpec> {
         let p = self.budget()?.profile;
         let spec = TrainSpec {
             dataset: self.dataset.clone(),
@@ -93,7 +97,13 @@ impl TrainArgs {
             seed: self.seed,
             threads: self.threads,
             base_only: self.base_only,
-            checkpoints: db.parent().map(Path::to_path_buf).unwrap_or_default(),
+            lease: std::time::Duration::try_from_secs_f64(self.lease)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--lease {} is not a positive number of seconds", self.lease)
+                })?,
+            checkpoints: dir.to_path_buf(),
             method: self.method()?,
             sample: None,
         };
@@ -134,12 +144,21 @@ pub struct ProfileArgs {
     pub space: Option<String>,
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
+    /// Processes sharing the work on this machine (this one and N − 1 started with it, each
+    /// taking networks from the store's queue; logs in the store's folder)
+    #[arg(long, default_value_t = 1, conflicts_with = "slurm")]
+    pub workers: usize,
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmArgs,
+    /// Set by `spacetune worker`: profile what can be claimed, write nothing else
+    #[arg(long, hide = true)]
+    pub worker_only: bool,
 }
 
 impl ProfileArgs {
     /// The training spec with `--from-scratch`, `--proxy` and `--sample` applied.
     pub fn spec(&self) -> Result<TrainSpec> {
-        let mut spec = self.train.spec(&self.on.db)?;
+        let mut spec = self.train.spec(&self.on.local_dir())?;
         let alias = match (&self.proxy, self.from_scratch) {
             (Some(p), _) => Some(
                 Method::named(p)
@@ -275,7 +294,7 @@ pub struct EvalArgs {
 
 impl EvalArgs {
     pub fn spec(&self) -> Result<(TrainSpec, Vec<Proxy>)> {
-        let mut spec = self.train.spec(&self.on.db)?;
+        let mut spec = self.train.spec(&self.on.local_dir())?;
         spec.sample = Some((self.sample, self.train.seed));
         spec.check().map_err(anyhow::Error::msg)?;
         preflight(&spec)?;

@@ -54,12 +54,15 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
     cx.accuracy = Some(match &args.accuracy {
         Some(path) => AccuracyFrom::Table(path.clone()),
         None => {
-            let spec = args.train.spec(&args.on.db)?;
+            let spec = args.train.spec(&args.on.local_dir())?;
             profile::preflight(&spec)?;
             AccuracyFrom::Train(spec)
         }
     });
-    cx.search = Some(args.search.spec(&args.train, &args.on.db, &args.out)?);
+    cx.search = Some(
+        args.search
+            .spec(&args.train, &args.on.local_dir(), &args.out)?,
+    );
     let start = std::time::Instant::now();
     let (m, stopped) = match load_partial(&args.file, args.until.as_deref(), dump, Some(cx))? {
         Ok(m) => (m, None),
@@ -193,7 +196,7 @@ fn settings(args: &RunArgs) -> serde_json::Value {
         "protocol": format!("{:?}", args.on.protocol),
         "dataset": t.dataset,
         "budget": t.budget().ok(),
-        "profile": t.spec(&args.on.db).ok().map(|s| serde_json::json!({
+        "profile": t.spec(&args.on.local_dir()).ok().map(|s| serde_json::json!({
             "train_subset": s.train_subset,
             "validation": s.validation,
             "epochs": s.epochs,

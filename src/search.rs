@@ -60,7 +60,7 @@ pub struct SearchArgs {
 
 impl SearchArgs {
     /// The search's spec: data, seed, threads and learning rate as the training has them.
-    pub fn spec(&self, train: &TrainArgs, db: &Path, out: &Path) -> Result<SearchSpec> {
+    pub fn spec(&self, train: &TrainArgs, dir: &Path, out: &Path) -> Result<SearchSpec> {
         let (seed, threads, lr) = (train.seed, train.threads, train.lr);
         Ok(SearchSpec {
             dataset: train.dataset.clone(),
@@ -87,7 +87,7 @@ impl SearchArgs {
             full: self.search_full,
             baselines: !self.no_baselines,
             random_k: self.random_k,
-            checkpoints: db.parent().map(Path::to_path_buf).unwrap_or_default(),
+            checkpoints: dir.to_path_buf(),
             out: out.to_path_buf(),
         })
     }

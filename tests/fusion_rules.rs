@@ -5,7 +5,12 @@
 
 mod common;
 
-use spacetune::backends::{cache::Cache, lookup, measure::Protocol, Options};
+use spacetune::backends::{
+    lookup,
+    measure::Protocol,
+    store::{Sqlite, Store},
+    Options,
+};
 use spacetune::pass::fusion::PairRule;
 use std::process::Command;
 
@@ -38,7 +43,7 @@ fn detect_on(space: &str, backend: &str, options: &[&str]) -> Vec<PairRule> {
     );
     let pairs: Vec<String> = options.iter().map(|s| s.to_string()).collect();
     let b = lookup(backend, &Options::parse(&pairs).unwrap()).unwrap();
-    Cache::open(&db)
+    Sqlite::open(&db)
         .unwrap()
         .fusion_pairs(&b.fingerprint().under(&Protocol::default()))
         .unwrap()
@@ -147,7 +152,7 @@ fn a_file_keeps_its_verdicts_when_another_tests_the_same_pairs_elsewhere() {
         tested.contains("fusion test:"),
         "NB201 has pairs of its own"
     );
-    let all: Vec<PairRule> = Cache::open(&db)
+    let all: Vec<PairRule> = Sqlite::open(&db)
         .unwrap()
         .fusion_pairs(
             &lookup("sim", &Options::default())

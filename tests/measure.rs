@@ -4,7 +4,12 @@
 mod common;
 
 use common::root;
-use spacetune::backends::{cache::Cache, lookup, measure::Protocol, Options};
+use spacetune::backends::{
+    lookup,
+    measure::Protocol,
+    store::{Sqlite, Store},
+    Options,
+};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -112,7 +117,7 @@ fn a_killed_run_resumes_and_measures_only_the_rest() {
         &Options::parse(std::slice::from_ref(&command)).unwrap(),
     )
     .unwrap();
-    let stored = Cache::open(&dir.path().join("m.db"))
+    let stored = Sqlite::open(&dir.path().join("m.db"))
         .unwrap()
         .count(&backend.fingerprint().under(&Protocol::default()))
         .unwrap();

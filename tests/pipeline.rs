@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use spacetune::backends::search::SearchConfig;
-use spacetune::backends::{cache::Cache, sim::Sim, Options as BackendOptions};
+use spacetune::backends::{sim::Sim, store::Sqlite, Options as BackendOptions};
 use spacetune::ir::{Diagnostics, Module, Phase};
 use spacetune::pass::ctx::{AccuracyFrom, Budget, Ctx, SearchSpec, SelectOverrides, TrainSpec};
 use spacetune::pass::{passes, Pass, PassManager};
@@ -57,7 +57,7 @@ fn run_all(file: &str, cx: Ctx<'_>, list: &[Box<dyn Pass>], until: Phase) -> Vec
 fn every_pass_in_order_on_sim_and_synthetic_data() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::from_options(&BackendOptions::default()).unwrap();
-    let store = Cache::open(&dir.path().join("m.db")).unwrap();
+    let store = Sqlite::open(&dir.path().join("m.db")).unwrap();
     let cx = Ctx {
         backend: Some(&sim),
         store: Some(&store),
@@ -120,7 +120,7 @@ fn a_pass_added_in_a_test_is_validated_dumped_and_snapshotted() {
     let table = dir.path().join("acc.csv");
     write_accuracies(&module(FILE), &table);
     let sim = Sim::from_options(&BackendOptions::default()).unwrap();
-    let store = Cache::open(&dir.path().join("m.db")).unwrap();
+    let store = Sqlite::open(&dir.path().join("m.db")).unwrap();
     let cx = Ctx {
         backend: Some(&sim),
         store: Some(&store),

@@ -97,7 +97,8 @@ fn accuracies(db: &Path) -> usize {
     if !db.exists() {
         return 0;
     }
-    spacetune::backends::cache::Cache::open(db)
+    use spacetune::backends::store::{Sqlite, Store};
+    Sqlite::open(db)
         .and_then(|c| c.accuracy_count())
         .unwrap_or(0)
 }

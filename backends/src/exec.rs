@@ -196,6 +196,7 @@ impl Backend for Exec {
             runtime: "external command".into(),
             options,
             threads: 0,
+            node: Some(crate::node()),
             protocol: None,
         }
     }

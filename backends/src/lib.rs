@@ -4,9 +4,8 @@
 //! A backend is a black box to the passes: they see [`Backend::lower`] (pure, deterministic,
 //! snapshot-able), [`Backend::prepare`] (the only step that touches a runtime) and an
 //! optional per-layer profile. Measurements are keyed by [`Fingerprint`] + network hash and
-//! kept in the [`cache`].
+//! kept in the [`store`].
 
-pub mod cache;
 pub mod data;
 pub mod exec;
 pub mod measure;
@@ -17,6 +16,7 @@ pub mod pin;
 pub mod proxy;
 pub mod search;
 pub mod sim;
+pub mod store;
 pub mod torch;
 pub mod train;
 #[cfg(feature = "tvm")]
@@ -48,11 +48,13 @@ pub enum BackendError {
         context: String,
         source: std::io::Error,
     },
-    #[error("cache: {0}")]
-    Cache(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Store(String),
     /// A measurement looked up or stored under a fingerprint that does not say how it was
     /// timed: a caller's mistake, refused so that no result is served under the wrong key.
-    #[error("cache: the fingerprint `{0}` names no measurement protocol")]
+    #[error("store: the fingerprint `{0}` names no measurement protocol")]
     Unkeyed(String),
 }
 
@@ -75,6 +77,10 @@ pub struct Fingerprint {
     pub runtime: String,
     pub options: BTreeMap<String, String>,
     pub threads: usize,
+    /// The machine a wall-clock backend times on ([`node`]): figures from two machines
+    /// are never mixed in one table. `None` for the simulator, which times nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The measurement protocol's label and digest ([`measure::Protocol::label`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
@@ -86,6 +92,24 @@ impl Fingerprint {
         self.protocol = Some(protocol.label());
         self
     }
+}
+
+/// This machine: its host name, CPU model and board (what a cluster's nodes differ by).
+pub fn node() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let board = read("/sys/class/dmi/id/board_name");
+    let host = read("/proc/sys/kernel/hostname");
+    let mut node = format!("{} / {cpu}", host.trim());
+    if !board.trim().is_empty() {
+        node += &format!(" / {}", board.trim());
+    }
+    node
 }
 
 impl fmt::Display for Fingerprint {
@@ -100,6 +124,9 @@ impl fmt::Display for Fingerprint {
         }
         if let Some(p) = &self.protocol {
             write!(f, " protocol={p}")?;
+        }
+        if let Some(n) = &self.node {
+            write!(f, " node=\"{n}\"")?;
         }
         Ok(())
     }

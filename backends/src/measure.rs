@@ -25,8 +25,8 @@
 //!
 //! `SPACETUNE_TRACE=1` prints every chunk's window p10s and scale estimates to stderr.
 
-use crate::cache::Cache;
 use crate::pin::{Pin, Pinned};
+use crate::store::{Sqlite, Store};
 use crate::{Backend, BackendError, Fingerprint, Latency, Lowered, Result, Runner, Timing};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -286,7 +286,7 @@ pub fn measure_all(
     lowered: &[Lowered],
     reference: Option<&Lowered>,
     protocol: &Protocol,
-    cache: &Cache,
+    cache: &dyn Store,
     mut progress: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
     // A core the process may not use is a setting's error: said before anything is timed.
@@ -388,7 +388,7 @@ pub fn measure_all(
 /// indices of the rest, still to be timed.
 #[allow(clippy::type_complexity)]
 fn from_cache(
-    cache: &Cache,
+    cache: &dyn Store,
     fingerprint: &Fingerprint,
     lowered: &[Lowered],
     progress: &mut impl FnMut(&Outcome),
@@ -645,7 +645,7 @@ fn best_session(
 }
 
 fn record(
-    cache: &Cache,
+    cache: &dyn Store,
     fingerprint: &crate::Fingerprint,
     l: &Lowered,
     latency: std::result::Result<Latency, String>,
@@ -681,9 +681,9 @@ impl Anchor {
         &self,
         backend: &dyn Backend,
         protocol: &Protocol,
-        cache: &Cache,
-    ) -> Result<Cache> {
-        let fresh = Cache::in_memory()?;
+        cache: &dyn Store,
+    ) -> Result<Sqlite> {
+        let fresh = Sqlite::in_memory()?;
         let fingerprint = backend.fingerprint().under(protocol);
         for l in std::iter::once(&self.reference).chain(&self.bridges) {
             if let Some(latency) = cache.get(&fingerprint, &l.hash)? {
@@ -701,7 +701,7 @@ impl Anchor {
         backend: &dyn Backend,
         lowered: &[Lowered],
         protocol: &Protocol,
-        cache: &Cache,
+        cache: &dyn Store,
         progress: impl FnMut(&Outcome),
     ) -> Result<Vec<std::result::Result<f64, String>>> {
         let mut unique: Vec<Lowered> = Vec::new();
@@ -807,6 +807,7 @@ mod tests {
                 runtime: "test".into(),
                 options: Default::default(),
                 threads: 1,
+                node: None,
                 protocol: None,
             }
         }
@@ -840,7 +841,7 @@ mod tests {
 
     fn measure(b: &Scripted, p: &Protocol) -> Vec<f64> {
         let nets = networks();
-        let cache = Cache::in_memory().unwrap();
+        let cache = Sqlite::in_memory().unwrap();
         let out = measure_all(b, &nets, Some(&nets[0]), p, &cache, |_| {}).unwrap();
         out.iter()
             .map(|o| o.latency.as_ref().unwrap().p10_ms)
@@ -918,7 +919,7 @@ mod tests {
             ..protocol()
         };
         let nets = networks();
-        let cache = Cache::in_memory().unwrap();
+        let cache = Sqlite::in_memory().unwrap();
         let out = measure_all(&b, &nets, Some(&nets[0]), &p, &cache, |_| {}).unwrap();
         let unscaled: Vec<bool> = out
             .iter()

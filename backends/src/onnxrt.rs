@@ -173,6 +173,7 @@ impl Backend for Ort {
             runtime: runtime(),
             options,
             threads: self.threads,
+            node: Some(crate::node()),
             protocol: None,
         }
     }

@@ -222,6 +222,7 @@ impl Backend for Sim {
             runtime: format!("spacetune-sim {}", env!("CARGO_PKG_VERSION")),
             options,
             threads: 1,
+            node: None,
             protocol: None,
         }
     }

@@ -335,6 +335,7 @@ impl Backend for Tch {
             runtime: runtime(),
             options,
             threads: self.threads,
+            node: Some(crate::node()),
             protocol: None,
         }
     }

@@ -272,6 +272,7 @@ impl Backend for Tvm {
             runtime: Self::runtime(),
             options,
             threads: self.threads,
+            node: Some(crate::node()),
             protocol: None,
         }
     }

@@ -4,7 +4,7 @@
 //! never look at it, so a compile without one runs the front end exactly as before.
 
 use crate::Diagnostics;
-use spacetune_backends::{cache::Cache, measure::Protocol, Backend, Fingerprint};
+use spacetune_backends::{measure::Protocol, store::Store, Backend, Fingerprint};
 use spacetune_ir::{Diagnostic, Module};
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub struct Ctx<'a> {
     pub backend: Option<&'a dyn Backend>,
     /// The measurement store: latencies, accuracies, fusion verdicts.
-    pub store: Option<&'a Cache>,
+    pub store: Option<&'a dyn Store>,
     pub protocol: Protocol,
     /// Only this space (by name); all when `None`.
     pub space: Option<String>,
@@ -26,6 +26,15 @@ pub struct Ctx<'a> {
     /// How `search` searches and `emit` retrains; `None`: the pipeline ends at `reduce`.
     pub search: Option<SearchSpec>,
     pub progress: &'a dyn Progress,
+    /// Other processes doing the profile's work (a Slurm job array): this one claims
+    /// nothing and waits for them.
+    pub others: Option<&'a dyn Others>,
+}
+
+/// Other processes working on this run, as the one waiting for them sees them.
+pub trait Others {
+    /// `Err` saying why once they have all ended (their queue's work left undone).
+    fn check(&self) -> Result<(), String>;
 }
 
 /// The gradient search's settings, data and budget, and where its outputs go.
@@ -121,6 +130,7 @@ impl Default for Ctx<'_> {
             select: SelectOverrides::default(),
             search: None,
             progress: &Quiet,
+            others: None,
         }
     }
 }
@@ -157,6 +167,9 @@ pub struct TrainSpec {
     pub checkpoints: PathBuf,
     /// How each SSBN gets its accuracy.
     pub method: Method,
+    /// How long a worker's claim on a network lasts without its heartbeat (a killed
+    /// worker's network goes to another after this).
+    pub lease: std::time::Duration,
     /// Only (n, seed): SSBN_0 and n other SSBNs of each space, stratified over its
     /// decisions, drawn with the seed (a fidelity sample; selection needs every SSBN). Its
     /// own seed, so profiles at other training seeds see the same networks.
@@ -278,6 +291,7 @@ impl Default for TrainSpec {
             base_only: false,
             checkpoints: PathBuf::from(".spacetune"),
             method: Method::Finetune,
+            lease: std::time::Duration::from_secs(60),
             sample: None,
         }
     }
@@ -339,7 +353,7 @@ impl<'a> Ctx<'a> {
     pub fn fingerprint(&self, pass: &str) -> Result<Fingerprint, Diagnostics> {
         Ok(self.backend(pass)?.fingerprint().under(&self.protocol))
     }
-    pub fn store(&self, pass: &str) -> Result<&'a Cache, Diagnostics> {
+    pub fn store(&self, pass: &str) -> Result<&'a dyn Store, Diagnostics> {
         self.store.ok_or_else(|| {
             Diagnostic::error(format!(
                 "the `{pass}` pass needs a measurement store (--db)"

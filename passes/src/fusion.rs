@@ -8,7 +8,7 @@
 
 use crate::kernels::{FusionRules, CONSTANT};
 use spacetune_backends::{
-    cache::Cache, measure::measure_together, measure::Protocol, Backend, Lowered,
+    measure::measure_together, measure::Protocol, store::Store, Backend, Lowered,
 };
 pub use spacetune_ir::PairRule;
 use spacetune_ir::{Diagnostic, Diagnostics, Graph, Module, Network, Prim, Region, Shape};
@@ -366,7 +366,7 @@ pub fn detect(
     m: Option<&Module>,
     more: &[&Graph],
     backend: &dyn Backend,
-    cache: &Cache,
+    cache: &dyn Store,
     protocol: &Protocol,
     redo: bool,
     progress: &dyn crate::ctx::Progress,
@@ -457,7 +457,7 @@ pub fn detect_in(
 fn test_pairs(
     todo: &[&Probe],
     backend: &dyn Backend,
-    cache: &Cache,
+    cache: &dyn Store,
     protocol: &Protocol,
     progress: &dyn crate::ctx::Progress,
 ) -> Result<(), Failure> {
@@ -527,7 +527,7 @@ fn test_pairs(
 }
 
 fn stored_pairs(
-    cache: &Cache,
+    cache: &dyn Store,
     backend: &dyn Backend,
     protocol: &Protocol,
 ) -> Result<Vec<PairRule>, Failure> {

@@ -7,7 +7,7 @@ use crate::elaborate::{Builder, Frame};
 use crate::pass::Pass;
 use crate::skeleton::{self, FillLayers};
 use serde::{Deserialize, Serialize};
-use spacetune_backends::{cache::Cache, measure::Anchor, Backend, Lowered};
+use spacetune_backends::{measure::Anchor, store::Store, Backend, Lowered};
 use spacetune_ir::*;
 use std::collections::BTreeMap;
 
@@ -224,7 +224,7 @@ pub fn measure_on(
     cx: &Ctx<'_>,
     anchor: &Anchor,
     lowered: &[Lowered],
-    store: Option<&Cache>,
+    store: Option<&dyn Store>,
     what: &str,
 ) -> Result<Vec<f64>, Diagnostics> {
     let backend = cx.backend("correct")?;
@@ -248,7 +248,7 @@ pub fn measure_nets_on(
     cx: &Ctx<'_>,
     anchor: &Anchor,
     nets: &[Network],
-    store: Option<&Cache>,
+    store: Option<&dyn Store>,
     what: &str,
 ) -> Result<Vec<f64>, Diagnostics> {
     let lowered = lower_each(cx.backend("correct")?, nets)?;

@@ -40,6 +40,7 @@ pub mod select;
 pub mod skeleton;
 pub mod supernet;
 pub mod validate;
+pub mod work;
 
 pub use ctx::Ctx;
 pub use pass::{Pass, PassManager};

@@ -5,17 +5,17 @@
 
 use crate::ctx::{outside, AccuracyFrom, Ctx, Method, TrainSpec};
 use crate::pass::Pass;
-use sha2::{Digest, Sha256};
+use crate::work::{Queue, Worker};
 use spacetune_backends::{
-    cache::Cache,
     data::{Dataset, Split, FASHION_MNIST_DIR},
     network_hash,
+    store::{digest, worker_name, Accuracy, Store},
     torch::TchNet,
     train::{self, TrainConfig},
     weights::{transfer, Fresh, Weights},
 };
 use spacetune_ir::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 pub struct Profile;
@@ -122,10 +122,7 @@ fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
         }),
     }
     .to_string();
-    let id: String = Sha256::digest(task.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let id = digest(task.as_bytes());
     (task, id, cfg, finetune)
 }
 
@@ -191,7 +188,7 @@ fn train_all(
     m: &Module,
     cx: &Ctx<'_>,
     spec: &TrainSpec,
-    store: &Cache,
+    store: &dyn Store,
 ) -> Result<AccuracyTable, Failure> {
     let (task, task_id, cfg, finetune) = task(spec);
     let (train_raw, val_raw) = preflight(spec)?;
@@ -201,6 +198,12 @@ fn train_all(
         spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, cfg.lr,
         finetune.epochs, spec.finetune_subset, finetune.lr, cfg.batch, cfg.seed, cfg.threads
     ));
+    let worker = Worker {
+        store,
+        name: worker_name(),
+        lease: spec.lease,
+        others: cx.others,
+    };
     let mut results = BTreeMap::new();
     let mut notes = Vec::new();
     for s in cx.spaces(m)? {
@@ -234,21 +237,47 @@ fn train_all(
             .progress
             .stage(&format!("profile {}", info.name), nets.len());
         // SSBN_0 is trained once, and only for fine-tuning: its checkpoint is what every
-        // fine-tuning starts from.
+        // fine-tuning starts from, kept in the store for every worker.
         let net0 = match spec.method {
             Method::Finetune => {
-                let ckpt = ckpt_dir.join(format!("{}.safetensors", network_hash(&base_graph, 1)));
+                let hash = network_hash(&base_graph, 1);
+                let blob = format!("checkpoint/{task_id}/{hash}");
+                let ckpt = ckpt_dir.join(format!("{hash}.safetensors"));
                 let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
                 let init = Weights::random(&base_graph, spec.seed);
                 let net = TchNet::new(&vs.root(), &base_graph, &init)?;
-                if ckpt.exists() {
-                    train::load(&mut vs, &ckpt)?;
-                } else {
+                let queue = Queue {
+                    name: &format!("{blob}/train"),
+                    items: &[hash],
+                    stage: &*stage,
+                    ticks: None,
+                };
+                worker.run(&queue, |_| {
+                    if store.blob(&blob)?.is_some() {
+                        return Ok(());
+                    }
+                    // Trained by an earlier version, which kept it only on disk.
+                    if ckpt.exists() {
+                        return Ok(store.put_blob(&blob, &std::fs::read(&ckpt)?)?);
+                    }
                     stage.working(&format!("training {}", base.id));
                     train::train(&net, &vs, &data.train, &cfg, |_, _, _| {})?;
                     std::fs::create_dir_all(&ckpt_dir)?;
                     train::save(&vs, &ckpt)?;
+                    store.put_blob(&blob, &std::fs::read(&ckpt)?)?;
+                    Ok(())
+                })?;
+                if !ckpt.exists() {
+                    let bytes = store.blob(&blob)?.ok_or_else(|| {
+                        format!("SSBN_0's checkpoint {blob} is missing from the store")
+                    })?;
+                    // Written aside and renamed: another worker may be reading it already.
+                    std::fs::create_dir_all(&ckpt_dir)?;
+                    let aside = ckpt.with_extension(format!("{}.part", std::process::id()));
+                    std::fs::write(&aside, bytes)?;
+                    std::fs::rename(&aside, &ckpt)?;
                 }
+                train::load(&mut vs, &ckpt)?;
                 Some((vs, net))
             }
             _ => None,
@@ -258,42 +287,90 @@ fn train_all(
             weights: net.weights(),
             net,
         });
-        for &(h, net) in &nets {
+        let by_hash: BTreeMap<String, &Network> = nets
+            .iter()
+            .map(|&(_, n)| (network_hash(&n.graph.pruned(), 1), n))
+            .collect();
+        // In the space's order (SSBN_0 first), each network once.
+        let mut items: Vec<String> = Vec::new();
+        for (_, n) in &nets {
+            let hash = network_hash(&n.graph.pruned(), 1);
+            if !items.contains(&hash) {
+                items.push(hash);
+            }
+        }
+        let mut stored_before = 0;
+        for hash in &items {
+            stored_before += usize::from(store.accuracy(&task, hash)?.is_some());
+        }
+        let queue = format!(
+            "accuracy/{task_id}/{}/{}",
+            info.name,
+            digest(items.join(",").as_bytes())
+        );
+        // Profiled by this worker (the rest were stored before, or by others).
+        let mut made = BTreeSet::new();
+        let label = |hash: &str| by_hash[hash].id.clone();
+        let q = Queue {
+            name: &queue,
+            items: &items,
+            stage: &*stage,
+            ticks: Some(&label),
+        };
+        worker.run(&q, |hash| {
+            let net = by_hash[hash];
+            if store.accuracy(&task, hash)?.is_some() {
+                return Ok(());
+            }
+            stage.working(&net.id);
             let graph = net.graph.pruned();
-            let hash = network_hash(&graph, 1);
-            let trained = match store.accuracy(&task, &hash)? {
-                Some(accuracy) => Trained {
-                    accuracy,
-                    cached: true,
-                },
-                None => {
-                    stage.working(&net.id);
-                    let t = std::time::Instant::now();
-                    let accuracy = match (spec.method, &base) {
-                        (Method::Finetune, Some(base)) => {
-                            let (accuracy, warning) =
-                                one(m, net, &graph, base, &data, &finetune, spec.seed)?;
-                            if let Some(w) = warning {
-                                cx.progress.note(&w);
-                            }
-                            accuracy
-                        }
-                        (Method::Proxy(p), _) => {
-                            let init = Weights::random(&graph, spec.seed);
-                            p.score(&graph, &init, &data.train, spec.batch, spec.seed)?
-                        }
-                        _ => scratch(&graph, &data, &cfg, spec.seed)?,
-                    };
-                    let seconds = t.elapsed().as_secs_f64();
-                    store.put_accuracy(&task, &hash, &net.id, &net.key, accuracy, seconds)?;
-                    Trained {
-                        accuracy,
-                        cached: false,
+            let t = std::time::Instant::now();
+            let accuracy = match (spec.method, &base) {
+                (Method::Finetune, Some(base)) => {
+                    let (accuracy, warning) =
+                        one(m, net, &graph, base, &data, &finetune, spec.seed)?;
+                    if let Some(w) = warning {
+                        cx.progress.note(&w);
                     }
+                    accuracy
                 }
+                (Method::Proxy(p), _) => {
+                    let init = Weights::random(&graph, spec.seed);
+                    p.score(&graph, &init, &data.train, spec.batch, spec.seed)?
+                }
+                _ => scratch(&graph, &data, &cfg, spec.seed)?,
             };
-            stage.tick(&net.id);
-            results.insert(h, trained);
+            store.put_accuracy(&Accuracy {
+                task: &task,
+                hash,
+                id: &net.id,
+                key: &net.key,
+                accuracy,
+                seconds: t.elapsed().as_secs_f64(),
+            })?;
+            made.insert(hash.to_string());
+            Ok(())
+        })?;
+        for &(h, net) in &nets {
+            let hash = network_hash(&net.graph.pruned(), 1);
+            let accuracy = store.accuracy(&task, &hash)?.ok_or_else(|| {
+                format!(
+                    "the queue {queue} is done but the store has no accuracy for {}",
+                    net.id
+                )
+            })?;
+            let cached = !made.contains(&hash);
+            results.insert(h, Trained { accuracy, cached });
+        }
+        let by_others = items.len().saturating_sub(made.len() + stored_before);
+        if by_others > 0 {
+            let note = format!(
+                "space {}: {by_others} of {} networks profiled by other workers of this run (queue {queue})",
+                info.name,
+                items.len()
+            );
+            cx.progress.note(&note);
+            notes.push(note);
         }
     }
     let (source, scores) = match spec.method {

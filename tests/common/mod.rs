@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod postgres;
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 
 pub fn root() -> PathBuf {

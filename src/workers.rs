@@ -1,0 +1,188 @@
+//! `profile --workers N` and `spacetune worker`: a profile run shared by processes that
+//! take its networks from the store's queue. The run is registered in the store (its
+//! command line and the DSL file's text), so a worker needs nothing but the store's URL.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use spacetune::backends::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// `spacetune worker`: work on a registered run until its queues are done.
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The store the run was registered in (a PostgreSQL URL or a SQLite file)
+    #[arg(long)]
+    pub db: String,
+    /// The run (its id, printed when it was registered); default: the latest
+    #[arg(long)]
+    pub run: Option<String>,
+}
+
+/// A run as registered: enough to run its profile pass anywhere.
+#[derive(Serialize, Deserialize)]
+struct Registered {
+    /// The command line after the program's name, the file's path as given.
+    argv: Vec<String>,
+    file: String,
+    text: String,
+}
+
+const LATEST: &str = "run/latest";
+
+/// Registers the profile run `argv` (the process's arguments, `--workers` taken out) of
+/// `file`, and returns its id.
+pub fn register(store: &dyn Store, argv: &[String], file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading {} to register the run", file.display()))?;
+    let run = Registered {
+        argv: without_workers(argv),
+        file: file.display().to_string(),
+        text,
+    };
+    let json = serde_json::to_vec(&run)?;
+    let id = spacetune::backends::store::digest(&json);
+    store.put_blob(&format!("run/{id}"), &json)?;
+    store.put_blob(LATEST, id.as_bytes())?;
+    Ok(id)
+}
+
+/// The flags that start workers (with their values, but `--slurm`): a worker runs the pass
+/// alone.
+const STARTING_WORKERS: &[&str] = &["--workers", "--slurm", "--array", "--partition", "--time"];
+
+/// `argv` less the flags that start workers.
+fn without_workers(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in argv {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        let flag = a.split('=').next().unwrap_or("");
+        if STARTING_WORKERS.contains(&flag) {
+            skip = a != "--slurm" && !a.contains('=');
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// Starts `n` local worker processes on run `id` of the store `db`; each one's output
+/// goes to `<logs>/worker-<id>-<k>.log`.
+pub fn spawn(n: usize, db: &str, id: &str, logs: &Path) -> Result<Vec<(PathBuf, Child)>> {
+    let exe = std::env::current_exe().context("finding spacetune's own executable")?;
+    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+    (1..=n)
+        .map(|k| {
+            let log = logs.join(format!("worker-{id}-{k}.log"));
+            let out = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let child = Command::new(&exe)
+                .args(["worker", "--db", db, "--run", id])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("starting worker {k}"))?;
+            Ok((log, child))
+        })
+        .collect()
+}
+
+/// Waits for the workers; a line for each that failed (the run does not depend on them:
+/// what they left unfinished was taken over when their leases lapsed).
+pub fn join(children: Vec<(PathBuf, Child)>) -> Vec<String> {
+    children
+        .into_iter()
+        .filter_map(|(log, mut child)| match child.wait() {
+            Ok(status) if status.success() => None,
+            Ok(status) => Some(format!(
+                "worker {} {status} (see {})",
+                child.id(),
+                log.display()
+            )),
+            Err(e) => Some(format!("worker {}: {e}", child.id())),
+        })
+        .collect()
+}
+
+/// The command line of a registered run for a worker: its file written to `dir`, the
+/// arguments pointing at it and at the store as the worker reaches it (`db`), and
+/// `--worker-only`.
+pub fn command_line(
+    store: &dyn Store,
+    db: &str,
+    run: Option<&str>,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    let id = match run {
+        Some(id) => id.to_string(),
+        None => match store.blob(LATEST)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => bail!("the store {} has no registered run", store.location()),
+        },
+    };
+    let Some(json) = store.blob(&format!("run/{id}"))? else {
+        bail!("the store {} has no run `{id}`", store.location());
+    };
+    let run: Registered = serde_json::from_slice(&json)
+        .with_context(|| format!("run `{id}` in {} does not parse", store.location()))?;
+    let name = Path::new(&run.file)
+        .file_name()
+        .map_or_else(|| "run.space".into(), |n| n.to_os_string());
+    let local = dir.join(name);
+    std::fs::write(&local, &run.text).with_context(|| format!("writing {}", local.display()))?;
+    let local = local.display().to_string();
+    let mut argv = vec!["spacetune".to_string()];
+    let mut value_of_db = false;
+    for a in run.argv {
+        argv.push(if std::mem::take(&mut value_of_db) {
+            db.to_string()
+        } else if a == run.file {
+            local.clone()
+        } else if a.starts_with("--db=") {
+            format!("--db={db}")
+        } else {
+            value_of_db = a == "--db";
+            a
+        });
+    }
+    if !argv.iter().any(|a| a == "--db" || a.starts_with("--db=")) {
+        argv.extend(["--db".into(), db.into()]);
+    }
+    argv.push("--worker-only".into());
+    Ok(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn workers_are_taken_out_of_the_registered_command_line() {
+        let argv: Vec<String> = [
+            "profile",
+            "a.space",
+            "--workers",
+            "4",
+            "--workers=2",
+            "--db",
+            "x",
+            "--slurm",
+            "--array",
+            "8",
+            "--partition=cpu",
+            "--time",
+            "1:00:00",
+            "--seed",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            super::without_workers(&argv),
+            ["profile", "a.space", "--db", "x", "--seed", "3"]
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! Several workers on one store, SQLite and PostgreSQL (a server of the test's own): every
+//! SSBN profiled exactly once with the accuracies one process makes; a worker killed with
+//! SIGKILL mid-training leaves its network to another; a whole run killed and started
+//! again finishes with every result present once; bad stores are clear errors.
+
+mod common;
+
+use common::{postgres::Server, root, slurm::Cluster};
+use spacetune::backends::store::{self, QueueState};
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FILE: &str = "tests/in/width_choice.space"; // 15 SSBNs
+const SSBNS: usize = 15;
+
+/// `profile` on the tiny budget (with fine-tuning long enough that a kill lands mid-item),
+/// run in `out`'s parent (where a server store's checkpoints and worker logs go).
+fn profile(db: &str, out: &Path, more: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_spacetune"));
+    c.arg("profile")
+        .arg(root().join(FILE))
+        .args(common::TINY_BUDGET)
+        .args(["--finetune-epochs", "3", "--db", db, "--out"])
+        .arg(out)
+        .args(more)
+        .current_dir(out.parent().unwrap());
+    c
+}
+
+fn ok(out: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// `key → accuracy` from a profile's CSV.
+fn accuracies(out: &Path) -> BTreeMap<String, String> {
+    let mut r = csv::Reader::from_path(out.join("width_choice.accuracy.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let (k, a) = (col("key"), col("accuracy"));
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[k].to_string(), rec[a].to_string())
+        })
+        .collect()
+}
+
+/// The state of every queue of the store, the SSBN_0 checkpoint's and the accuracies'.
+fn queues(db: &str) -> Vec<(String, QueueState)> {
+    store::open(db).unwrap().queues("").unwrap()
+}
+
+fn accuracy_rows(db: &str) -> usize {
+    store::open(db).unwrap().accuracy_count().unwrap()
+}
+
+/// One process's accuracies, the reference every shared run must reproduce.
+fn reference() -> BTreeMap<String, String> {
+    static REFERENCE: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+    REFERENCE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("one.db").display().to_string();
+            ok(profile(&db, &dir.path().join("out"), &[]).output().unwrap());
+            accuracies(&dir.path().join("out"))
+        })
+        .clone()
+}
+
+fn three_workers_share_the_run(db: &str, out: &Path) {
+    let text = ok(profile(db, out, &["--workers", "3"]).output().unwrap());
+    assert!(text.contains("more workers"), "{text}");
+    assert_eq!(accuracies(out), reference(), "{text}");
+    assert_eq!(accuracy_rows(db), SSBNS);
+    let all = queues(db);
+    let accuracy: Vec<&QueueState> = all
+        .iter()
+        .filter(|(q, _)| q.starts_with("accuracy/"))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(accuracy.len(), 1, "{all:?}");
+    let s = accuracy[0];
+    assert_eq!(
+        (s.total, s.done, s.claims),
+        (SSBNS, SSBNS, SSBNS),
+        "{all:?}"
+    );
+    assert!(s.workers >= 2, "the work was not shared: {all:?}");
+    // The checkpoint queue: SSBN_0 trained once.
+    assert!(all
+        .iter()
+        .any(|(q, s)| q.starts_with("checkpoint/") && s.claims == 1));
+}
+
+#[test]
+fn three_workers_on_sqlite_profile_every_ssbn_once_as_one_process_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db").display().to_string();
+    three_workers_share_the_run(&db, &dir.path().join("out"));
+}
+
+#[test]
+fn three_workers_on_postgres_profile_every_ssbn_once_as_one_process_would() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    three_workers_share_the_run(&server.url(), &dir.path().join("out"));
+}
+
+/// Whether the worker process `pid` holds an unfinished item of the PostgreSQL store.
+fn holds_an_item(url: &str, pid: u32) -> bool {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM work WHERE NOT done AND queue LIKE 'accuracy/%'
+             AND worker LIKE '%:' || $1 || ':%'",
+            &[&pid.to_string()],
+        )
+        .unwrap()
+        .get(0);
+    n > 0
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(300), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_worker_killed_mid_training_leaves_its_network_to_another() {
+    let server = Server::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let coordinator = profile(&url, &out, &["--workers", "2", "--lease", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A third worker of the test's own, killed while it holds a network.
+    wait_for("the run is registered", || {
+        store::open(&url)
+            .unwrap()
+            .blob("run/latest")
+            .unwrap()
+            .is_some()
+    });
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args(["worker", "--db", &url])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = worker.id();
+    wait_for("the worker holds a network", || holds_an_item(&url, pid));
+    kill(&mut worker);
+    let held = accuracy_rows(&url);
+    assert!(held < SSBNS, "the run ended before the kill");
+
+    let text = ok(coordinator.wait_with_output().unwrap());
+    assert_eq!(accuracies(&out), reference(), "{text}");
+    assert_eq!(accuracy_rows(&url), SSBNS);
+    let all = queues(&url);
+    let (_, s) = all
+        .iter()
+        .find(|(q, _)| q.starts_with("accuracy/"))
+        .unwrap();
+    assert_eq!((s.total, s.done), (SSBNS, SSBNS), "{all:?}");
+    // The killed worker's network was claimed twice: by it, and after its lease lapsed.
+    assert_eq!(s.claims, SSBNS + 1, "{all:?}");
+}
+
+#[test]
+fn a_whole_run_killed_and_started_again_has_every_result_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db").display().to_string();
+    let out = dir.path().join("out");
+    // Its own process group, so that one signal kills the coordinator and its workers.
+    let mut run = profile(&db, &out, &["--workers", "2", "--lease", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_for("a few networks are profiled", || {
+        Path::new(&db).exists() && accuracy_rows(&db) >= 4
+    });
+    unsafe { libc::kill(-(run.id() as i32), libc::SIGKILL) };
+    run.wait().unwrap();
+    let before = accuracy_rows(&db);
+    assert!(
+        (4..SSBNS).contains(&before),
+        "{before} profiled before the kill"
+    );
+
+    let text = ok(profile(&db, &out, &["--workers", "2", "--lease", "2"])
+        .output()
+        .unwrap());
+    assert_eq!(accuracies(&out), reference(), "{text}");
+    assert_eq!(accuracy_rows(&db), SSBNS);
+    let all = queues(&db);
+    let (_, s) = all
+        .iter()
+        .find(|(q, _)| q.starts_with("accuracy/"))
+        .unwrap();
+    assert_eq!((s.total, s.done), (SSBNS, SSBNS), "{all:?}");
+    // Only what was in flight at the kill (one item per process) is claimed again.
+    assert!(s.claims <= SSBNS + 2, "{all:?}");
+}
+
+#[test]
+fn a_slurm_array_of_four_workers_profiles_on_postgres() {
+    let server = Server::start();
+    let cluster = Cluster::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = ok(profile(&url, &out, &["--slurm", "--array", "4"])
+        .env("SLURM_CONF", cluster.conf())
+        .output()
+        .unwrap());
+    assert!(text.contains("Slurm job array"), "{text}");
+    assert_eq!(accuracies(&out), reference(), "{text}");
+    assert_eq!(accuracy_rows(&url), SSBNS);
+    let all = queues(&url);
+    let (_, s) = all
+        .iter()
+        .find(|(q, _)| q.starts_with("accuracy/"))
+        .unwrap();
+    assert_eq!(
+        (s.total, s.done, s.claims),
+        (SSBNS, SSBNS, SSBNS),
+        "{all:?}"
+    );
+    // The array's logs say who worked: every task ran a worker on the registered run.
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join(".spacetune/workers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("slurm-"))
+        .collect();
+    assert_eq!(logs.len(), 4, "{logs:?}");
+}
+
+#[test]
+fn bad_stores_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let fails = |db: &str| {
+        let o = profile(db, &out, &[]).output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = fails("postgres://me:secret@127.0.0.1:1/nowhere");
+    assert!(
+        e.contains("store: opening postgres://me:***@127.0.0.1:1/nowhere"),
+        "{e}"
+    );
+    assert!(e.contains("onnection refused"), "{e}");
+    assert!(!e.contains("secret"), "{e}");
+    let e = fails("postgres://127.0.0.1:notaport/x");
+    assert!(
+        e.contains("store: opening postgres://127.0.0.1:notaport/x"),
+        "{e}"
+    );
+    // A server that is down: started, then stopped.
+    let url = {
+        let server = Server::start();
+        server.url()
+    };
+    let e = fails(&url);
+    assert!(e.contains("onnection refused"), "{e}");
+    // A worker pointed at a store with no run registered.
+    let db = dir.path().join("empty.db").display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .args(["worker", "--db", &db])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("has no registered run"),
+        "{e}"
+    );
+    assert!(accuracy_rows(&db) == 0);
+}
