@@ -1,11 +1,13 @@
 //! Benchmark: SSBNs profiled per minute by 1, 2 and 4 local workers sharing a store, SQLite
-//! and PostgreSQL (a server of the bench's own), and through a one-node Slurm array when
-//! one is running; written as JSON to `target/bench/workers.json`
+//! and PostgreSQL (a server of the bench's own), and through a one-node Slurm array of the
+//! bench's own (as root, like tests/workers.rs); written as JSON to `target/bench/workers.json`
 //! with each figure's ratio to one worker on the same store. Run with
 //! `cargo bench --bench workers`.
 
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
+#[path = "../tests/common/slurm.rs"]
+mod slurm;
 
 use std::path::Path;
 use std::process::Command;
@@ -16,17 +18,16 @@ const FILE: &str = "examples/bbssp_cifar_mobile.space";
 const SAMPLE: usize = 24;
 
 /// A profile at a small budget on synthetic data (one thread per worker), on a fresh store.
-fn profile(db: &str, dir: &Path, extra: &[&str]) -> f64 {
+fn profile(db: &str, dir: &Path, extra: &[&str], slurm: Option<&slurm::Cluster>) -> f64 {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
-        .args([
-            "profile",
-            FILE,
-            "--dataset",
-            "synthetic",
-            "--train-subset",
-            "512",
-        ])
+    let mut c = Command::new(env!("CARGO_BIN_EXE_spacetune"));
+    if let Some(cluster) = slurm {
+        c.env("SLURM_CONF", cluster.conf());
+    }
+    let out = c
+        .arg("profile")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(FILE))
+        .args(["--dataset", "synthetic", "--train-subset", "512"])
         .args([
             "--validation",
             "128",
@@ -46,6 +47,7 @@ fn profile(db: &str, dir: &Path, extra: &[&str]) -> f64 {
         ])
         .arg(dir.join("out"))
         .args(extra)
+        .current_dir(dir)
         .output()
         .expect("spacetune runs");
     assert!(
@@ -73,7 +75,7 @@ fn main() {
                 Some(s) => s.url(),
                 None => dir.path().join("m.db").display().to_string(),
             };
-            let seconds = profile(&db, dir.path(), &["--workers", &workers.to_string()]);
+            let seconds = profile(&db, dir.path(), &["--workers", &workers.to_string()], None);
             let per_minute = ssbns * 60.0 / seconds;
             let ratio = per_minute / *one.get_or_insert(per_minute);
             println!("{store:<10} {workers:>8} {seconds:>10.1} {per_minute:>12.1} {ratio:>8.2}");
@@ -83,6 +85,29 @@ fn main() {
             }));
         }
     }
+    // The same through a one-node Slurm array (PostgreSQL): this process only waits.
+    let cluster = slurm::Cluster::start();
+    let mut one = None;
+    for workers in [1usize, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = postgres::Server::start();
+        let array = workers.to_string();
+        let seconds = profile(
+            &server.url(),
+            dir.path(),
+            &["--slurm", "--array", &array],
+            Some(&cluster),
+        );
+        let per_minute = ssbns * 60.0 / seconds;
+        let ratio = per_minute / *one.get_or_insert(per_minute);
+        let store = "slurm+pg";
+        println!("{store:<10} {workers:>8} {seconds:>10.1} {per_minute:>12.1} {ratio:>8.2}");
+        rows.push(serde_json::json!({
+            "store": store, "workers": workers, "seconds": seconds,
+            "ssbns_per_minute": per_minute, "ratio_to_one_worker": ratio,
+        }));
+    }
+    drop(cluster);
     let json = serde_json::json!({
         "file": FILE, "ssbns": ssbns, "threads_per_worker": 1,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),

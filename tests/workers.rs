@@ -1,7 +1,8 @@
 //! Several workers on one store, SQLite and PostgreSQL (a server of the test's own): every
 //! SSBN profiled exactly once with the accuracies one process makes; a worker killed with
 //! SIGKILL mid-training leaves its network to another; a whole run killed and started
-//! again finishes with every result present once; bad stores are clear errors.
+//! again finishes with every result present once; bad stores and a full disk are clear
+//! errors.
 
 mod common;
 
@@ -256,6 +257,62 @@ fn a_slurm_array_of_four_workers_profiles_on_postgres() {
         .filter(|n| n.starts_with("slurm-"))
         .collect();
     assert_eq!(logs.len(), 4, "{logs:?}");
+}
+
+/// A tmpfs of `size` mounted on `at` while it lives (the tests run as root, as CI does).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Writes a file until the disk refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).and_then(|_| f.sync_data()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "8m");
+    let db = dir.path().join("disk/m.db").display().to_string();
+    let out = dir.path().join("out");
+    ok(profile(&db, &out, &["--base-only"]).output().unwrap());
+    assert_eq!(accuracy_rows(&db), 1);
+    let filler = disk.fill();
+    let o = profile(&db, &out, &[]).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("store: opening") && e.contains("bytes free"),
+        "{e}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(accuracy_rows(&db), 1, "SSBN_0's accuracy survived");
 }
 
 #[test]

@@ -55,7 +55,10 @@ impl Worker<'_> {
                 match self.heartbeat(q.name, &item, || work(&item)) {
                     Ok(()) => self.store.finish(q.name, &item, true)?,
                     Err(e) => {
-                        self.store.finish(q.name, &item, false)?;
+                        // Given back so that no one waits out the lease; if even that fails
+                        // (the store is full or gone), the lease lapses: the first error is
+                        // the one to report.
+                        let _ = self.store.finish(q.name, &item, false);
                         return Err(e);
                     }
                 }

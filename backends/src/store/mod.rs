@@ -112,16 +112,40 @@ pub fn open(location: &str) -> Result<Box<dyn Store>> {
             Sqlite::open(std::path::Path::new(location)).map(|s| Box::new(s) as Box<dyn Store>)
         };
     opened.map_err(|e| {
-        let why = match e {
+        let mut why = match e {
             crate::BackendError::Store(why) => why,
             crate::BackendError::Sqlite(e) => e.to_string(),
             e => e.to_string(),
         };
+        // SQLite says "disk I/O error" when it cannot create its journal on a full disk.
+        if let Some(free) =
+            free_bytes(std::path::Path::new(location)).filter(|_| !location.contains("://"))
+        {
+            if free < 1 << 20 {
+                why += &format!(" (the disk holding it has {free} bytes free)");
+            }
+        }
         crate::BackendError::Store(format!(
             "opening {}: {why}",
             postgres::without_password(location)
         ))
     })
+}
+
+/// Bytes free to this process on the file system of `path`'s folder (`None`: a URL, or it
+/// cannot tell).
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// The key a fingerprint's rows are stored under, and the description kept beside it.
