@@ -145,7 +145,7 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the buffer.
     let st = unsafe { st.assume_init() };
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// The key a fingerprint's rows are stored under, and the description kept beside it.
