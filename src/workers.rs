@@ -1,6 +1,7 @@
 //! `profile --workers N` and `spacetune worker`: a profile run shared by processes that
 //! take its networks from the store's queue. The run is registered in the store (its
-//! command line and the DSL file's text), so a worker needs nothing but the store's URL.
+//! command line and the text of the DSL file and of every file it imports), so a worker
+//! needs nothing but the store's URL.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -26,7 +27,9 @@ struct Registered {
     /// The command line after the program's name, the file's path as given.
     argv: Vec<String>,
     file: String,
-    text: String,
+    /// Every source file by absolute path, the main file first: a worker writes them under
+    /// a folder of its own at the same paths, so imports resolve as they did here.
+    sources: Vec<(String, String)>,
 }
 
 const LATEST: &str = "run/latest";
@@ -34,12 +37,27 @@ const LATEST: &str = "run/latest";
 /// Registers the profile run `argv` (the process's arguments, `--workers` taken out) of
 /// `file`, and returns its id.
 pub fn register(store: &dyn Store, argv: &[String], file: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading {} to register the run", file.display()))?;
+    let compiled = spacetune::compile(
+        file,
+        spacetune::Options {
+            until: Some("check"),
+            ..Default::default()
+        },
+    );
+    let sources = compiled
+        .sources
+        .files
+        .iter()
+        .map(|f| {
+            let path = std::fs::canonicalize(&f.name)
+                .with_context(|| format!("finding {} to register the run", f.name))?;
+            Ok((path.display().to_string(), f.text.clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let run = Registered {
         argv: without_workers(argv),
         file: file.display().to_string(),
-        text,
+        sources,
     };
     let json = serde_json::to_vec(&run)?;
     let id = spacetune::backends::store::digest(&json);
@@ -130,11 +148,19 @@ pub fn command_line(
     };
     let run: Registered = serde_json::from_slice(&json)
         .with_context(|| format!("run `{id}` in {} does not parse", store.location()))?;
-    let name = Path::new(&run.file)
-        .file_name()
-        .map_or_else(|| "run.space".into(), |n| n.to_os_string());
-    let local = dir.join(name);
-    std::fs::write(&local, &run.text).with_context(|| format!("writing {}", local.display()))?;
+    let mut local = None;
+    for (path, text) in &run.sources {
+        let at = dir.join(path.trim_start_matches('/'));
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&at, text).with_context(|| format!("writing {}", at.display()))?;
+        local.get_or_insert(at);
+    }
+    let Some(local) = local else {
+        bail!("run `{id}` in {} has no source file", store.location());
+    };
     let local = local.display().to_string();
     let mut argv = vec!["spacetune".to_string()];
     let mut value_of_db = false;

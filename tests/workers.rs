@@ -116,6 +116,32 @@ fn three_workers_on_postgres_profile_every_ssbn_once_as_one_process_would() {
     three_workers_share_the_run(&server.url(), &dir.path().join("out"));
 }
 
+#[test]
+fn a_worker_finds_the_files_the_run_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .arg("profile")
+        .arg(root().join("tests/in/reduced_layers.space")) // imports ../../examples/lib
+        .args(common::TINY_BUDGET)
+        .args(["--db", &db, "--workers", "2", "--out"])
+        .arg(dir.path().join("out"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = ok(out);
+    let logs: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("workers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(
+        log.contains("worker: ") && !log.contains("error"),
+        "{log}\n{text}"
+    );
+}
+
 /// Whether the worker process `pid` holds an unfinished item of the PostgreSQL store.
 fn holds_an_item(url: &str, pid: u32) -> bool {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
