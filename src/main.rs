@@ -226,57 +226,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut cx = world.ctx();
             cx.space = args.space.clone();
             cx.accuracy = Some(AccuracyFrom::Train(args.spec()?));
-            if args.worker_only {
-                // A worker profiles only: the SSBNs' latencies are the coordinator's to measure.
+            if args.sharing.worker_only {
                 let Some(m) = load_with(&args.file, Some("expand"), dump, None)? else {
                     return Ok(ExitCode::FAILURE);
                 };
-                let table = spacetune::pass::profile::accuracies(&m, &cx, &args.spec()?)?;
-                let made = table.results.values().filter(|t| !t.cached).count();
-                eprintln!(
-                    "worker: {made} of {} networks profiled here",
-                    table.results.len()
-                );
+                workers::profile_only(&m, &cx, &args.spec()?)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let start = std::time::Instant::now();
-            let logs = args.on.local_dir().join("workers");
-            let register = || {
-                let argv: Vec<String> = std::env::args().skip(1).collect();
-                workers::register(world.store.as_ref(), &argv, &args.file)
-            };
-            let mut helpers = Vec::new();
-            let job = if args.slurm.slurm {
-                let id = register()?;
-                let job = slurm::submit(&args.slurm, &args.on.db, &id, &logs)?;
-                eprintln!(
-                    "profile: run {id} registered in {}; Slurm job array {} of {} workers ({})",
-                    args.on.db,
-                    job.id,
-                    args.slurm.array,
-                    job.script.display()
-                );
-                Some(job)
-            } else {
-                if args.workers == 0 {
-                    bail!("--workers 0: at least this process works");
-                }
-                if args.workers > 1 {
-                    let id = register()?;
-                    eprintln!(
-                        "profile: run {id} registered in {}; {} more workers",
-                        args.on.db,
-                        args.workers - 1
-                    );
-                    helpers = workers::spawn(args.workers - 1, &args.on.db, &id, &logs)?;
-                }
-                None
-            };
-            cx.others = job.as_ref().map(|j| j as &dyn spacetune::pass::ctx::Others);
+            let helpers = workers::Lazy::new(
+                &args.sharing,
+                world.store.as_ref(),
+                &args.on.db,
+                &args.file,
+                args.on.local_dir().join("workers"),
+            );
+            cx.sharing = Some(&helpers);
             let loaded = load_with(&args.file, Some("profile"), dump, Some(cx));
-            for failed in workers::join(helpers) {
-                eprintln!("profile: {failed}");
-            }
+            helpers.join();
             let Some(m) = loaded? else {
                 return Ok(ExitCode::FAILURE);
             };

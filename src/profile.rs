@@ -144,15 +144,8 @@ pub struct ProfileArgs {
     pub space: Option<String>,
     #[arg(long, default_value = "spacetune-out")]
     pub out: PathBuf,
-    /// Processes sharing the work on this machine (this one and N − 1 started with it, each
-    /// taking networks from the store's queue; logs in the store's folder)
-    #[arg(long, default_value_t = 1, conflicts_with = "slurm")]
-    pub workers: usize,
     #[command(flatten)]
-    pub slurm: crate::slurm::SlurmArgs,
-    /// Set by `spacetune worker`: profile what can be claimed, write nothing else
-    #[arg(long, hide = true)]
-    pub worker_only: bool,
+    pub sharing: crate::workers::SharingArgs,
 }
 
 impl ProfileArgs {

@@ -2,7 +2,7 @@
 //! then the latency evaluation of the winning space and the report (`summary.json`,
 //! `report.html`). A pass that fails does not lose what the passes before it made.
 
-use crate::{latency, load_partial, measure, profile, search, select};
+use crate::{latency, load_partial, load_with, measure, profile, search, select, workers};
 use anyhow::Result;
 use spacetune::ir::{Module, Phase};
 use spacetune::pass::ctx::AccuracyFrom;
@@ -41,6 +41,8 @@ pub struct RunArgs {
     pub eval_samples: usize,
     #[command(flatten)]
     pub search: search::SearchArgs,
+    #[command(flatten)]
+    pub sharing: workers::SharingArgs,
 }
 
 /// Runs the pipeline, prints what it made, writes the report. Exits non-zero only when
@@ -63,8 +65,25 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
         args.search
             .spec(&args.train, &args.on.local_dir(), &args.out)?,
     );
+    if args.sharing.worker_only {
+        let Some(m) = load_with(&args.file, Some("expand"), dump, None)? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        workers::profile_only(&m, &cx, &args.train.spec(&args.on.local_dir())?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let helpers = workers::Lazy::new(
+        &args.sharing,
+        world.store.as_ref(),
+        &args.on.db,
+        &args.file,
+        args.on.local_dir().join("workers"),
+    );
+    cx.sharing = Some(&helpers);
     let start = std::time::Instant::now();
-    let (m, stopped) = match load_partial(&args.file, args.until.as_deref(), dump, Some(cx))? {
+    let loaded = load_partial(&args.file, args.until.as_deref(), dump, Some(cx));
+    helpers.join();
+    let (m, stopped) = match loaded? {
         Ok(m) => (m, None),
         Err((why, Some(m))) => (m, Some(why)),
         Err((_, None)) => return Ok(ExitCode::FAILURE),

@@ -3,12 +3,156 @@
 //! command line and the text of the DSL file and of every file it imports), so a worker
 //! needs nothing but the store's URL.
 
+use crate::slurm::{self, SlurmArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use spacetune::backends::store::Store;
+use spacetune::ir::Module;
+use spacetune::pass::ctx::{Ctx, Others, Sharing, TrainSpec};
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+/// How a command that profiles shares the work (`profile`, `run`, `search`).
+#[derive(Args, Clone, Debug)]
+pub struct SharingArgs {
+    /// Processes sharing the profile on this machine (this one and N − 1 started with it,
+    /// each taking networks from the store's queue; logs in the store's folder)
+    #[arg(long, default_value_t = 1, conflicts_with = "slurm")]
+    pub workers: usize,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+    /// Set by `spacetune worker`: profile what can be claimed, nothing else
+    #[arg(long, hide = true)]
+    pub worker_only: bool,
+}
+
+/// The workers a run started: local processes, or a Slurm array this process waits for.
+#[derive(Default)]
+pub struct Helpers {
+    local: Vec<(PathBuf, Child)>,
+    job: Option<slurm::Job>,
+}
+
+impl Helpers {
+    /// Registers the run and starts its workers, as `s` asks (none for one worker).
+    pub fn start(
+        s: &SharingArgs,
+        store: &dyn Store,
+        db: &str,
+        file: &Path,
+        logs: &Path,
+    ) -> Result<Helpers> {
+        let register = || {
+            let argv: Vec<String> = std::env::args().skip(1).collect();
+            register(store, &argv, file)
+        };
+        if s.slurm.slurm {
+            let id = register()?;
+            let job = slurm::submit(&s.slurm, db, &id, logs)?;
+            eprintln!(
+                "run {id} registered in {db}; Slurm job array {} of {} workers ({})",
+                job.id,
+                s.slurm.array,
+                job.script.display()
+            );
+            return Ok(Helpers {
+                local: Vec::new(),
+                job: Some(job),
+            });
+        }
+        if s.workers == 0 {
+            bail!("--workers 0: at least this process works");
+        }
+        if s.workers == 1 {
+            return Ok(Helpers::default());
+        }
+        let id = register()?;
+        eprintln!(
+            "run {id} registered in {db}; {} more workers",
+            s.workers - 1
+        );
+        Ok(Helpers {
+            local: spawn(s.workers - 1, db, &id, logs)?,
+            job: None,
+        })
+    }
+
+    /// The Slurm array, for the context: this process then claims nothing and waits.
+    pub fn others(&self) -> Option<&dyn Others> {
+        self.job.as_ref().map(|j| j as &dyn Others)
+    }
+
+    /// Waits for the local workers; says which failed (the run does not depend on them:
+    /// what they left unfinished was taken over when their leases lapsed).
+    pub fn join(self) {
+        for failed in join(self.local) {
+            eprintln!("{failed}");
+        }
+    }
+}
+
+/// The workers of a run, started when its profile begins.
+pub struct Lazy<'a> {
+    pub args: &'a SharingArgs,
+    pub store: &'a dyn Store,
+    pub db: &'a str,
+    pub file: &'a Path,
+    pub logs: PathBuf,
+    started: OnceCell<std::result::Result<Helpers, String>>,
+}
+
+impl<'a> Lazy<'a> {
+    pub fn new(
+        args: &'a SharingArgs,
+        store: &'a dyn Store,
+        db: &'a str,
+        file: &'a Path,
+        logs: PathBuf,
+    ) -> Lazy<'a> {
+        Lazy {
+            args,
+            store,
+            db,
+            file,
+            logs,
+            started: OnceCell::new(),
+        }
+    }
+
+    /// Waits for the local workers started, if any.
+    pub fn join(self) {
+        if let Some(Ok(helpers)) = self.started.into_inner() {
+            helpers.join();
+        }
+    }
+}
+
+impl Sharing for Lazy<'_> {
+    fn begin(&self) -> std::result::Result<Option<&dyn Others>, String> {
+        let started = self.started.get_or_init(|| {
+            Helpers::start(self.args, self.store, self.db, self.file, &self.logs)
+                .map_err(|e| format!("{e:#}"))
+        });
+        match started {
+            Ok(h) => Ok(h.others()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// A worker's part: the profile's queues only (expand, then profile; the SSBNs' latencies
+/// are the coordinator's to measure).
+pub fn profile_only(m: &Module, cx: &Ctx<'_>, spec: &TrainSpec) -> Result<()> {
+    let table = spacetune::pass::profile::accuracies(m, cx, spec)?;
+    let made = table.results.values().filter(|t| !t.cached).count();
+    eprintln!(
+        "worker: {made} of {} networks profiled here",
+        table.results.len()
+    );
+    Ok(())
+}
 
 /// `spacetune worker`: work on a registered run until its queues are done.
 #[derive(Args)]
@@ -36,7 +180,7 @@ const LATEST: &str = "run/latest";
 
 /// Registers the profile run `argv` (the process's arguments, `--workers` taken out) of
 /// `file`, and returns its id.
-pub fn register(store: &dyn Store, argv: &[String], file: &Path) -> Result<String> {
+fn register(store: &dyn Store, argv: &[String], file: &Path) -> Result<String> {
     let compiled = spacetune::compile(
         file,
         spacetune::Options {
@@ -90,7 +234,7 @@ fn without_workers(argv: &[String]) -> Vec<String> {
 
 /// Starts `n` local worker processes on run `id` of the store `db`; each one's output
 /// goes to `<logs>/worker-<id>-<k>.log`.
-pub fn spawn(n: usize, db: &str, id: &str, logs: &Path) -> Result<Vec<(PathBuf, Child)>> {
+fn spawn(n: usize, db: &str, id: &str, logs: &Path) -> Result<Vec<(PathBuf, Child)>> {
     let exe = std::env::current_exe().context("finding spacetune's own executable")?;
     std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
     (1..=n)
@@ -110,9 +254,8 @@ pub fn spawn(n: usize, db: &str, id: &str, logs: &Path) -> Result<Vec<(PathBuf, 
         .collect()
 }
 
-/// Waits for the workers; a line for each that failed (the run does not depend on them:
-/// what they left unfinished was taken over when their leases lapsed).
-pub fn join(children: Vec<(PathBuf, Child)>) -> Vec<String> {
+/// Waits for the workers; a line for each that failed.
+fn join(children: Vec<(PathBuf, Child)>) -> Vec<String> {
     children
         .into_iter()
         .filter_map(|(log, mut child)| match child.wait() {

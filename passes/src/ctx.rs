@@ -26,9 +26,16 @@ pub struct Ctx<'a> {
     /// How `search` searches and `emit` retrains; `None`: the pipeline ends at `reduce`.
     pub search: Option<SearchSpec>,
     pub progress: &'a dyn Progress,
-    /// Other processes doing the profile's work (a Slurm job array): this one claims
-    /// nothing and waits for them.
-    pub others: Option<&'a dyn Others>,
+    /// Other processes to share the profile's work with, started when it begins (not
+    /// before: they would train while this one times).
+    pub sharing: Option<&'a dyn Sharing>,
+}
+
+/// How the profile's work is shared with other processes.
+pub trait Sharing {
+    /// Starts the other workers (once; later calls return the same). `Some`: they do all
+    /// the work (a Slurm job array), and this process only waits for them.
+    fn begin(&self) -> Result<Option<&dyn Others>, String>;
 }
 
 /// Other processes working on this run, as the one waiting for them sees them.
@@ -130,7 +137,7 @@ impl Default for Ctx<'_> {
             select: SelectOverrides::default(),
             search: None,
             progress: &Quiet,
-            others: None,
+            sharing: None,
         }
     }
 }

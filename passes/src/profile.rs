@@ -202,7 +202,10 @@ fn train_all(
         store,
         name: worker_name(),
         lease: spec.lease,
-        others: cx.others,
+        others: match cx.sharing {
+            Some(s) => s.begin()?,
+            None => None,
+        },
     };
     let mut results = BTreeMap::new();
     let mut notes = Vec::new();

@@ -12,14 +12,6 @@ pub struct Cluster {
     daemons: Vec<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn ok(c: &mut Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -99,8 +91,8 @@ SelectTypeParameters=CR_CPU
 NodeName={host} CPUs={cpus} State=UNKNOWN
 PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 ",
-            ctld = free_port(),
-            d = free_port(),
+            ctld = super::postgres::free_port(),
+            d = super::postgres::free_port(),
             state = at("state"),
             spool = at("spool"),
             ctld_pid = at("slurmctld.pid"),

@@ -67,7 +67,13 @@ pub trait Store: Send + Sync {
     /// Marks `item` done (whoever holds it; the holder is kept as the one who did it), or
     /// gives it back for another to take.
     fn finish(&self, queue: &str, item: &str, done: bool) -> Result<()>;
-    fn queue_state(&self, queue: &str) -> Result<QueueState>;
+    fn queue_state(&self, queue: &str) -> Result<QueueState> {
+        Ok(self
+            .queues(queue)?
+            .into_iter()
+            .find(|(name, _)| name == queue)
+            .map_or_else(QueueState::default, |(_, s)| s))
+    }
     /// Every queue whose name starts with `prefix`, with its state, by name.
     fn queues(&self, prefix: &str) -> Result<Vec<(String, QueueState)>>;
 }

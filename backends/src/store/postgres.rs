@@ -412,13 +412,6 @@ impl Store for Postgres {
         Ok(())
     }
 
-    fn queue_state(&self, queue: &str) -> Result<QueueState> {
-        Ok(self
-            .queues_where("queue = $1", queue)?
-            .pop()
-            .map_or_else(QueueState::default, |(_, s)| s))
-    }
-
     fn queues(&self, prefix: &str) -> Result<Vec<(String, QueueState)>> {
         self.queues_where("starts_with(queue, $1)", prefix)
     }
