@@ -357,6 +357,49 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_stored() {
 }
 
 #[test]
+fn a_slurm_array_killed_mid_run_is_an_error_and_a_second_array_finishes() {
+    let server = Server::start();
+    let cluster = Cluster::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let slurm = ["--slurm", "--array", "2", "--lease", "2"];
+    let coordinator = profile(&url, &out, &slurm)
+        .env("SLURM_CONF", cluster.conf())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a few networks are profiled", || accuracy_rows(&url) >= 4);
+    let cancel = Command::new("scancel")
+        .args(["--full", "--signal", "KILL", "--user", "root"])
+        .env("SLURM_CONF", cluster.conf())
+        .output()
+        .unwrap();
+    assert!(cancel.status.success(), "{cancel:?}");
+    let o = coordinator.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("has ended") && e.contains("run again to finish"),
+        "{e}"
+    );
+    let before = accuracy_rows(&url);
+    assert!(
+        (4..SSBNS).contains(&before),
+        "{before} profiled before the kill"
+    );
+
+    let text = ok(profile(&url, &out, &slurm)
+        .env("SLURM_CONF", cluster.conf())
+        .output()
+        .unwrap());
+    let s = all_profiled(&url, &out, &text);
+    // Only what the two killed workers held is claimed again.
+    assert!(s.claims <= SSBNS + 2, "{s:?}");
+}
+
+#[test]
 fn bad_stores_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
