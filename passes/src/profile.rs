@@ -3,7 +3,7 @@
 //! re-initialised, and record validation accuracy in the store as each is made, so a
 //! killed run continues where it stopped. Or read them from a table (a tabular benchmark).
 
-use crate::ctx::{outside, AccuracyFrom, Ctx, Method, TrainSpec};
+use crate::ctx::{outside, AccuracyFrom, Ctx, Method, Stage, TrainSpec};
 use crate::pass::Pass;
 use crate::work::{Queue, Worker};
 use spacetune_backends::{
@@ -243,45 +243,20 @@ fn train_all(
         // fine-tuning starts from, kept in the store for every worker.
         let net0 = match spec.method {
             Method::Finetune => {
-                let hash = network_hash(&base_graph, 1);
-                let blob = format!("checkpoint/{task_id}/{hash}");
-                let ckpt = ckpt_dir.join(format!("{hash}.safetensors"));
-                let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-                let init = Weights::random(&base_graph, spec.seed);
-                let net = TchNet::new(&vs.root(), &base_graph, &init)?;
-                let queue = Queue {
-                    name: &format!("{blob}/train"),
-                    items: &[hash],
-                    stage: &*stage,
-                    ticks: None,
+                let at = Checkpoint {
+                    dir: &ckpt_dir,
+                    task_id: &task_id,
                 };
-                worker.run(&queue, |_| {
-                    if store.blob(&blob)?.is_some() {
-                        return Ok(());
-                    }
-                    // Trained by an earlier version, which kept it only on disk.
-                    if ckpt.exists() {
-                        return Ok(store.put_blob(&blob, &std::fs::read(&ckpt)?)?);
-                    }
-                    stage.working(&format!("training {}", base.id));
-                    train::train(&net, &vs, &data.train, &cfg, |_, _, _| {})?;
-                    std::fs::create_dir_all(&ckpt_dir)?;
-                    train::save(&vs, &ckpt)?;
-                    store.put_blob(&blob, &std::fs::read(&ckpt)?)?;
-                    Ok(())
-                })?;
-                if !ckpt.exists() {
-                    let bytes = store.blob(&blob)?.ok_or_else(|| {
-                        format!("SSBN_0's checkpoint {blob} is missing from the store")
-                    })?;
-                    // Written aside and renamed: another worker may be reading it already.
-                    std::fs::create_dir_all(&ckpt_dir)?;
-                    let aside = ckpt.with_extension(format!("{}.part", std::process::id()));
-                    std::fs::write(&aside, bytes)?;
-                    std::fs::rename(&aside, &ckpt)?;
-                }
-                train::load(&mut vs, &ckpt)?;
-                Some((vs, net))
+                Some(trained_base(
+                    &worker,
+                    &at,
+                    base,
+                    &base_graph,
+                    &data,
+                    &cfg,
+                    spec.seed,
+                    &*stage,
+                )?)
             }
             _ => None,
         };
@@ -326,23 +301,8 @@ fn train_all(
                 return Ok(());
             }
             stage.working(&net.id);
-            let graph = net.graph.pruned();
             let t = std::time::Instant::now();
-            let accuracy = match (spec.method, &base) {
-                (Method::Finetune, Some(base)) => {
-                    let (accuracy, warning) =
-                        one(m, net, &graph, base, &data, &finetune, spec.seed)?;
-                    if let Some(w) = warning {
-                        cx.progress.note(&w);
-                    }
-                    accuracy
-                }
-                (Method::Proxy(p), _) => {
-                    let init = Weights::random(&graph, spec.seed);
-                    p.score(&graph, &init, &data.train, spec.batch, spec.seed)?
-                }
-                _ => scratch(&graph, &data, &cfg, spec.seed)?,
-            };
+            let accuracy = accuracy_of(m, cx, net, base.as_ref(), &data, spec, (&cfg, &finetune))?;
             store.put_accuracy(&Accuracy {
                 task: &task,
                 hash,
@@ -376,7 +336,19 @@ fn train_all(
             notes.push(note);
         }
     }
-    let (source, scores) = match spec.method {
+    Ok(table(spec.method, task, task_id, results, notes))
+}
+
+/// The accuracy table of a profile: a proxy's scores become percentile ranks (its raw
+/// scores kept beside), under the source's name and training key.
+fn table(
+    method: Method,
+    task: String,
+    task_id: String,
+    mut results: BTreeMap<Handle<Network>, Trained>,
+    notes: Vec<String>,
+) -> AccuracyTable {
+    let (source, scores) = match method {
         Method::Finetune => (AccuracySource::Profile { task, task_id }, BTreeMap::new()),
         Method::Scratch => (AccuracySource::Scratch { task, task_id }, BTreeMap::new()),
         Method::Proxy(p) => {
@@ -398,12 +370,99 @@ fn train_all(
             )
         }
     };
-    Ok(AccuracyTable {
+    AccuracyTable {
         source,
         results,
         notes,
         scores,
+    }
+}
+
+/// `net`'s accuracy by the spec's method (`configs`: SSBN_0's training, fine-tuning).
+fn accuracy_of(
+    m: &Module,
+    cx: &Ctx<'_>,
+    net: &Network,
+    base: Option<&Base<'_>>,
+    data: &Data,
+    spec: &TrainSpec,
+    (cfg, finetune): (&TrainConfig, &TrainConfig),
+) -> Result<f64, Failure> {
+    let graph = net.graph.pruned();
+    Ok(match (spec.method, base) {
+        (Method::Finetune, Some(base)) => {
+            let (accuracy, warning) = one(m, net, &graph, base, data, finetune, spec.seed)?;
+            if let Some(w) = warning {
+                cx.progress.note(&w);
+            }
+            accuracy
+        }
+        (Method::Proxy(p), _) => {
+            let init = Weights::random(&graph, spec.seed);
+            p.score(&graph, &init, &data.train, spec.batch, spec.seed)?
+        }
+        _ => scratch(&graph, data, cfg, spec.seed)?,
     })
+}
+
+/// Where SSBN_0's checkpoints go: a folder on this machine, and the store under the task.
+struct Checkpoint<'a> {
+    dir: &'a Path,
+    task_id: &'a str,
+}
+
+/// SSBN_0 as trained: by this worker, or by another (its checkpoint from the store). Its
+/// own queue of one, so it is trained once however many workers start at once.
+#[allow(clippy::too_many_arguments)]
+fn trained_base(
+    worker: &Worker<'_>,
+    at: &Checkpoint<'_>,
+    base: &Network,
+    graph: &Graph,
+    data: &Data,
+    cfg: &TrainConfig,
+    seed: u64,
+    stage: &dyn Stage,
+) -> Result<(tch::nn::VarStore, TchNet), Failure> {
+    let store = worker.store;
+    let hash = network_hash(graph, 1);
+    let blob = format!("checkpoint/{}/{hash}", at.task_id);
+    let ckpt = at.dir.join(format!("{hash}.safetensors"));
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = TchNet::new(&vs.root(), graph, &Weights::random(graph, seed))?;
+    let queue = Queue {
+        name: &format!("{blob}/train"),
+        items: &[hash],
+        stage,
+        ticks: None,
+    };
+    worker.run(&queue, |_| {
+        if store.blob(&blob)?.is_some() {
+            return Ok(());
+        }
+        // Trained by an earlier version, which kept it only on disk.
+        if ckpt.exists() {
+            return Ok(store.put_blob(&blob, &std::fs::read(&ckpt)?)?);
+        }
+        stage.working(&format!("training {}", base.id));
+        train::train(&net, &vs, &data.train, cfg, |_, _, _| {})?;
+        std::fs::create_dir_all(at.dir)?;
+        train::save(&vs, &ckpt)?;
+        store.put_blob(&blob, &std::fs::read(&ckpt)?)?;
+        Ok(())
+    })?;
+    if !ckpt.exists() {
+        let bytes = store
+            .blob(&blob)?
+            .ok_or_else(|| format!("SSBN_0's checkpoint {blob} is missing from the store"))?;
+        // Written aside and renamed: another worker may be reading it already.
+        std::fs::create_dir_all(at.dir)?;
+        let aside = ckpt.with_extension(format!("{}.part", std::process::id()));
+        std::fs::write(&aside, bytes)?;
+        std::fs::rename(&aside, &ckpt)?;
+    }
+    train::load(&mut vs, &ckpt)?;
+    Ok((vs, net))
 }
 
 /// An SSBN trained from SSBN_0's initialisation seed on SSBN_0's budget, evaluated.
