@@ -234,13 +234,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let start = std::time::Instant::now();
-            let helpers = workers::Lazy::new(
-                &args.sharing,
-                world.store.as_ref(),
-                &args.on.db,
-                &args.file,
-                args.on.local_dir().join("workers"),
-            );
+            let helpers =
+                workers::Lazy::new(&args.sharing, world.store.as_ref(), &args.on, &args.file);
             cx.sharing = Some(&helpers);
             let loaded = load_with(&args.file, Some("profile"), dump, Some(cx));
             helpers.join();

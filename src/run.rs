@@ -72,13 +72,7 @@ pub fn run(args: &RunArgs, dump: Option<&str>) -> Result<ExitCode> {
         workers::profile_only(&m, &cx, &args.train.spec(&args.on.local_dir())?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let helpers = workers::Lazy::new(
-        &args.sharing,
-        world.store.as_ref(),
-        &args.on.db,
-        &args.file,
-        args.on.local_dir().join("workers"),
-    );
+    let helpers = workers::Lazy::new(&args.sharing, world.store.as_ref(), &args.on, &args.file);
     cx.sharing = Some(&helpers);
     let start = std::time::Instant::now();
     let loaded = load_partial(&args.file, args.until.as_deref(), dump, Some(cx));

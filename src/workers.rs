@@ -104,19 +104,20 @@ pub struct Lazy<'a> {
 }
 
 impl<'a> Lazy<'a> {
+    /// The workers of a run of `file` on the store `on` names (opened as `store`); their
+    /// logs in its folder's `workers/`.
     pub fn new(
         args: &'a SharingArgs,
         store: &'a dyn Store,
-        db: &'a str,
+        on: &'a crate::measure::BackendArgs,
         file: &'a Path,
-        logs: PathBuf,
     ) -> Lazy<'a> {
         Lazy {
             args,
             store,
-            db,
+            db: &on.db,
             file,
-            logs,
+            logs: on.local_dir().join("workers"),
             started: OnceCell::new(),
         }
     }
