@@ -265,16 +265,21 @@ fn train_all(
             weights: net.weights(),
             net,
         });
-        let by_hash: BTreeMap<String, &Network> = nets
+        // Each network's store key, once (pruning and hashing a graph is not free).
+        let hashes: Vec<String> = nets
             .iter()
-            .map(|&(_, n)| (network_hash(&n.graph.pruned(), 1), n))
+            .map(|(_, n)| network_hash(&n.graph.pruned(), 1))
+            .collect();
+        let by_hash: BTreeMap<String, &Network> = hashes
+            .iter()
+            .cloned()
+            .zip(nets.iter().map(|&(_, n)| n))
             .collect();
         // In the space's order (SSBN_0 first), each network once.
         let mut items: Vec<String> = Vec::new();
-        for (_, n) in &nets {
-            let hash = network_hash(&n.graph.pruned(), 1);
-            if !items.contains(&hash) {
-                items.push(hash);
+        for hash in &hashes {
+            if !items.contains(hash) {
+                items.push(hash.clone());
             }
         }
         let mut stored_before = 0;
@@ -314,15 +319,14 @@ fn train_all(
             made.insert(hash.to_string());
             Ok(())
         })?;
-        for &(h, net) in &nets {
-            let hash = network_hash(&net.graph.pruned(), 1);
-            let accuracy = store.accuracy(&task, &hash)?.ok_or_else(|| {
+        for (&(h, net), hash) in nets.iter().zip(&hashes) {
+            let accuracy = store.accuracy(&task, hash)?.ok_or_else(|| {
                 format!(
                     "the queue {queue} is done but the store has no accuracy for {}",
                     net.id
                 )
             })?;
-            let cached = !made.contains(&hash);
+            let cached = !made.contains(hash);
             results.insert(h, Trained { accuracy, cached });
         }
         let by_others = items.len().saturating_sub(made.len() + stored_before);

@@ -43,7 +43,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn run(c: &mut Command, what: &str) {
+/// Runs `c`, which must succeed; its stdout.
+pub fn run(c: &mut Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
@@ -51,6 +52,7 @@ fn run(c: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Server {

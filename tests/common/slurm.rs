@@ -3,6 +3,7 @@
 //! is not running, `slurmctld` and `slurmd` in the foreground, stopped when dropped.
 //! Clients find it through `SLURM_CONF`, which [`Cluster::conf`] gives.
 
+use super::postgres::run as ok;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,17 +11,6 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     dir: tempfile::TempDir,
     daemons: Vec<Child>,
-}
-
-fn ok(c: &mut Command, what: &str) -> String {
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// munged running with a key (generated if the package left none).
