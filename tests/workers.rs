@@ -1,8 +1,9 @@
 //! Several workers on one store, SQLite and PostgreSQL (a server of the test's own): every
 //! SSBN profiled exactly once with the accuracies one process makes; a worker killed with
 //! SIGKILL mid-training leaves its network to another; a whole run killed and started
-//! again finishes with every result present once; bad stores and a full disk are clear
-//! errors.
+//! again finishes with every result present once; a Slurm job array (a one-node cluster of
+//! the test's own) profiles the Mobile space of a run that measures it on sim, and killed
+//! mid-run, a second array finishes; bad stores and a full disk are clear errors.
 
 mod common;
 
@@ -82,6 +83,13 @@ fn reference() -> BTreeMap<String, String> {
 fn all_profiled(db: &str, out: &Path, text: &str) -> QueueState {
     assert_eq!(accuracies(out), reference(), "{text}");
     assert_eq!(accuracy_rows(db), SSBNS);
+    let s = accuracy_queue(db);
+    assert_eq!((s.total, s.done), (SSBNS, SSBNS), "{s:?}");
+    s
+}
+
+/// The state of the run's one accuracy queue.
+fn accuracy_queue(db: &str) -> QueueState {
     let all = queues(db);
     let accuracy: Vec<QueueState> = all
         .iter()
@@ -89,11 +97,6 @@ fn all_profiled(db: &str, out: &Path, text: &str) -> QueueState {
         .map(|(_, s)| *s)
         .collect();
     assert_eq!(accuracy.len(), 1, "{all:?}");
-    assert_eq!(
-        (accuracy[0].total, accuracy[0].done),
-        (SSBNS, SSBNS),
-        "{all:?}"
-    );
     accuracy[0]
 }
 
@@ -277,20 +280,57 @@ fn a_whole_run_killed_and_started_again_has_every_result_once() {
     assert!(s.claims <= SSBNS + 2, "{s:?}");
 }
 
+/// The BBSSP CIFAR Mobile space: 10 decisions of 9 options, 81 SSBNs.
+const MOBILE: &str = "examples/bbssp_cifar_mobile.space";
+const MOBILE_SSBNS: usize = 81;
+
+/// A 4-task Slurm array against PostgreSQL profiles the Mobile space (synthetic data) of a
+/// `run` that measures it on sim and goes on to selection: every SSBN measured, every SSBN
+/// profiled exactly once, every task a worker.
 #[test]
-fn a_slurm_array_of_four_workers_profiles_on_postgres() {
+fn a_slurm_array_of_four_workers_profiles_the_mobile_space_of_a_run_on_sim() {
     let server = Server::start();
     let cluster = Cluster::start();
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let text = ok(profile(&url, &out, &["--slurm", "--array", "4"])
+    let o = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+        .arg("run")
+        .arg(root().join(MOBILE))
+        .args(common::TINY_BUDGET)
+        .args([
+            "--backend",
+            "sim",
+            "--until",
+            "select",
+            "--eval-samples",
+            "0",
+        ])
+        .args(["--db", &url, "--slurm", "--array", "4", "--out"])
+        .arg(&out)
+        .current_dir(dir.path())
         .env("SLURM_CONF", cluster.conf())
         .output()
-        .unwrap());
+        .unwrap();
+    let text = ok(o);
     assert!(text.contains("Slurm job array"), "{text}");
-    let s = all_profiled(&url, &out, &text);
-    assert_eq!(s.claims, SSBNS, "{s:?}");
+    let measured = format!("{MOBILE_SSBNS} networks on sim");
+    assert!(
+        text.contains(&measured) && text.contains("0 failed)"),
+        "{text}"
+    );
+    assert!(
+        out.join("bbssp_cifar_mobile.select.json").exists(),
+        "{text}"
+    );
+    assert_eq!(accuracy_rows(&url), MOBILE_SSBNS);
+    let s = accuracy_queue(&url);
+    assert_eq!(
+        (s.total, s.done, s.claims),
+        (MOBILE_SSBNS, MOBILE_SSBNS, MOBILE_SSBNS),
+        "{s:?}"
+    );
+    assert!(s.workers >= 2, "the array did not share the work: {s:?}");
     // The array's logs say who worked: every task ran a worker on the registered run.
     let logs: Vec<_> = std::fs::read_dir(dir.path().join(".spacetune/workers"))
         .unwrap()
