@@ -71,6 +71,8 @@ pub struct Row {
     /// By predictor, in [`PREDICTORS`] order (`None`: that predictor has no table here).
     pub predicted_ms: Vec<Option<f64>>,
     pub kernels: usize,
+    /// The kernel model's time by kernel name (net of the per-call cost): where it goes.
+    pub kernel_ms: BTreeMap<String, f64>,
 }
 
 /// One predictor's agreement on the scored and on the validation networks.
@@ -374,6 +376,7 @@ struct KernelFigures {
     kernel: Vec<f64>,
     pairs: Vec<f64>,
     counts: Vec<f64>,
+    by_name: Vec<BTreeMap<String, f64>>,
     call: f64,
     distinct: usize,
     pair_count: usize,
@@ -396,6 +399,7 @@ fn kernel_figures(
         kernel,
         pairs,
         counts: plan.counts(),
+        by_name: plan.by_name(ms[0], &ms[1..]),
         call: ms[0],
         distinct: plan.kernels.len(),
         pair_count: plan.pairs.len(),
@@ -468,6 +472,7 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
                     .map(|(p, f)| f.as_ref().ok().and_then(|f| (p.predict)(&model, f, i)))
                     .collect(),
                 kernels: model.kernel_count[i] as usize,
+                kernel_ms: k.by_name[i].clone(),
             }
         })
         .collect();
@@ -674,6 +679,7 @@ mod tests {
                     .map(|p| error(p, i).map(|e| 1.0 + e))
                     .collect(),
                 kernels: 0,
+                kernel_ms: BTreeMap::new(),
             })
             .collect();
         Report {

@@ -488,6 +488,8 @@ type Handover = (String, usize, usize);
 /// that hands its output straight over, timed as a network of two.
 pub struct Plan {
     pub kernels: BTreeMap<String, Graph>,
+    /// Each kernel's name (`relu+conv+bn`), by key.
+    pub names: BTreeMap<String, String>,
     pub pairs: BTreeMap<String, Graph>,
     /// Per network: its kernels' keys, and its hand-overs (pair key, kernel a, kernel b).
     per_net: Vec<(Vec<String>, Vec<Handover>)>,
@@ -499,6 +501,7 @@ impl Plan {
         let hash = |g: &Graph| spacetune_backends::network_hash(g, 1);
         let mut plan = Plan {
             kernels: BTreeMap::new(),
+            names: BTreeMap::new(),
             pairs: BTreeMap::new(),
             per_net: Vec::new(),
         };
@@ -509,6 +512,9 @@ impl Plan {
                 let kg = k.graph(&g);
                 let key = hash(&kg);
                 plan.kernels.entry(key.clone()).or_insert(kg);
+                plan.names
+                    .entry(key.clone())
+                    .or_insert_with(|| k.name.clone());
                 keys.push(key);
             }
             let mut pairs = Vec::new();
@@ -539,6 +545,26 @@ impl Plan {
     /// Kernels per network.
     pub fn counts(&self) -> Vec<f64> {
         self.per_net.iter().map(|(k, _)| k.len() as f64).collect()
+    }
+
+    /// Per network: the kernel model's time by kernel name (each kernel net of the
+    /// per-call cost), where the model spends it. `ms` are the probes' timings.
+    pub fn by_name(&self, call: f64, ms: &[f64]) -> Vec<BTreeMap<String, f64>> {
+        let time: BTreeMap<&String, f64> = self
+            .kernels
+            .keys()
+            .zip(ms.iter().map(|t| (t - call).max(0.0)))
+            .collect();
+        self.per_net
+            .iter()
+            .map(|(keys, _)| {
+                let mut by: BTreeMap<String, f64> = BTreeMap::new();
+                for k in keys {
+                    *by.entry(self.names[k].clone()).or_default() += time[k];
+                }
+                by
+            })
+            .collect()
     }
 
     /// Per network: the kernel model (the per-call cost once, plus every kernel net of
