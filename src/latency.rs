@@ -11,6 +11,7 @@ use spacetune::pass::fusion::{self, PairRule};
 use spacetune::pass::latency::Agreement;
 use spacetune::pass::reproduce;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct FusionArgs {
@@ -167,6 +168,39 @@ impl EvalArgs {
             repeat: self.repeat,
         }
     }
+}
+
+/// `spacetune latency-eval`: the pipeline to `correct`, then the evaluation — twice, on
+/// two stores, with `--reproduce`, and the two compared.
+pub fn command(args: &EvalArgs, dump: Option<&str>) -> Result<ExitCode> {
+    let runs = args.runs()?;
+    let mut reports = Vec::new();
+    for (n, run) in runs.iter().enumerate() {
+        if args.reproduce {
+            eprintln!(
+                "reproduce: run {} of 2 on {}{}",
+                n + 1,
+                run.on.db,
+                if run.resumed {
+                    " (resumed: what it holds is served, not timed again)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let world = World::open(&run.on)?;
+        let mut cx = world.ctx();
+        cx.space = args.space.clone();
+        cx.replicate = args.replicate;
+        let Some(m) = crate::load_with(&args.file, Some("correct"), dump, Some(cx))? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        reports.push(latency_eval(&m, &world, args, &run.out)?);
+    }
+    if let [first, second] = &reports[..] {
+        print_reproduction(first, second, args)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Scores every annotated space of `m` (the pipeline has run `correct`), prints the reports

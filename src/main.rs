@@ -221,30 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             measure::export(&m, &args)?;
         }
-        Command::Profile(args) => {
-            let world = measure::World::open(&args.on)?;
-            let mut cx = world.ctx();
-            cx.space = args.space.clone();
-            cx.accuracy = Some(AccuracyFrom::Train(args.spec()?));
-            if args.sharing.worker_only {
-                let Some(m) = load_with(&args.file, Some("expand"), dump, None)? else {
-                    return Ok(ExitCode::FAILURE);
-                };
-                workers::profile_only(&m, &cx, &args.spec()?)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let start = std::time::Instant::now();
-            let helpers =
-                workers::Lazy::new(&args.sharing, world.store.as_ref(), &args.on, &args.file);
-            cx.sharing = Some(&helpers);
-            let loaded = load_with(&args.file, Some("profile"), dump, Some(cx));
-            helpers.join();
-            let Some(m) = loaded? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            let seconds = start.elapsed().as_secs_f64();
-            profile::print_profiled(&m, &args.file, &args.out, Some(seconds))?;
-        }
+        Command::Profile(args) => return profile::command(&args, dump),
         Command::Worker(args) => {
             let store = spacetune::backends::store::open(&args.db)?;
             let dir = tempfile::tempdir().context("making a folder for the run's file")?;
@@ -289,35 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             latency::fusion_rules(m.as_ref(), &args)?;
         }
-        Command::LatencyEval(args) => {
-            let runs = args.runs()?;
-            let mut reports = Vec::new();
-            for (n, run) in runs.iter().enumerate() {
-                if args.reproduce {
-                    eprintln!(
-                        "reproduce: run {} of 2 on {}{}",
-                        n + 1,
-                        run.on.db,
-                        if run.resumed {
-                            " (resumed: what it holds is served, not timed again)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                let world = measure::World::open(&run.on)?;
-                let mut cx = world.ctx();
-                cx.space = args.space.clone();
-                cx.replicate = args.replicate;
-                let Some(m) = load_with(&args.file, Some("correct"), dump, Some(cx))? else {
-                    return Ok(ExitCode::FAILURE);
-                };
-                reports.push(latency::latency_eval(&m, &world, &args, &run.out)?);
-            }
-            if let [first, second] = &reports[..] {
-                latency::print_reproduction(first, second, &args)?;
-            }
-        }
+        Command::LatencyEval(args) => return latency::command(&args, dump),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,16 @@
 //! `spacetune profile`: the pipeline up to the `profile` pass (BBSSP's accuracy
 //! profiling), then the accuracies as a CSV and a per-space summary.
 
-use crate::measure::{stem, BackendArgs};
+use crate::measure::{stem, BackendArgs, World};
+use crate::workers;
 use anyhow::{Context, Result};
 use clap::Args;
 use spacetune::backends::proxy::Proxy;
 use spacetune::ir::Module;
-use spacetune::pass::ctx::{Budget, Method, TrainSpec};
+use spacetune::pass::ctx::{AccuracyFrom, Budget, Method, TrainSpec};
 use spacetune::pass::fidelity::Row;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// The data set and the training budget. Sizes left out come from `--budget`.
 #[derive(Args, Clone)]
@@ -180,6 +182,33 @@ impl ProfileArgs {
         preflight(&spec)?;
         Ok(spec)
     }
+}
+
+/// `spacetune profile`: the profile pass (shared with workers when asked), then the
+/// table; with `--worker-only`, this process is one of the workers.
+pub fn command(args: &ProfileArgs, dump: Option<&str>) -> Result<ExitCode> {
+    let world = World::open(&args.on)?;
+    let mut cx = world.ctx();
+    cx.space = args.space.clone();
+    cx.accuracy = Some(AccuracyFrom::Train(args.spec()?));
+    if args.sharing.worker_only {
+        let Some(m) = crate::load_with(&args.file, Some("expand"), dump, None)? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        workers::profile_only(&m, &cx, &args.spec()?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let start = std::time::Instant::now();
+    let helpers = workers::Lazy::new(&args.sharing, world.store.as_ref(), &args.on, &args.file);
+    cx.sharing = Some(&helpers);
+    let loaded = crate::load_with(&args.file, Some("profile"), dump, Some(cx));
+    helpers.join();
+    let Some(m) = loaded? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    print_profiled(&m, &args.file, &args.out, Some(seconds))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes `<out>/<stem>.accuracy.csv` and prints the per-space summary.
