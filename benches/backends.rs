@@ -1,5 +1,5 @@
 //! Benchmark of the backends, written as JSON to `target/bench/backends.json`
-//! (`cargo bench --bench backends`):
+//! (`cargo bench --bench backends`; or some sections: `-- throughput pin overhead`):
 //! - throughput: networks measured per minute on the BBSSP CIFAR Mobile space, per backend
 //!   (fresh cache; TVM's figure includes compiling, on a subset);
 //! - test-retest: the same SSBNs measured twice, the relative difference per network, for
@@ -107,23 +107,16 @@ fn overhead(ours: impl Fn() -> f64, theirs: impl Fn() -> f64) -> serde_json::Val
     })
 }
 
-fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::env::set_current_dir(&root).expect("repository root");
-    let m: Module = spacetune::compile(Path::new(SPACE), Default::default())
-        .result
-        .expect("the example compiles");
-    let all: Vec<&Network> = m.networks.values().collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let tvm_cache = format!("cache={}", tmp.path().join("tvm").display());
-    let mut throughput = Vec::new();
+/// Networks measured per minute on `all` (TVM: on a subset, compiling included), and for
+/// the runtimes that time, the test-retest of a second full run.
+fn throughput(all: &[&Network], tvm_cache: &str) -> serde_json::Value {
+    let mut rows = Vec::new();
     let mut retests = serde_json::Map::new();
-
     for (name, opts, nets) in [
-        ("sim", vec![], &all[..]),
-        ("ort", vec![], &all[..]),
-        ("tch", vec![], &all[..]),
-        ("tvm", vec![tvm_cache.clone()], &all[..TVM_SUBSET]),
+        ("sim", vec![], all),
+        ("ort", vec![], all),
+        ("tch", vec![], all),
+        ("tvm", vec![tvm_cache.to_string()], &all[..TVM_SUBSET]),
     ] {
         let b = backend(name, &opts);
         let (first, secs) = run(b.as_ref(), nets);
@@ -155,10 +148,14 @@ fn main() {
             println!("     test-retest {}", r);
             retests.insert(name.to_string(), r);
         }
-        throughput.push(row);
+        rows.push(row);
     }
+    serde_json::json!({ "rates": rows, "test_retest": retests })
+}
 
-    // The pin: two runs each way, alternating, so drift hits both alike.
+/// ORT with the timing thread pinned (the default) against unpinned (as before the pin):
+/// two runs each way, alternating, so drift hits both alike.
+fn pin(all: &[&Network]) -> serde_json::Value {
     let ort = backend("ort", &[]);
     let unpinned = Protocol {
         pin: Pin::Off,
@@ -167,7 +164,7 @@ fn main() {
     let mut pin_runs = [Vec::new(), Vec::new()];
     for _ in 0..2 {
         for (k, p) in [Protocol::default(), unpinned.clone()].iter().enumerate() {
-            pin_runs[k].push(run_under(ort.as_ref(), &all, p));
+            pin_runs[k].push(run_under(ort.as_ref(), all, p));
         }
     }
     let side = |runs: &[(Vec<Latency>, f64)]| {
@@ -188,9 +185,11 @@ fn main() {
             / free["retest_p10"]["mean_pct"].as_f64().unwrap(),
     });
     println!("ort pinned against unpinned {pin}");
+    pin
+}
 
-    // Overhead against the runtimes' own timers, on SSBN_0.
-    let base = all[0];
+/// spacetune's timing of `base` against the runtimes' own timers (ORT, TVM).
+fn overheads(base: &Network, tvm_cache: &str, tmp: &Path) -> serde_json::Value {
     let s = base.graph.shape(Handle::new(0));
     let shape = format!("1,{},{},{}", s.c, s.h, s.w);
     // Longer windows than the default: both sides should time about as many runs.
@@ -203,7 +202,7 @@ fn main() {
 
     let ort = backend("ort", &[]);
     let lowered = ort.lower(base).unwrap();
-    let model = tmp.path().join("ssbn0.onnx");
+    let model = tmp.join("ssbn0.onnx");
     std::fs::write(&model, &lowered.bytes).unwrap();
     let runs = 1500;
     let ort_overhead = overhead(
@@ -216,7 +215,7 @@ fn main() {
     );
     println!("ort overhead {ort_overhead}");
 
-    let tvm = Tvm::from_options(&Options::parse(&[tvm_cache]).unwrap()).unwrap();
+    let tvm = Tvm::from_options(&Options::parse(&[tvm_cache.to_string()]).unwrap()).unwrap();
     let lowered = tvm.lower(base).unwrap();
     let library = tvm.compile(&lowered).unwrap();
     let tvm_overhead = overhead(
@@ -224,22 +223,50 @@ fn main() {
         || python_timer("tvm", &library, 100, &shape),
     );
     println!("tvm overhead {tvm_overhead}");
+    serde_json::json!({ "protocol": protocol, "ort": ort_overhead, "tvm": tvm_overhead })
+}
 
+/// Every section, or those named on the command line (`cargo bench --bench backends --
+/// pin`): all of them write `target/bench/backends.json`, a part `backends.<names>.json`.
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(&root).expect("repository root");
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let m: Module = spacetune::compile(Path::new(SPACE), Default::default())
+        .result
+        .expect("the example compiles");
+    let all: Vec<&Network> = m.networks.values().collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let tvm_cache = format!("cache={}", tmp.path().join("tvm").display());
+    let mut json = serde_json::json!({
+        "benchmark": "backends: throughput, test-retest, the pin, timing overhead",
+        "space": SPACE,
+    });
+    if wanted("throughput") {
+        let t = throughput(&all, &tvm_cache);
+        json["throughput"] = t["rates"].clone();
+        json["test_retest"] = t["test_retest"].clone();
+    }
+    if wanted("pin") {
+        json["pin"] = pin(&all);
+    }
+    if wanted("overhead") {
+        json["overhead"] = overheads(all[0], &tvm_cache, tmp.path());
+    }
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).expect("target/bench");
-    let json = serde_json::json!({
-        "benchmark": "backends: throughput, test-retest, timing overhead",
-        "space": SPACE,
-        "protocol": protocol,
-        "throughput": throughput,
-        "test_retest": retests,
-        "pin": pin,
-        "overhead": { "ort": ort_overhead, "tvm": tvm_overhead },
-    });
+    let name = match only.is_empty() {
+        true => "backends.json".to_string(),
+        false => format!("backends.{}.json", only.join("+")),
+    };
     std::fs::write(
-        out.join("backends.json"),
+        out.join(&name),
         serde_json::to_string_pretty(&json).unwrap(),
     )
     .expect("write");
-    println!("wrote target/bench/backends.json");
+    println!("wrote target/bench/{name}");
 }
