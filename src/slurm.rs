@@ -110,6 +110,25 @@ pub fn submit(a: &SlurmArgs, db: &str, run: &str, dir: &Path) -> Result<Job> {
     })
 }
 
+impl Job {
+    /// Cancels the array's tasks still pending (`scancel --state=PENDING`); those running
+    /// end by themselves once the queue is done.
+    pub fn cancel_pending(&self) -> Result<()> {
+        let out = Command::new("scancel")
+            .args(["--state=PENDING", &self.id])
+            .output()
+            .context("running scancel")?;
+        if !out.status.success() {
+            bail!(
+                "scancel --state=PENDING {}: {}",
+                self.id,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Others for Job {
     fn check(&self) -> std::result::Result<(), String> {
         if self

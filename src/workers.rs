@@ -85,10 +85,16 @@ impl Helpers {
     }
 
     /// Waits for the local workers; says which failed (the run does not depend on them:
-    /// what they left unfinished was taken over when their leases lapsed).
+    /// what they left unfinished was taken over when their leases lapsed). A Slurm array's
+    /// tasks that have not started yet are cancelled: they would only find the work done.
     pub fn join(self) {
         for failed in join(self.local) {
             eprintln!("{failed}");
+        }
+        if let Some(job) = &self.job {
+            if let Err(e) = job.cancel_pending() {
+                eprintln!("{e}");
+            }
         }
     }
 }
