@@ -301,19 +301,10 @@ pub fn measure_all(
         Some(r) => cache.get(&fingerprint, &r.hash)?.map(|l| l.p10_ms),
         None => None,
     };
-    // The bridges every later chunk is held to: networks on the anchor's scale, a fixed
-    // set — the cached ones, else the first chunk's timed on it. Scaling each chunk by the
-    // chunk before would chain their errors into a random walk, and the median of the
-    // reference's and two bridges' ratios, when the reference's sits apart (its own figure
-    // off by a few percent), walks towards it, chunk after chunk.
-    let mut pool: Vec<(usize, f64)> = Vec::new();
-    if anchor.is_some() {
-        for (i, o) in outcomes.iter().enumerate() {
-            if let (Some(Outcome { latency: Ok(l), .. }), false) = (o, is_reference(i)) {
-                pool.push((i, l.p10_ms));
-            }
-        }
-    }
+    let mut pool = match anchor {
+        Some(_) => cached_bridges(&outcomes, is_reference, protocol.bridges),
+        None => Vec::new(),
+    };
     for chunk in todo.chunks(protocol.chunk.max(1)) {
         let mut timed: Vec<(usize, Box<dyn Runner + '_>)> = Vec::new();
         for &i in chunk {
@@ -345,7 +336,7 @@ pub fn measure_all(
             .find(|&i| is_reference(i))
             .unwrap_or(usize::MAX);
         let bridges: &[(usize, f64)] = match protocol.normalise {
-            true => &pool[..pool.len().min(protocol.bridges)],
+            true => &pool,
             false => &[],
         };
         let timing = Chunk {
@@ -415,6 +406,28 @@ fn from_cache(
         }
     }
     Ok((outcomes, todo))
+}
+
+/// The bridges every chunk is held to: a fixed set of networks on the anchor's scale — the
+/// first `bridges` cached ones (when the anchor is cached too), else the first chunk's timed
+/// on it. Scaling each chunk by the chunk before would chain their errors into a random
+/// walk, and the median of the reference's and two bridges' ratios, when the reference's
+/// sits apart (its own figure off by a few percent), walks towards it, chunk after chunk.
+fn cached_bridges(
+    outcomes: &[Option<Outcome>],
+    is_reference: impl Fn(usize) -> bool,
+    bridges: usize,
+) -> Vec<(usize, f64)> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !is_reference(i))
+        .filter_map(|(i, o)| match o {
+            Some(Outcome { latency: Ok(l), .. }) => Some((i, l.p10_ms)),
+            _ => None,
+        })
+        .take(bridges)
+        .collect()
 }
 
 /// What one chunk's timing needs besides the runners: the networks (`members` index into

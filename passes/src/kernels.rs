@@ -547,14 +547,19 @@ impl Plan {
         self.per_net.iter().map(|(k, _)| k.len() as f64).collect()
     }
 
+    /// Each kernel's time net of the per-call cost, by key (`ms`: the probes' timings,
+    /// kernels first).
+    fn kernel_times(&self, call: f64, ms: &[f64]) -> BTreeMap<&String, f64> {
+        self.kernels
+            .keys()
+            .zip(ms.iter().map(|t| (t - call).max(0.0)))
+            .collect()
+    }
+
     /// Per network: the kernel model's time by kernel name (each kernel net of the
     /// per-call cost), where the model spends it. `ms` are the probes' timings.
     pub fn by_name(&self, call: f64, ms: &[f64]) -> Vec<BTreeMap<String, f64>> {
-        let time: BTreeMap<&String, f64> = self
-            .kernels
-            .keys()
-            .zip(ms.iter().map(|t| (t - call).max(0.0)))
-            .collect();
+        let time = self.kernel_times(call, ms);
         self.per_net
             .iter()
             .map(|(keys, _)| {
@@ -570,12 +575,12 @@ impl Plan {
     /// Per network: the kernel model (the per-call cost once, plus every kernel net of
     /// it), and the same less what its hand-overs save. `ms` are the probes' timings.
     pub fn predict(&self, call: f64, ms: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (single, pair) = ms.split_at(self.kernels.len());
-        let net = |t: &f64| (t - call).max(0.0);
-        let by_key: BTreeMap<&String, f64> =
-            self.kernels.keys().zip(single.iter().map(net)).collect();
-        let pair_by_key: BTreeMap<&String, f64> =
-            self.pairs.keys().zip(pair.iter().map(net)).collect();
+        let by_key = self.kernel_times(call, ms);
+        let pair_by_key: BTreeMap<&String, f64> = self
+            .pairs
+            .keys()
+            .zip(ms[self.kernels.len()..].iter().map(|t| (t - call).max(0.0)))
+            .collect();
         self.per_net
             .iter()
             .map(|(keys, pairs)| {
