@@ -112,8 +112,17 @@ pub fn submit(a: &SlurmArgs, db: &str, run: &str, dir: &Path) -> Result<Job> {
 
 impl Job {
     /// Cancels the array's tasks still pending (`scancel --state=PENDING`); those running
-    /// end by themselves once the queue is done.
+    /// end by themselves once the queue is done. An array with none pending is left alone:
+    /// scancel fails on a job that has ended ("Invalid job id specified").
     pub fn cancel_pending(&self) -> Result<()> {
+        let pending = Command::new("squeue")
+            .args(["-h", "-j", &self.id, "-t", "PENDING", "-o", "%i"])
+            .output()
+            .context("running squeue")?;
+        // squeue too fails on an ended job: then nothing is pending either.
+        if !pending.status.success() || pending.stdout.trim_ascii().is_empty() {
+            return Ok(());
+        }
         let out = Command::new("scancel")
             .args(["--state=PENDING", &self.id])
             .output()
