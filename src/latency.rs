@@ -176,6 +176,18 @@ pub fn command(args: &EvalArgs, dump: Option<&str>) -> Result<ExitCode> {
     let runs = args.runs()?;
     let mut reports = Vec::new();
     for (n, run) in runs.iter().enumerate() {
+        let world = World::open(&run.on)?;
+        let finished = Finished::new(args, &world)?;
+        if let Some(done) = args.reproduce.then(|| finished.read(&run.out)).flatten() {
+            eprintln!(
+                "reproduce: run {} of 2 finished before; its report is read back from {}",
+                n + 1,
+                run.out.display()
+            );
+            done.iter().for_each(print_report);
+            reports.push(done);
+            continue;
+        }
         if args.reproduce {
             eprintln!(
                 "reproduce: run {} of 2 on {}{}",
@@ -188,19 +200,66 @@ pub fn command(args: &EvalArgs, dump: Option<&str>) -> Result<ExitCode> {
                 }
             );
         }
-        let world = World::open(&run.on)?;
         let mut cx = world.ctx();
         cx.space = args.space.clone();
         cx.replicate = args.replicate;
         let Some(m) = crate::load_with(&args.file, Some("correct"), dump, Some(cx))? else {
             return Ok(ExitCode::FAILURE);
         };
-        reports.push(latency_eval(&m, &world, args, &run.out)?);
+        let done = latency_eval(&m, &world, args, &run.out)?;
+        finished.write(&run.out)?;
+        reports.push(done);
     }
     if let [first, second] = &reports[..] {
         print_reproduction(first, second, args)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an evaluation's report depends on — the source file, every option, the backend and
+/// machine with the protocol — marked beside the report once the evaluation is complete, so
+/// that a `--reproduce` interrupted in its second run does not evaluate the first again.
+struct Finished {
+    marker: serde_json::Value,
+}
+
+impl Finished {
+    const FILE: &'static str = "finished.json";
+
+    fn new(args: &EvalArgs, world: &World) -> Result<Finished> {
+        let source = std::fs::read(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+        let marker = serde_json::json!({
+            "source": spacetune::backends::store::digest(&source),
+            "file": args.file.display().to_string(),
+            "space": args.space, "samples": args.samples, "seed": args.seed,
+            "validate": args.validate, "repeat": args.repeat, "replicate": args.replicate,
+            "backend": world.fingerprint().to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        Ok(Finished { marker })
+    }
+
+    /// The reports in `out`, if an evaluation with this very marker completed there.
+    fn read(&self, out: &Path) -> Option<Vec<Report>> {
+        let marker: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(Self::FILE)).ok()?).ok()?;
+        if marker != self.marker {
+            return None;
+        }
+        let json = std::fs::read_dir(out)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".latency.json"))?;
+        serde_json::from_slice(&std::fs::read(json).ok()?).ok()
+    }
+
+    fn write(&self, out: &Path) -> Result<()> {
+        let path = out.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&self.marker)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 /// Scores every annotated space of `m` (the pipeline has run `correct`), prints the reports

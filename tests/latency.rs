@@ -142,22 +142,23 @@ fn without_validation_networks_nothing_is_fitted_and_the_choice_says_on_what() {
 /// `--reproduce`: two evaluations, each measuring into a store of its own (the second store
 /// holds its own fusion verdicts, not the first's), compared predictor by predictor; the
 /// simulator is deterministic, so every difference is zero and the verdicts agree. Run
-/// again, both stores are resumed and said to be.
+/// again, a finished evaluation is read back, an unfinished one resumes its store, and one
+/// with other options is evaluated again.
 #[test]
 fn reproduce_runs_two_evaluations_on_stores_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
-    let run = || {
+    let run = |repeat: &str| {
         Command::new(env!("CARGO_BIN_EXE_spacetune"))
             .current_dir(common::root())
             .args(["latency-eval", "examples/nb201.space", "--backend", "sim"])
-            .args(["--samples", "10", "--validate", "4", "--repeat", "2"])
+            .args(["--samples", "10", "--validate", "4", "--repeat", repeat])
             .arg("--out")
             .arg(dir.path())
             .arg("--reproduce")
             .output()
             .unwrap()
     };
-    let out = run();
+    let out = run("2");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -205,10 +206,22 @@ fn reproduce_runs_two_evaluations_on_stores_of_their_own() {
             .join(format!("run-{n}/nb201.sim.latency.json"))
             .exists());
     }
-    let again = run();
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(again.status.success(), "{stderr}");
-    assert_eq!(stderr.matches("(resumed:").count(), 2, "{stderr}");
+    // (read back, resumed) of a run again, and its comparison.
+    let again = |repeat: &str| {
+        let out = run(repeat);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let json = std::fs::read_to_string(folder.join("reproduce.json")).unwrap();
+        let counts = (
+            stderr.matches("finished before").count(),
+            stderr.matches("(resumed:").count(),
+        );
+        (counts, json)
+    };
+    assert_eq!(again("2"), ((2, 0), json.clone()), "both finished");
+    std::fs::remove_file(folder.join("run-2/finished.json")).unwrap();
+    assert_eq!(again("2"), ((1, 1), json), "the second interrupted");
+    assert_eq!(again("3").0, (0, 2), "another option");
 }
 
 /// A network whose cells all collapse to the identity joins op pairs no SSBN has (here the

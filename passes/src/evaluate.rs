@@ -10,7 +10,7 @@ use crate::latency::{
     agreement, anchor, corrections_hold, fit_line, fit_plane, measure_nets_on, Agreement,
     CorrectionsHold,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spacetune_backends::{measure::Anchor, weights::Rng};
 use spacetune_ir::*;
 use std::collections::{BTreeMap, HashSet};
@@ -53,7 +53,7 @@ impl EvalOptions {
 }
 
 /// How the recommended predictor was chosen.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Choice {
     pub name: String,
     /// The networks it was chosen on (scored and validation).
@@ -63,7 +63,7 @@ pub struct Choice {
 }
 
 /// One network's figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub id: String,
     pub key: String,
@@ -76,7 +76,7 @@ pub struct Row {
 }
 
 /// One predictor's agreement on the scored and on the validation networks.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Score {
     pub name: String,
     pub what: String,
@@ -86,7 +86,7 @@ pub struct Score {
     pub unscored: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub space: String,
     pub backend: String,
