@@ -192,24 +192,64 @@ fn train_all(
 ) -> Result<AccuracyTable, Failure> {
     let (task, task_id, cfg, finetune) = task(spec);
     let (train_raw, val_raw) = preflight(spec)?;
-    let ckpt_dir = spec.checkpoints.join(format!("checkpoints-{task_id}"));
     cx.progress.note(&format!(
         "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs at lr {}, fine-tune {} epoch(s) on {} at lr {}; batch {}, seed {}, {} threads)",
         spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, cfg.lr,
         finetune.epochs, spec.finetune_subset, finetune.lr, cfg.batch, cfg.seed, cfg.threads
     ));
-    let worker = Worker {
-        store,
-        name: worker_name(),
-        lease: spec.lease,
-        others: match cx.sharing {
-            Some(s) => s.begin()?,
-            None => None,
+    let run = Run {
+        m,
+        cx,
+        spec,
+        worker: Worker {
+            store,
+            name: worker_name(),
+            lease: spec.lease,
+            others: match cx.sharing {
+                Some(s) => s.begin()?,
+                None => None,
+            },
         },
+        ckpt_dir: spec.checkpoints.join(format!("checkpoints-{task_id}")),
+        task,
+        task_id,
+        cfg,
+        finetune,
     };
     let mut results = BTreeMap::new();
     let mut notes = Vec::new();
     for s in cx.spaces(m)? {
+        run.space(s, (&train_raw, &val_raw), &mut results, &mut notes)?;
+    }
+    let Run { task, task_id, .. } = run;
+    Ok(table(spec.method, task, task_id, results, notes))
+}
+
+/// What profiling every space shares: the module, the spec and its training key, and this
+/// worker of the run.
+struct Run<'a, 'c> {
+    m: &'a Module,
+    cx: &'a Ctx<'c>,
+    spec: &'a TrainSpec,
+    worker: Worker<'a>,
+    task: String,
+    task_id: String,
+    cfg: TrainConfig,
+    finetune: TrainConfig,
+    ckpt_dir: std::path::PathBuf,
+}
+
+impl Run<'_, '_> {
+    /// Profiles the networks of space `s` (SSBN_0 trained first, for fine-tuning) into
+    /// `results`; what the user should hear of goes to `notes` too.
+    fn space(
+        &self,
+        s: u32,
+        (train_raw, val_raw): (&Dataset, &Dataset),
+        results: &mut BTreeMap<Handle<Network>, Trained>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), Failure> {
+        let (m, cx, spec) = (self.m, self.cx, self.spec);
         let info = &m.checked[s as usize];
         let sampled = spec
             .sample
@@ -220,7 +260,7 @@ fn train_all(
             .filter(|(h, _)| sampled.as_ref().is_none_or(|k| k.contains(h)))
             .collect();
         let Some(&(_, base)) = nets.iter().find(|(_, n)| n.origin == Origin::Base) else {
-            continue;
+            return Ok(());
         };
         let base_graph = base.graph.pruned();
         let input = base_graph.shapes[0];
@@ -244,16 +284,16 @@ fn train_all(
         let net0 = match spec.method {
             Method::Finetune => {
                 let at = Checkpoint {
-                    dir: &ckpt_dir,
-                    task_id: &task_id,
+                    dir: &self.ckpt_dir,
+                    task_id: &self.task_id,
                 };
                 Some(trained_base(
-                    &worker,
+                    &self.worker,
                     &at,
                     base,
                     &base_graph,
                     &data,
-                    &cfg,
+                    &self.cfg,
                     spec.seed,
                     &*stage,
                 )?)
@@ -265,6 +305,27 @@ fn train_all(
             weights: net.weights(),
             net,
         });
+        let measure = |net: &Network| {
+            let configs = (&self.cfg, &self.finetune);
+            accuracy_of(m, cx, net, base.as_ref(), &data, spec, configs)
+        };
+        self.queue(&info.name, &nets, &*stage, measure, results, notes)
+    }
+
+    /// Works with the run's other workers through space `space`'s queue of `nets` (each
+    /// network once, by its store key) until every one has an accuracy in the store, then
+    /// reads them all into `results`.
+    fn queue(
+        &self,
+        space: &str,
+        nets: &[(Handle<Network>, &Network)],
+        stage: &dyn Stage,
+        measure: impl Fn(&Network) -> Result<f64, Failure>,
+        results: &mut BTreeMap<Handle<Network>, Trained>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), Failure> {
+        let store = self.worker.store;
+        let task = &self.task;
         // Each network's store key, once (pruning and hashing a graph is not free).
         let hashes: Vec<String> = nets
             .iter()
@@ -284,11 +345,11 @@ fn train_all(
         }
         let mut stored_before = 0;
         for hash in &items {
-            stored_before += usize::from(store.accuracy(&task, hash)?.is_some());
+            stored_before += usize::from(store.accuracy(task, hash)?.is_some());
         }
         let queue = format!(
-            "accuracy/{task_id}/{}/{}",
-            info.name,
+            "accuracy/{}/{space}/{}",
+            self.task_id,
             digest(items.join(",").as_bytes())
         );
         // Profiled by this worker (the rest were stored before, or by others).
@@ -297,19 +358,19 @@ fn train_all(
         let q = Queue {
             name: &queue,
             items: &items,
-            stage: &*stage,
+            stage,
             ticks: Some(&label),
         };
-        worker.run(&q, |hash| {
+        self.worker.run(&q, |hash| {
             let net = by_hash[hash];
-            if store.accuracy(&task, hash)?.is_some() {
+            if store.accuracy(task, hash)?.is_some() {
                 return Ok(());
             }
             stage.working(&net.id);
             let t = std::time::Instant::now();
-            let accuracy = accuracy_of(m, cx, net, base.as_ref(), &data, spec, (&cfg, &finetune))?;
+            let accuracy = measure(net)?;
             store.put_accuracy(&Accuracy {
-                task: &task,
+                task,
                 hash,
                 id: &net.id,
                 key: &net.key,
@@ -320,7 +381,7 @@ fn train_all(
             Ok(())
         })?;
         for (&(h, net), hash) in nets.iter().zip(&hashes) {
-            let accuracy = store.accuracy(&task, hash)?.ok_or_else(|| {
+            let accuracy = store.accuracy(task, hash)?.ok_or_else(|| {
                 format!(
                     "the queue {queue} is done but the store has no accuracy for {}",
                     net.id
@@ -332,15 +393,14 @@ fn train_all(
         let by_others = items.len().saturating_sub(made.len() + stored_before);
         if by_others > 0 {
             let note = format!(
-                "space {}: {by_others} of {} networks profiled by other workers of this run (queue {queue})",
-                info.name,
+                "space {space}: {by_others} of {} networks profiled by other workers of this run (queue {queue})",
                 items.len()
             );
-            cx.progress.note(&note);
+            self.cx.progress.note(&note);
             notes.push(note);
         }
+        Ok(())
     }
-    Ok(table(spec.method, task, task_id, results, notes))
 }
 
 /// The accuracy table of a profile: a proxy's scores become percentile ranks (its raw
