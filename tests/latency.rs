@@ -76,8 +76,16 @@ fn predictors_on_sim_mobile() {
     assert!(within5("kernel+fit") >= 0.9, "{}", within5("kernel+fit"));
     let recommended = r["recommended"].as_str().unwrap();
     assert!(within5(recommended) >= 0.99, "{recommended}");
-    // Deterministic backend: a second measurement is the same.
+    // Deterministic backend: a second measurement is the same, and each repeated network
+    // carries it (the first 20 scored: the default --repeat).
     assert_eq!(r["repeat_cv"].as_f64().unwrap(), 0.0);
+    let rows = r["scored"].as_array().unwrap();
+    let again: Vec<bool> = rows.iter().map(|row| !row["again_ms"].is_null()).collect();
+    assert_eq!(again.iter().filter(|&&a| a).count(), 20);
+    assert!(again[..20].iter().all(|&a| a));
+    for row in &rows[..20] {
+        assert_eq!(row["again_ms"], row["measured_ms"], "{row}");
+    }
 }
 
 #[test]

@@ -73,6 +73,9 @@ pub struct Row {
     pub kernels: usize,
     /// The kernel model's time by kernel name (net of the per-call cost): where it goes.
     pub kernel_ms: BTreeMap<String, f64>,
+    /// Its second measurement, for the noise floor (the first `repeat` scored networks).
+    #[serde(default)]
+    pub again_ms: Option<f64>,
 }
 
 /// One predictor's agreement on the scored and on the validation networks.
@@ -457,7 +460,7 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
         call: k.call,
     };
     let fits: Vec<Fit> = PREDICTORS.iter().map(|p| (p.fit)(&model)).collect();
-    let rows: Vec<Row> = random
+    let mut rows: Vec<Row> = random
         .iter()
         .enumerate()
         .map(|(r, n)| {
@@ -473,10 +476,14 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
                     .collect(),
                 kernels: model.kernel_count[i] as usize,
                 kernel_ms: k.by_name[i].clone(),
+                again_ms: None,
             }
         })
         .collect();
-    let (repeat, repeat_cv) = noise_floor(cx, &anchor, &random, &random_ms, o)?;
+    let floor = noise_floor(cx, &anchor, &random, &random_ms, o)?;
+    for (row, &again) in rows.iter_mut().zip(floor.iter().flat_map(|f| &f.again)) {
+        row.again_ms = Some(again);
+    }
     let mut report = Report {
         space: info.name.clone(),
         backend: backend.fingerprint().under(&cx.protocol).to_string(),
@@ -489,8 +496,8 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
         predictors: Vec::new(),
         recommended: None,
         choice: None,
-        repeat,
-        repeat_cv,
+        repeat: floor.as_ref().map(|f| f.agreement.clone()),
+        repeat_cv: floor.as_ref().map(|f| f.cv),
         corrections_hold: None,
         fit: PREDICTORS
             .iter()
@@ -632,16 +639,24 @@ fn clearly_better(a: &[f64], b: &[f64], sample: &[usize], floor: f64) -> bool {
     more_within > MARGIN * se_within || lower > (MARGIN * se_lower).max(floor)
 }
 
-/// Some scored networks measured again, afresh: the noise floor.
+/// The noise floor: how the second measurements of some scored networks agree with their
+/// first, the mean coefficient of variation of the pairs, and the second figures.
+struct Floor {
+    agreement: Agreement,
+    cv: f64,
+    again: Vec<f64>,
+}
+
+/// Some scored networks measured again, afresh (`None`: none asked for).
 fn noise_floor(
     cx: &Ctx<'_>,
     anchor: &Anchor,
     random: &[Network],
     random_ms: &[f64],
     o: &EvalOptions,
-) -> Result<(Option<Agreement>, Option<f64>), Diagnostics> {
+) -> Result<Option<Floor>, Diagnostics> {
     if o.repeat == 0 {
-        return Ok((None, None));
+        return Ok(None);
     }
     let again: Vec<Network> = random
         .iter()
@@ -660,7 +675,11 @@ fn noise_floor(
         .map(|(a, b)| std::f64::consts::SQRT_2 * (a - b).abs() / (a + b))
         .sum::<f64>()
         / second.len().max(1) as f64;
-    Ok((Some(agreement(&second, first)), Some(cv)))
+    Ok(Some(Floor {
+        agreement: agreement(&second, first),
+        cv,
+        again: second,
+    }))
 }
 
 #[cfg(test)]
@@ -680,6 +699,7 @@ mod tests {
                     .collect(),
                 kernels: 0,
                 kernel_ms: BTreeMap::new(),
+                again_ms: None,
             })
             .collect();
         Report {
