@@ -178,7 +178,11 @@ pub fn command(args: &EvalArgs, dump: Option<&str>) -> Result<ExitCode> {
     for (n, run) in runs.iter().enumerate() {
         let world = World::open(&run.on)?;
         let finished = Finished::new(args, &world)?;
-        if let Some(done) = args.reproduce.then(|| finished.read(&run.out)).flatten() {
+        let report = run.out.join(format!(
+            "{}.latency.json",
+            output_name(&args.file, &args.on)
+        ));
+        if let Some(done) = args.reproduce.then(|| finished.read(&report)).flatten() {
             eprintln!(
                 "reproduce: run {} of 2 finished before; its report is read back from {}",
                 n + 1,
@@ -240,19 +244,15 @@ impl Finished {
         Ok(Finished { marker })
     }
 
-    /// The reports in `out`, if an evaluation with this very marker completed there.
-    fn read(&self, out: &Path) -> Option<Vec<Report>> {
-        let marker: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join(Self::FILE)).ok()?).ok()?;
+    /// The reports of `report`, if the evaluation that wrote it completed with this very
+    /// marker (beside it).
+    fn read(&self, report: &Path) -> Option<Vec<Report>> {
+        let at = report.with_file_name(Self::FILE);
+        let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(at).ok()?).ok()?;
         if marker != self.marker {
             return None;
         }
-        let json = std::fs::read_dir(out)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with(".latency.json"))?;
-        serde_json::from_slice(&std::fs::read(json).ok()?).ok()
+        serde_json::from_slice(&std::fs::read(report).ok()?).ok()
     }
 
     fn write(&self, out: &Path) -> Result<()> {
