@@ -547,19 +547,10 @@ impl Plan {
         self.per_net.iter().map(|(k, _)| k.len() as f64).collect()
     }
 
-    /// Each kernel's time net of the per-call cost, by key (`ms`: the probes' timings,
-    /// kernels first).
-    fn kernel_times(&self, call: f64, ms: &[f64]) -> BTreeMap<&String, f64> {
-        self.kernels
-            .keys()
-            .zip(ms.iter().map(|t| (t - call).max(0.0)))
-            .collect()
-    }
-
     /// Per network: the kernel model's time by kernel name (each kernel net of the
     /// per-call cost), where the model spends it. `ms` are the probes' timings.
     pub fn by_name(&self, call: f64, ms: &[f64]) -> Vec<BTreeMap<String, f64>> {
-        let time = self.kernel_times(call, ms);
+        let time = net_of_call(self.kernels.keys(), ms, call);
         self.per_net
             .iter()
             .map(|(keys, _)| {
@@ -575,12 +566,8 @@ impl Plan {
     /// Per network: the kernel model (the per-call cost once, plus every kernel net of
     /// it), and the same less what its hand-overs save. `ms` are the probes' timings.
     pub fn predict(&self, call: f64, ms: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let by_key = self.kernel_times(call, ms);
-        let pair_by_key: BTreeMap<&String, f64> = self
-            .pairs
-            .keys()
-            .zip(ms[self.kernels.len()..].iter().map(|t| (t - call).max(0.0)))
-            .collect();
+        let by_key = net_of_call(self.kernels.keys(), ms, call);
+        let pair_by_key = net_of_call(self.pairs.keys(), &ms[self.kernels.len()..], call);
         self.per_net
             .iter()
             .map(|(keys, pairs)| {
@@ -594,6 +581,15 @@ impl Plan {
             })
             .unzip()
     }
+}
+
+/// The probes `keys` timed as `ms` (in order), each net of the per-call cost `call`.
+fn net_of_call<'k>(
+    keys: impl Iterator<Item = &'k String>,
+    ms: &[f64],
+    call: f64,
+) -> BTreeMap<&'k String, f64> {
+    keys.zip(ms.iter().map(|t| (t - call).max(0.0))).collect()
 }
 
 #[cfg(test)]
