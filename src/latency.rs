@@ -211,7 +211,7 @@ pub fn command(args: &EvalArgs, dump: Option<&str>) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         };
         let done = latency_eval(&m, &world, args, &run.out)?;
-        finished.write(&run.out)?;
+        finished.write(&report)?;
         reports.push(done);
     }
     if let [first, second] = &reports[..] {
@@ -255,8 +255,9 @@ impl Finished {
         serde_json::from_slice(&std::fs::read(report).ok()?).ok()
     }
 
-    fn write(&self, out: &Path) -> Result<()> {
-        let path = out.join(Self::FILE);
+    /// Marks `report` as written by a complete evaluation.
+    fn write(&self, report: &Path) -> Result<()> {
+        let path = report.with_file_name(Self::FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&self.marker)?)
             .with_context(|| format!("writing {}", path.display()))
     }
