@@ -1,16 +1,18 @@
 //! Benchmark of the backends, written as JSON to `target/bench/backends.json`
-//! (`cargo bench --bench backends`; or some sections: `-- throughput pin overhead`):
+//! (`cargo bench --bench backends`; or some sections: `-- throughput pin drift overhead`):
 //! - throughput: networks measured per minute on the BBSSP CIFAR Mobile space, per backend
 //!   (fresh cache; TVM's figure includes compiling, on a subset);
 //! - test-retest: the same SSBNs measured twice, the relative difference per network, for
 //!   the protocol's p10 and, for comparison, the median;
 //! - the pin: ORT's throughput and test-retest with the timing thread pinned (the default)
 //!   and unpinned, alternating, as ratios;
+//! - the drift criterion: the same, retiming chunks scaled far from the typical factor (the
+//!   default) against keeping them;
 //! - overhead: spacetune's in-process timing of SSBN_0 against the runtime's own Python timer
 //!   for the same model (ORT: an `InferenceSession.run` loop; TVM: `time_evaluator`), as
 //!   the ratio of p10s. Target ≤ 1.05.
 
-use spacetune::backends::measure::{measure_all, measure_one, Protocol};
+use spacetune::backends::measure::{measure_all, measure_one, Drift, Protocol};
 use spacetune::backends::pin::Pin;
 use spacetune::backends::store::Sqlite;
 use spacetune::backends::tvm::Tvm;
@@ -39,7 +41,16 @@ fn run_under(b: &dyn Backend, nets: &[&Network], protocol: &Protocol) -> (Vec<La
     let start = Instant::now();
     let lowered: Vec<Lowered> = nets.iter().map(|n| b.lower(n).unwrap()).collect();
     let cache = Sqlite::in_memory().unwrap();
-    let outcomes = measure_all(b, &lowered, Some(&lowered[0]), protocol, &cache, |_| {}).unwrap();
+    let outcomes = measure_all(
+        b,
+        &lowered,
+        Some(&lowered[0]),
+        protocol,
+        &cache,
+        &Drift::default(),
+        |_| {},
+    )
+    .unwrap();
     let latencies = outcomes.into_iter().map(|o| o.latency.unwrap()).collect();
     (latencies, start.elapsed().as_secs_f64())
 }
@@ -153,18 +164,15 @@ fn throughput(all: &[&Network], tvm_cache: &str) -> serde_json::Value {
     serde_json::json!({ "rates": rows, "test_retest": retests })
 }
 
-/// ORT with the timing thread pinned (the default) against unpinned (as before the pin):
-/// two runs each way, alternating, so drift hits both alike.
-fn pin(all: &[&Network]) -> serde_json::Value {
+/// ORT under the default protocol against the same protocol with one setting changed (`as
+/// before`, named `before`): two runs each way, alternating, so drift hits both alike;
+/// throughput and test-retest as ratios of the default's to the other's.
+fn versus(all: &[&Network], before: &str, other: Protocol) -> serde_json::Value {
     let ort = backend("ort", &[]);
-    let unpinned = Protocol {
-        pin: Pin::Off,
-        ..Protocol::default()
-    };
-    let mut pin_runs = [Vec::new(), Vec::new()];
+    let mut runs = [Vec::new(), Vec::new()];
     for _ in 0..2 {
-        for (k, p) in [Protocol::default(), unpinned.clone()].iter().enumerate() {
-            pin_runs[k].push(run_under(ort.as_ref(), all, p));
+        for (k, p) in [Protocol::default(), other.clone()].iter().enumerate() {
+            runs[k].push(run_under(ort.as_ref(), all, p));
         }
     }
     let side = |runs: &[(Vec<Latency>, f64)]| {
@@ -175,17 +183,19 @@ fn pin(all: &[&Network]) -> serde_json::Value {
             "retest_p10": retest(&p10(&runs[0].0), &p10(&runs[1].0)),
         })
     };
-    let (pinned, free) = (side(&pin_runs[0]), side(&pin_runs[1]));
-    let pin = serde_json::json!({
-        "pinned": pinned,
-        "unpinned": free,
-        "throughput_ratio": pinned["networks_per_minute"].as_f64().unwrap()
-            / free["networks_per_minute"].as_f64().unwrap(),
-        "retest_mean_ratio": pinned["retest_p10"]["mean_pct"].as_f64().unwrap()
-            / free["retest_p10"]["mean_pct"].as_f64().unwrap(),
+    let (now, then) = (side(&runs[0]), side(&runs[1]));
+    let ratio = |path: &[&str]| {
+        let at = |v: &serde_json::Value| path.iter().fold(v.clone(), |v, k| v[k].clone());
+        at(&now).as_f64().unwrap() / at(&then).as_f64().unwrap()
+    };
+    let v = serde_json::json!({
+        "default": now,
+        before: then,
+        "throughput_ratio": ratio(&["networks_per_minute"]),
+        "retest_mean_ratio": ratio(&["retest_p10", "mean_pct"]),
     });
-    println!("ort pinned against unpinned {pin}");
-    pin
+    println!("ort default against {before} {v}");
+    v
 }
 
 /// spacetune's timing of `base` against the runtimes' own timers (ORT, TVM).
@@ -243,7 +253,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let tvm_cache = format!("cache={}", tmp.path().join("tvm").display());
     let mut json = serde_json::json!({
-        "benchmark": "backends: throughput, test-retest, the pin, timing overhead",
+        "benchmark": "backends: throughput, test-retest, the pin, the drift criterion, timing overhead",
         "space": SPACE,
     });
     if wanted("throughput") {
@@ -252,7 +262,19 @@ fn main() {
         json["test_retest"] = t["test_retest"].clone();
     }
     if wanted("pin") {
-        json["pin"] = pin(&all);
+        let unpinned = Protocol {
+            pin: Pin::Off,
+            ..Protocol::default()
+        };
+        json["pin"] = versus(&all, "unpinned", unpinned);
+    }
+    if wanted("drift") {
+        // Chunks scaled far from the process's typical factor kept, as before the criterion.
+        let blind = Protocol {
+            drift: f64::INFINITY,
+            ..Protocol::default()
+        };
+        json["drift"] = versus(&all, "drift_blind", blind);
     }
     if wanted("overhead") {
         json["overhead"] = overheads(all[0], &tvm_cache, tmp.path());

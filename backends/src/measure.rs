@@ -17,7 +17,10 @@
 //! the reference (SSBN_0) and a few *bridges* (networks of earlier chunks, timed again)
 //! keep their stored latencies, by the median of their ratios. When those ratios disagree
 //! (by more than 3%) or many networks are noisy, the machine changed state during the chunk:
-//! it is timed again, and the calmest attempt kept.
+//! it is timed again, and the calmest attempt kept. So is a chunk whose scale is more than
+//! 3% off the scale the process's chunks typically get: the slow states do not slow every
+//! network alike (the large reference and bridges more than small networks), so no one
+//! factor puts such a chunk on the scale of the others.
 //!
 //! Every network — the reference and the bridges too — is loaded in several sessions, timed
 //! interleaved, and the fastest session stands for it: a runtime may place one session's
@@ -30,6 +33,8 @@ use crate::store::{Sqlite, Store};
 use crate::{Backend, BackendError, Fingerprint, Latency, Lowered, Result, Runner, Timing};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,6 +67,11 @@ pub struct Protocol {
     /// is timed again, up to `attempts` times in all, and the calmest attempt kept.
     pub calm: f64,
     pub attempts: u32,
+    /// A chunk whose scale factor is further than this (relative) from the factors this
+    /// process has typically put on the same anchor is not calm either: in the machine's
+    /// slow states large networks (the reference and the bridges) slow down more than small
+    /// ones, so scaling a small network by their ratio over-corrects it.
+    pub drift: f64,
     /// The core the timing thread is pinned to while it times a chunk.
     pub pin: Pin,
 }
@@ -82,6 +92,7 @@ impl Default for Protocol {
             bridges: 2,
             calm: 0.03,
             attempts: 4,
+            drift: 0.03,
             pin: Pin::Last,
         }
     }
@@ -278,15 +289,50 @@ pub struct Outcome {
     pub latency: std::result::Result<Latency, String>,
 }
 
+/// The scale factors this process has put chunks on, per anchor (backend, reference and
+/// its stored figure): what a chunk's factor is compared with to tell whether it was timed
+/// in the machine's typical state. Kept by the caller for the whole process, across the
+/// measure runs of one anchor (a run's networks, then its repeats).
+#[derive(Debug, Default)]
+pub struct Drift(Mutex<BTreeMap<String, Vec<f64>>>);
+
+impl Drift {
+    /// Factors recorded before the median of an anchor's is taken as typical.
+    const SETTLED: usize = 3;
+
+    pub const fn new() -> Drift {
+        Drift(Mutex::new(BTreeMap::new()))
+    }
+
+    /// The history of the whole process, which every command's contexts share.
+    pub fn process() -> &'static Drift {
+        static PROCESS: Drift = Drift::new();
+        &PROCESS
+    }
+
+    fn typical(&self, key: &str) -> Option<f64> {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let factors = seen.get(key)?;
+        (factors.len() >= Self::SETTLED).then(|| quantile(factors, 0.5))
+    }
+
+    fn record(&self, key: &str, factor: f64) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.entry(key.to_string()).or_default().push(factor);
+    }
+}
+
 /// Measures `lowered` through `cache`: cached results are reused, every new result is
 /// written as soon as its chunk is done, a failing network is recorded and the run goes on.
-/// `reference` is the lowered network timed in every chunk to cancel drift (SSBN_0).
+/// `reference` is the lowered network timed in every chunk to cancel drift (SSBN_0);
+/// `drift` holds the factors earlier chunks on the same anchor were scaled by.
 pub fn measure_all(
     backend: &dyn Backend,
     lowered: &[Lowered],
     reference: Option<&Lowered>,
     protocol: &Protocol,
     cache: &dyn Store,
+    drift: &Drift,
     mut progress: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>> {
     // A core the process may not use is a setting's error: said before anything is timed.
@@ -346,13 +392,19 @@ pub fn measure_all(
             bridges,
             anchor,
         };
+        let key = |a: f64| format!("{fingerprint} {} {a}", reference.map_or("", |r| &r.hash));
+        let typical = anchor.and_then(|a| drift.typical(&key(a)));
         let first = timed.into_iter().map(|(_, r)| r).collect();
-        let t = calmest(backend, &timing, first, protocol);
+        let t = calmest(backend, &timing, first, protocol, typical);
         let defines = anchor.is_none();
-        if defines {
-            anchor = best_session(&t.owner, &t.latencies, reference_owner)
-                .ok()
-                .map(|l| l.p10_ms);
+        match anchor {
+            Some(a) if t.estimates > 0 => drift.record(&key(a), t.factor),
+            Some(_) => {}
+            None => {
+                anchor = best_session(&t.owner, &t.latencies, reference_owner)
+                    .ok()
+                    .map(|l| l.p10_ms)
+            }
         }
         // The chunk that times the reference first defines the scale; any other chunk
         // without a scale estimate stays on its own, and says so.
@@ -440,28 +492,41 @@ struct Chunk<'c> {
     anchor: Option<f64>,
 }
 
-/// Times a chunk until an attempt is calm (or `attempts` are spent) and keeps the calmest.
+/// Times a chunk until an attempt is calm (or `attempts` are spent) and keeps the calmest:
+/// the one whose worst criterion — the scale estimates' spread, the share of noisy
+/// networks, the factor's distance from the `typical` one — is least over its limit.
 fn calmest<'a>(
     backend: &'a dyn Backend,
     chunk: &Chunk<'_>,
     mut first: Vec<Box<dyn Runner + 'a>>,
     protocol: &Protocol,
+    typical: Option<f64>,
 ) -> Attempt {
-    let mut chosen: Option<Attempt> = None;
+    let unrest = |t: &Attempt| {
+        let off = typical.map_or(0.0, |f| (t.factor / f - 1.0).abs());
+        [
+            t.spread / protocol.calm,
+            t.noisy / 0.25,
+            off / protocol.drift,
+        ]
+        .into_iter()
+        .fold(0.0, f64::max)
+    };
+    let mut chosen: Option<(f64, Attempt)> = None;
     for _ in 0..protocol.attempts.max(1) {
         let t = attempt(backend, chunk, std::mem::take(&mut first), protocol);
-        let calm = t.spread <= protocol.calm && t.noisy <= 0.25;
-        if chosen
-            .as_ref()
-            .is_none_or(|c| (t.spread, t.noisy) < (c.spread, c.noisy))
-        {
-            chosen = Some(t);
+        let u = unrest(&t);
+        if std::env::var_os("SPACETUNE_TRACE").is_some() {
+            eprintln!("  typical factor {typical:?}: unrest {u:.2}");
         }
-        if calm {
+        if chosen.as_ref().is_none_or(|(c, _)| u < *c) {
+            chosen = Some((u, t));
+        }
+        if u <= 1.0 {
             break;
         }
     }
-    chosen.expect("at least one attempt")
+    chosen.expect("at least one attempt").1
 }
 
 impl Attempt {
@@ -701,6 +766,7 @@ impl Anchor {
         lowered: &[Lowered],
         protocol: &Protocol,
         cache: &dyn Store,
+        drift: &Drift,
         progress: impl FnMut(&Outcome),
     ) -> Result<Vec<std::result::Result<f64, String>>> {
         let mut unique: Vec<Lowered> = Vec::new();
@@ -719,6 +785,7 @@ impl Anchor {
             Some(&self.reference),
             protocol,
             cache,
+            drift,
             progress,
         )?;
         Ok(lowered
@@ -848,7 +915,16 @@ mod tests {
     fn measure(b: &Scripted, p: &Protocol) -> Vec<f64> {
         let nets = networks();
         let cache = Sqlite::in_memory().unwrap();
-        let out = measure_all(b, &nets, Some(&nets[0]), p, &cache, |_| {}).unwrap();
+        let out = measure_all(
+            b,
+            &nets,
+            Some(&nets[0]),
+            p,
+            &cache,
+            &Drift::default(),
+            |_| {},
+        )
+        .unwrap();
         out.iter()
             .map(|o| o.latency.as_ref().unwrap().p10_ms)
             .collect()
@@ -900,7 +976,16 @@ mod tests {
         };
         let nets = many(160);
         let cache = Sqlite::in_memory().unwrap();
-        let out = measure_all(&b, &nets, Some(&nets[0]), &protocol(), &cache, |_| {}).unwrap();
+        let out = measure_all(
+            &b,
+            &nets,
+            Some(&nets[0]),
+            &protocol(),
+            &cache,
+            &Drift::default(),
+            |_| {},
+        )
+        .unwrap();
         // Off the truth by how much more than the first chunk's networks are (the scale).
         let ratio: Vec<f64> = out
             .iter()
@@ -949,6 +1034,49 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_timed_in_a_state_that_slows_the_scale_networks_more_is_timed_again() {
+        // 40 networks: chunk 0 (the reference and 7 others, 3 sessions each) loads 24
+        // runners, every later attempt 33 (8 networks, the reference and the two bridges).
+        // Chunk 4's first attempt (runners 123..156) catches a state that slows the
+        // reference and the bridges by 10% and the chunk's own networks by 2%: its scale
+        // estimates agree with each other, but not with chunks 1–3's.
+        let b = || Scripted {
+            prepared: Cell::new(0),
+            slow: |n, id| match ((123..156).contains(&n), id) {
+                (false, _) => 1.0,
+                (true, "ref" | "n0" | "n1") => 1.10,
+                (true, _) => 1.02,
+            },
+            fail: |_, _| false,
+        };
+        let nets = many(39);
+        let run = |p: &Protocol| {
+            let cache = Sqlite::in_memory().unwrap();
+            let drift = Drift::default();
+            let out = measure_all(&b(), &nets, Some(&nets[0]), p, &cache, &drift, |_| {});
+            let ms: Vec<f64> = out
+                .unwrap()
+                .iter()
+                .map(|o| o.latency.as_ref().unwrap().p10_ms)
+                .collect();
+            let truth = nets.iter().map(|l| l.text.parse::<f64>().unwrap());
+            ms.iter()
+                .zip(truth)
+                .map(|(m, t)| (m / t - 1.0).abs())
+                .fold(0.0, f64::max)
+        };
+        let err = run(&protocol());
+        assert!(err < 0.005, "worst error {err}");
+        // Kept, that attempt would have scaled chunk 4's networks 7% fast.
+        let blind = Protocol {
+            drift: f64::INFINITY,
+            ..protocol()
+        };
+        let err = run(&blind);
+        assert!(err > 0.05, "worst error {err} without the drift criterion");
+    }
+
+    #[test]
     fn a_chunk_whose_reference_will_not_load_is_flagged_unscaled() {
         // After the first chunk (8 networks, one session each: 9 prepares with the
         // reference) the reference no longer loads, and there are no bridges.
@@ -965,7 +1093,16 @@ mod tests {
         };
         let nets = networks();
         let cache = Sqlite::in_memory().unwrap();
-        let out = measure_all(&b, &nets, Some(&nets[0]), &p, &cache, |_| {}).unwrap();
+        let out = measure_all(
+            &b,
+            &nets,
+            Some(&nets[0]),
+            &p,
+            &cache,
+            &Drift::default(),
+            |_| {},
+        )
+        .unwrap();
         let unscaled: Vec<bool> = out
             .iter()
             .map(|o| o.latency.as_ref().unwrap().unscaled)

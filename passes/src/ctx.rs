@@ -4,7 +4,11 @@
 //! never look at it, so a compile without one runs the front end exactly as before.
 
 use crate::Diagnostics;
-use spacetune_backends::{measure::Protocol, store::Store, Backend, Fingerprint};
+use spacetune_backends::{
+    measure::{Drift, Protocol},
+    store::Store,
+    Backend, Fingerprint,
+};
 use spacetune_ir::{Diagnostic, Module};
 use std::path::PathBuf;
 
@@ -15,6 +19,9 @@ pub struct Ctx<'a> {
     /// The measurement store: latencies, accuracies, fusion verdicts.
     pub store: Option<&'a dyn Store>,
     pub protocol: Protocol,
+    /// The scale factors chunks got so far (see [`Drift`]): by default the process's, one
+    /// history however many contexts a command makes.
+    pub drift: &'a Drift,
     /// Only this space (by name); all when `None`.
     pub space: Option<String>,
     /// Independent measurements of every SSBN averaged into the corrected table (the
@@ -131,6 +138,7 @@ impl Default for Ctx<'_> {
             backend: None,
             store: None,
             protocol: Protocol::default(),
+            drift: Drift::process(),
             space: None,
             replicate: 1,
             accuracy: None,

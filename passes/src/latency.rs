@@ -236,7 +236,9 @@ pub fn measure_on(
         .progress
         .stage(&format!("{what} on {}", backend.name()), lowered.len());
     let ms = anchor
-        .measure(backend, lowered, &cx.protocol, store, |o| stage.tick(&o.id))
+        .measure(backend, lowered, &cx.protocol, store, cx.drift, |o| {
+            stage.tick(&o.id)
+        })
         .map_err(|e| outside(what, e))?;
     ms.into_iter()
         .map(|r| r.map_err(|e| outside(&format!("{what} on {}", backend.name()), e)))

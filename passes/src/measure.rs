@@ -44,9 +44,15 @@ impl Pass for Measure {
                 .and_then(|(h, _)| lowered.iter().find(|(l, _)| l == h))
                 .map(|(_, l)| l);
             let only: Vec<Lowered> = lowered.iter().map(|(_, l)| l.clone()).collect();
-            let outcomes = measure_all(backend, &only, reference, &cx.protocol, store, |o| {
-                stage.tick(&o.id)
-            })
+            let outcomes = measure_all(
+                backend,
+                &only,
+                reference,
+                &cx.protocol,
+                store,
+                cx.drift,
+                |o| stage.tick(&o.id),
+            )
             .map_err(|e| outside(&format!("measuring on {}", backend.name()), e))?;
             for ((h, _), o) in lowered.iter().zip(outcomes) {
                 let timed = Timed {
