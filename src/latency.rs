@@ -326,14 +326,20 @@ pub fn print_reproduction(first: &[Report], second: &[Report], args: &EvalArgs) 
             println!("largest MAPE difference: {d:.2} points");
         }
         println!(
-            "fusion: {} / {} pairs fused; {} verdicts differ",
+            "fusion: {} / {} pairs fused; the fusion rules differ on {} probes; {} more verdicts differ only in why a pair is not fused",
             r.fused[0],
             r.fused[1],
-            r.verdicts_differ.len()
+            r.rules_differ(),
+            r.verdicts_differ.len() - r.rules_differ()
         );
         for d in &r.verdicts_differ {
             let v = |k: usize| d.verdicts[k].unwrap_or("not tested");
-            println!("  {} -> {} at {}: {} / {}", d.a, d.b, d.place, v(0), v(1));
+            let rule = if d.rule_differs() {
+                "rule differs"
+            } else {
+                "same rule"
+            };
+            println!("  {}: {} / {} ({rule})", d.place, v(0), v(1));
         }
         all.push(r);
     }

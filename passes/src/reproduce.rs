@@ -43,6 +43,16 @@ pub struct VerdictDiff {
     pub verdicts: [Option<&'static str>; 2],
 }
 
+impl VerdictDiff {
+    /// The probe is fused in one run and not in the other: the rule the predictors use
+    /// differs. (Otherwise the runs only disagree on why it is not fused — "not fused",
+    /// "undecided", or not tested — and the rules are the same.)
+    pub fn rule_differs(&self) -> bool {
+        let [one, two] = self.verdicts.map(|v| v == Some("fused"));
+        one != two
+    }
+}
+
 /// One space evaluated twice.
 #[derive(Clone, Debug, Serialize)]
 pub struct Reproduction {
@@ -64,6 +74,13 @@ impl Reproduction {
             .filter_map(Line::mape_diff)
             .map(f64::abs)
             .max_by(f64::total_cmp)
+    }
+    /// The probes whose fusion rule differs between the runs (see [`VerdictDiff::rule_differs`]).
+    pub fn rules_differ(&self) -> usize {
+        self.verdicts_differ
+            .iter()
+            .filter(|d| d.rule_differs())
+            .count()
     }
     /// Both runs recommend the same predictor.
     pub fn same_recommendation(&self) -> bool {
@@ -245,5 +262,25 @@ mod tests {
                 ("add", [None, Some("fused")])
             ]
         );
+        assert_eq!(r.rules_differ(), 2);
+    }
+
+    #[test]
+    fn a_probe_not_fused_in_both_runs_for_different_reasons_is_the_same_rule() {
+        let a = report(
+            &[("naive", Some((1.0, 1.0)))],
+            vec![rule("conv", false, false), rule("dwconv", false, true)],
+            "naive",
+        );
+        let b = report(
+            &[("naive", Some((1.0, 1.0)))],
+            vec![rule("conv", false, true), rule("add", false, false)],
+            "naive",
+        );
+        let r = compare(&a, &b);
+        // conv: not fused / undecided; dwconv: undecided / not tested; add: not tested / not
+        // fused. Three verdicts differ, no rule does.
+        assert_eq!(r.verdicts_differ.len(), 3);
+        assert_eq!(r.rules_differ(), 0);
     }
 }
