@@ -164,9 +164,9 @@ fn throughput(all: &[&Network], tvm_cache: &str) -> serde_json::Value {
     serde_json::json!({ "rates": rows, "test_retest": retests })
 }
 
-/// ORT under the default protocol against the same protocol with one setting changed (`as
-/// before`, named `before`): two runs each way, alternating, so drift hits both alike;
-/// throughput and test-retest as ratios of the default's to the other's.
+/// ORT under the default protocol against `other`, the same with one setting as it was
+/// before (named `before` in the JSON): two runs each way, alternating, so drift hits both
+/// alike; throughput and test-retest as ratios of the default's to the other's.
 fn versus(all: &[&Network], before: &str, other: Protocol) -> serde_json::Value {
     let ort = backend("ort", &[]);
     let mut runs = [Vec::new(), Vec::new()];

@@ -220,7 +220,7 @@ pub fn time_chunk<'a>(runners: Vec<Box<dyn Runner + 'a>>, p: &Protocol) -> Vec<R
                 .collect()
         }
     };
-    let trace = std::env::var_os("SPACETUNE_TRACE").is_some();
+    let trace = tracing();
     let moved_before = if trace { migrations() } else { None };
     let mut subjects: Vec<Result<Subject>> = runners
         .into_iter()
@@ -270,6 +270,11 @@ pub fn time_chunk<'a>(runners: Vec<Box<dyn Runner + 'a>>, p: &Protocol) -> Vec<R
         .into_iter()
         .map(|s| Ok(summarise(&s?.windows, p.noisy_spread)))
         .collect()
+}
+
+/// Whether `SPACETUNE_TRACE` asks for every chunk's windows and scale estimates on stderr.
+fn tracing() -> bool {
+    std::env::var_os("SPACETUNE_TRACE").is_some()
 }
 
 /// How often the calling thread has moved between cores (Linux's `se.nr_migrations`), for
@@ -351,26 +356,17 @@ pub fn measure_all(
         Some(_) => cached_bridges(&outcomes, is_reference, protocol.bridges),
         None => Vec::new(),
     };
+    // Where this process's factors on the anchor are kept (see `Drift`).
+    let history = |a: f64| format!("{fingerprint} {} {a}", reference.map_or("", |r| &r.hash));
     for chunk in todo.chunks(protocol.chunk.max(1)) {
-        let mut timed: Vec<(usize, Box<dyn Runner + '_>)> = Vec::new();
+        let mut timed = Vec::new();
         for &i in chunk {
             // A reported latency (or a failure) is final at once: save it before the next
             // network starts, so an interrupted run keeps it.
-            let latency = match backend.prepare(&lowered[i]) {
-                Ok(Timing::Timed(r)) => {
-                    timed.push((i, r));
-                    continue;
-                }
-                Ok(Timing::Reported(l)) => Ok(l),
-                Err(e) => Err(e.to_string()),
-            };
-            outcomes[i] = Some(record(
-                cache,
-                &fingerprint,
-                &lowered[i],
-                latency,
-                &mut progress,
-            )?);
+            if let Some(latency) = prepare_or_report(backend, &lowered[i], i, &mut timed) {
+                let o = record(cache, &fingerprint, &lowered[i], latency, &mut progress)?;
+                outcomes[i] = Some(o);
+            }
         }
         if timed.is_empty() {
             continue;
@@ -392,19 +388,18 @@ pub fn measure_all(
             bridges,
             anchor,
         };
-        let key = |a: f64| format!("{fingerprint} {} {a}", reference.map_or("", |r| &r.hash));
-        let typical = anchor.and_then(|a| drift.typical(&key(a)));
+        let key = anchor.map(history);
+        let typical = key.as_deref().and_then(|k| drift.typical(k));
         let first = timed.into_iter().map(|(_, r)| r).collect();
         let t = calmest(backend, &timing, first, protocol, typical);
+        if let (Some(k), true) = (&key, t.estimates > 0) {
+            drift.record(k, t.factor);
+        }
         let defines = anchor.is_none();
-        match anchor {
-            Some(a) if t.estimates > 0 => drift.record(&key(a), t.factor),
-            Some(_) => {}
-            None => {
-                anchor = best_session(&t.owner, &t.latencies, reference_owner)
-                    .ok()
-                    .map(|l| l.p10_ms)
-            }
+        if defines {
+            anchor = best_session(&t.owner, &t.latencies, reference_owner)
+                .ok()
+                .map(|l| l.p10_ms);
         }
         // The chunk that times the reference first defines the scale; any other chunk
         // without a scale estimate stays on its own, and says so.
@@ -416,19 +411,32 @@ pub fn measure_all(
                     pool.push((i, l.p10_ms));
                 }
             }
-            outcomes[i] = Some(record(
-                cache,
-                &fingerprint,
-                &lowered[i],
-                latency,
-                &mut progress,
-            )?);
+            let o = record(cache, &fingerprint, &lowered[i], latency, &mut progress)?;
+            outcomes[i] = Some(o);
         }
     }
     Ok(outcomes
         .into_iter()
         .map(|o| o.expect("every network has an outcome"))
         .collect())
+}
+
+/// Prepares network `i`: a runner to time goes to `timed`; a latency the backend reports, or
+/// why it could not prepare the network, is returned.
+fn prepare_or_report<'a>(
+    backend: &'a dyn Backend,
+    l: &Lowered,
+    i: usize,
+    timed: &mut Vec<(usize, Box<dyn Runner + 'a>)>,
+) -> Option<std::result::Result<Latency, String>> {
+    match backend.prepare(l) {
+        Ok(Timing::Timed(r)) => {
+            timed.push((i, r));
+            None
+        }
+        Ok(Timing::Reported(l)) => Some(Ok(l)),
+        Err(e) => Some(Err(e.to_string())),
+    }
 }
 
 /// The networks of `lowered` the cache holds (reported to `progress` at once), and the
@@ -516,7 +524,7 @@ fn calmest<'a>(
     for _ in 0..protocol.attempts.max(1) {
         let t = attempt(backend, chunk, std::mem::take(&mut first), protocol);
         let u = unrest(&t);
-        if std::env::var_os("SPACETUNE_TRACE").is_some() {
+        if tracing() {
             eprintln!("  typical factor {typical:?}: unrest {u:.2}");
         }
         if chosen.as_ref().is_none_or(|(c, _)| u < *c) {
@@ -637,7 +645,7 @@ fn attempt<'a>(
         .filter(|&&i| best_session(&owner, &latencies, i).is_ok_and(|l| l.noisy))
         .count() as f64
         / members.len().max(1) as f64;
-    if std::env::var_os("SPACETUNE_TRACE").is_some() {
+    if tracing() {
         eprintln!(
             "chunk owners {owner:?} ratios {:?} factor {factor:.4} spread {spread:.4} noisy {noisy:.2}",
             fmt3(&ratios)
@@ -931,10 +939,14 @@ mod tests {
     }
 
     fn worst_error(measured: &[f64]) -> f64 {
-        let truth = networks();
+        worst_error_of(measured, &networks())
+    }
+
+    /// The largest relative error of `measured` against the exact latencies of `truth`.
+    fn worst_error_of(measured: &[f64], truth: &[Lowered]) -> f64 {
         measured
             .iter()
-            .zip(&truth)
+            .zip(truth)
             .map(|(m, t)| (m / t.text.parse::<f64>().unwrap() - 1.0).abs())
             .fold(0.0, f64::max)
     }
@@ -1059,11 +1071,7 @@ mod tests {
                 .iter()
                 .map(|o| o.latency.as_ref().unwrap().p10_ms)
                 .collect();
-            let truth = nets.iter().map(|l| l.text.parse::<f64>().unwrap());
-            ms.iter()
-                .zip(truth)
-                .map(|(m, t)| (m / t - 1.0).abs())
-                .fold(0.0, f64::max)
+            worst_error_of(&ms, &nets)
         };
         let err = run(&protocol());
         assert!(err < 0.005, "worst error {err}");
