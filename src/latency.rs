@@ -435,6 +435,13 @@ fn print_report(r: &Report) {
             100.0 * cv
         );
     }
+    if let Some(off) = r.offset() {
+        println!(
+            "warning: the networks measured again are {:.1}% {} than their first measurement, nearly all of them: the two were taken in different states of the machine (it changed during the run, or the first figures come from another run in this store), so every score above carries an offset of about that size; for figures on one scale, start from a fresh store (--db)",
+            off.abs(),
+            if off < 0.0 { "faster" } else { "slower" }
+        );
+    }
     if let Some(h) = &r.corrections_hold {
         println!(
             "BBSSP's corrections (corrected − naive, spread {:.2}%) explain measured − naive with slope {:.2} ± {:.2} (1: they hold beyond the SSBNs; 0: they were the SSBNs' own)",

@@ -120,6 +120,26 @@ pub struct Report {
     pub validation: Vec<Row>,
 }
 
+/// A repeat bias beyond this (%, the noise floor a latency table is held to) is an offset between
+/// the two measurements, where nearly every network moved the same way.
+const OFFSET: f64 = 2.0;
+
+impl Report {
+    /// How far the networks measured again moved together from their first measurement (%,
+    /// negative: faster the second time), where that is an offset of the whole set rather
+    /// than noise: beyond [`OFFSET`], and nearly as large as the repeat's MAPE (all moved one
+    /// way). The first figures were then taken in another state of the machine — earlier in
+    /// a run whose machine changed, or by another run that left them in the store — and
+    /// every score carries the offset.
+    pub fn offset(&self) -> Option<f64> {
+        self.repeat.as_ref().and_then(offset)
+    }
+}
+
+fn offset(repeat: &Agreement) -> Option<f64> {
+    (repeat.bias.abs() > OFFSET && repeat.bias.abs() >= 0.8 * repeat.mape).then_some(repeat.bias)
+}
+
 /// Everything the predictors are computed from, per network: the SSBNs first, then the
 /// random networks (scored, calibration, validation).
 pub struct Model<'a> {
@@ -733,6 +753,26 @@ mod tests {
     fn scatter(i: usize, mape: f64) -> f64 {
         let mut rng = Rng::new(i as u64);
         mape * (1.0 + 0.5 * f64::from(rng.symmetric()))
+    }
+
+    #[test]
+    fn a_repeat_that_moved_as_one_is_an_offset_and_scatter_is_not() {
+        let repeat = |mape: f64, bias: f64| Agreement {
+            n: 20,
+            mape,
+            rmspe: mape,
+            within5: 1.0,
+            within10: 1.0,
+            kendall_tau: 1.0,
+            bias,
+        };
+        // Every network 6.8% faster the second time (an old store's figures).
+        assert_eq!(offset(&repeat(6.84, -6.84)), Some(-6.84));
+        // Beyond the target, but a quarter of the networks moved the other way: scatter.
+        assert_eq!(offset(&repeat(6.0, -3.0)), None);
+        // One way, but within the noise floor's target.
+        assert_eq!(offset(&repeat(1.1, 1.08)), None);
+        assert_eq!(offset(&repeat(3.63, 3.63)), Some(3.63));
     }
 
     #[test]
