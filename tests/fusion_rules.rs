@@ -20,6 +20,7 @@ struct Probe(&'static str, usize);
 /// MobileNet's op pairs (conv, bn, relu, relu6, add, gap, linear).
 const MOBILE: Probe = Probe("tests/spaces/fusion_probe.space", 8);
 /// A conv -> bn -> relu stack only: for a backend that compiles every probe network.
+#[cfg(feature = "tvm")]
 const SMALL: Probe = Probe("tests/spaces/fusion_small.space", 5);
 
 /// Detects the rules of `space` with `options` in a fresh database and returns the
