@@ -14,23 +14,11 @@ use spacetune::backends::{
 use spacetune::pass::fusion::PairRule;
 use std::process::Command;
 
-/// The probe space of a backend's test and how many op pairs its first round tests.
-struct Probe(&'static str, usize);
-
-/// MobileNet's op pairs (conv, bn, relu, relu6, add, gap, linear).
-const MOBILE: Probe = Probe("tests/spaces/fusion_probe.space", 8);
-/// A conv -> bn -> relu stack only: for a backend that compiles every probe network.
-#[cfg(feature = "tvm")]
-const SMALL: Probe = Probe("tests/spaces/fusion_small.space", 5);
-
-/// Detects the rules of `space` with `options` in a fresh database and returns the
-/// verdicts stored for that configuration.
-fn detect(space: &Probe, backend: &str, options: &[&str]) -> Vec<PairRule> {
-    let rules = detect_on(space.0, backend, options);
-    assert!(
-        rules.len() >= space.1,
-        "every op pair of the space is tested"
-    );
+/// Detects the rules of `tests/spaces/fusion_probe.space` with `options` in a fresh
+/// database and returns the verdicts stored for that configuration.
+fn detect(backend: &str, options: &[&str]) -> Vec<PairRule> {
+    let rules = detect_on("tests/spaces/fusion_probe.space", backend, options);
+    assert!(rules.len() >= 8, "every op pair of the space is tested");
     rules
 }
 
@@ -69,15 +57,15 @@ fn fused(rules: &[PairRule]) -> Vec<String> {
         .collect()
 }
 
-fn check(space: &Probe, backend: &str, fusing: &[&str], plain: &[&str], expect: &[&str]) {
-    let on = fused(&detect(space, backend, fusing));
+fn check(backend: &str, fusing: &[&str], plain: &[&str], expect: &[&str]) {
+    let on = fused(&detect(backend, fusing));
     for e in expect {
         assert!(
             on.iter().any(|f| f == e),
             "{backend} {fusing:?}: {e} not detected in {on:?}"
         );
     }
-    let off = fused(&detect(space, backend, plain));
+    let off = fused(&detect(backend, plain));
     assert!(
         off.len() <= 1,
         "{backend} {plain:?} does not fuse, yet the test found {off:?}"
@@ -89,7 +77,6 @@ fn sim_rules_follow_its_fusion_policy() {
     // The preset's compiler fuses bn and the activation into the conv and an add into its
     // producer; with fuse=off only on-chip hand-over remains (at most one pair shows it).
     check(
-        &MOBILE,
         "sim",
         &["fuse=on"],
         &["fuse=off"],
@@ -104,13 +91,7 @@ fn sim_rules_follow_its_fusion_policy() {
 
 #[test]
 fn ort_rules_fold_batch_norm_only_when_optimising() {
-    check(
-        &MOBILE,
-        "ort",
-        &["opt=all"],
-        &["opt=disabled"],
-        &["conv->bn"],
-    );
+    check("ort", &["opt=all"], &["opt=disabled"], &["conv->bn"]);
 }
 
 /// ORT's graph optimiser folds a batch norm of a constant into a constant (and with it the
@@ -137,7 +118,6 @@ fn ort_folds_constants_only_when_optimising() {
 #[test]
 fn tvm_rules_fuse_only_in_the_fusing_pipeline() {
     check(
-        &SMALL,
         "tvm",
         &["pipeline=fuse"],
         &["pipeline=plain"],
