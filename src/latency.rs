@@ -450,7 +450,7 @@ fn print_report(r: &Report) {
     }
     match &r.choice {
         Some(c) => println!(
-            "recommended: {} (on {} scored and validation networks: the simplest predictor that the one with the most within ±5%, then the lowest MAPE, does not beat by more than sampling error and the noise floor; chosen in {:.0}% of bootstrap resamples)",
+            "recommended: {} (on {} scored and validation networks: the simplest predictor (a fitted form before its unfitted one) that the one with the most within ±5%, then the lowest MAPE, does not beat by more than sampling error and the noise floor; chosen in {:.0}% of bootstrap resamples)",
             c.name,
             c.networks,
             100.0 * c.confidence
