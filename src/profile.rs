@@ -42,6 +42,11 @@ pub struct TrainArgs {
     /// Peak learning rate of each fine-tuning [default: --lr]
     #[arg(long)]
     pub finetune_lr: Option<f64>,
+    /// Re-estimate every batch norm's statistics from the fine-tuning images before scoring
+    /// a fine-tuned SSBN, instead of the moving averages fine-tuning left (plain BBSSP):
+    /// after a few steps a fresh layer's statistics are still near their initial (0, 1)
+    #[arg(long)]
+    pub recompute_bn_stats: bool,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     #[arg(long, default_value_t = 0.05)]
@@ -94,6 +99,7 @@ impl TrainArgs {
             finetune_epochs: self.finetune_epochs,
             finetune_subset: self.finetune_subset.unwrap_or(p.finetune_subset),
             finetune_lr: self.finetune_lr,
+            recalibrate_bn: self.recompute_bn_stats,
             batch: self.batch,
             lr: self.lr,
             seed: self.seed,

@@ -177,3 +177,57 @@ fn a_mismatched_data_set_is_a_clear_error() {
     let err = accuracy(&net, &cifar_like, 4).unwrap_err().to_string();
     assert!(err.contains("adapt the data set"), "{err}");
 }
+
+/// Re-estimated statistics are the plain mean over the batches of each batch's mean and
+/// unbiased variance, whatever the moving averages held before, computed here from the
+/// pixels themselves.
+#[test]
+fn batch_norm_statistics_are_recomputed_from_the_images() {
+    let m = module("tests/in/bn_first.space");
+    let graph = m.networks[spacetune::ir::Handle::new(0)].graph.pruned();
+    let data = Dataset::synthetic(64, graph.shapes[0], 3, 11);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mut net = TchNet::new(&vs.root(), &graph, &Weights::random(&graph, 4)).unwrap();
+    let bn = graph
+        .nodes
+        .iter()
+        .find(|(_, n)| n.op == spacetune::ir::Prim::BatchNorm)
+        .unwrap()
+        .0
+        .index();
+    let stat = |net: &TchNet, what: &str| net.weights().get(bn, what).unwrap().data.clone();
+    let before = stat(&net, "running_mean");
+    train::recalibrate_batch_norm(&mut net, &data, 16).unwrap();
+    assert_eq!(net.momentum, 0.1, "training's momentum is put back");
+
+    let (c, hw) = (2, 16);
+    let per = c * hw;
+    let (mut mean, mut var) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for b in 0..4 {
+        for ch in 0..c {
+            let xs: Vec<f64> = (b * 16..(b + 1) * 16)
+                .flat_map(|i| &data.images[i * per + ch * hw..i * per + (ch + 1) * hw])
+                .map(|&x| f64::from(x))
+                .collect();
+            let mu = xs.iter().sum::<f64>() / xs.len() as f64;
+            let v = xs.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
+            mean[ch] += mu / 4.0;
+            var[ch] += v / 4.0;
+        }
+    }
+    let after = (stat(&net, "running_mean"), stat(&net, "running_var"));
+    for ch in 0..c {
+        assert!(
+            (f64::from(after.0[ch]) - mean[ch]).abs() < 1e-5,
+            "{after:?} {mean:?}"
+        );
+        assert!(
+            (f64::from(after.1[ch]) - var[ch]).abs() < 1e-5,
+            "{after:?} {var:?}"
+        );
+        assert!(
+            (f64::from(before[ch]) - mean[ch]).abs() > 1e-3,
+            "the test moves them"
+        );
+    }
+}

@@ -155,6 +155,33 @@ pub(crate) fn hits(logits: &Tensor, labels: &Tensor) -> i64 {
         .int64_value(&[])
 }
 
+/// Re-estimates every batch norm's running statistics from `data` with the weights as they
+/// are now: the plain mean over its batches, not training's moving average, and no weight
+/// changes. A fine-tuning of a few steps leaves a fresh layer's statistics near their
+/// initial (0, 1), so in inference mode the network computes something other than what it
+/// was trained to; one-shot NAS re-estimates them before scoring a sub-network for the
+/// same reason (SPOS, OFA).
+pub fn recalibrate_batch_norm(net: &mut TchNet, data: &Dataset, batch_size: usize) -> Result<()> {
+    check_fit(net, data)?;
+    if data.is_empty() {
+        return Err(BackendError::Unsupported(
+            "no images to estimate the batch-norm statistics on".into(),
+        ));
+    }
+    let momentum = net.momentum;
+    let all: Vec<usize> = (0..data.len()).collect();
+    tch::no_grad(|| {
+        for (k, chunk) in all.chunks(batch_size.max(1)).enumerate() {
+            // 1/(k+1): after batch k the running figure is the mean of batches 0..=k.
+            net.momentum = 1.0 / (k + 1) as f64;
+            let (x, _) = batch(data, chunk);
+            let _ = net.forward_t(&x, true);
+        }
+    });
+    net.momentum = momentum;
+    Ok(())
+}
+
 /// Top-1 accuracy in [0, 1], in inference mode.
 pub fn accuracy(net: &TchNet, data: &Dataset, batch_size: usize) -> Result<f64> {
     Ok(evaluate(net, data, batch_size)?.1)

@@ -172,6 +172,9 @@ pub struct TrainSpec {
     pub finetune_subset: usize,
     /// Peak learning rate of fine-tuning (`None`: SSBN_0's `lr`).
     pub finetune_lr: Option<f64>,
+    /// After fine-tuning, re-estimate every batch norm's statistics from the fine-tuning
+    /// images (off, the default: the moving averages fine-tuning left, as plain BBSSP).
+    pub recalibrate_bn: bool,
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,
@@ -299,6 +302,7 @@ impl Default for TrainSpec {
             finetune_epochs: 1,
             finetune_subset: 2000,
             finetune_lr: None,
+            recalibrate_bn: false,
             batch: 64,
             lr: 0.05,
             seed: 0,

@@ -99,14 +99,21 @@ fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
         ..cfg.clone()
     };
     let task = match spec.method {
-        Method::Finetune => serde_json::json!({
-            "dataset": spec.dataset, "train_subset": spec.train_subset,
-            "validation": spec.validation, "train": cfg, "finetune": finetune,
-            "finetune_subset": spec.finetune_subset,
-            // Weights carried by place in the IR (region, cell edge, op kind, position):
-            // accuracies fine-tuned under an older matching are not served.
-            "transfer": "place-kind",
-        }),
+        Method::Finetune => {
+            let mut key = serde_json::json!({
+                "dataset": spec.dataset, "train_subset": spec.train_subset,
+                "validation": spec.validation, "train": cfg, "finetune": finetune,
+                "finetune_subset": spec.finetune_subset,
+                // Weights carried by place in the IR (region, cell edge, op kind, position):
+                // accuracies fine-tuned under an older matching are not served.
+                "transfer": "place-kind",
+            });
+            // Only when asked for, so the profiles without it keep their stored figures.
+            if spec.recalibrate_bn {
+                key["bn_stats"] = "recomputed".into();
+            }
+            key
+        }
         // The same data and validation images as fine-tuning, so the two are comparable.
         Method::Scratch => serde_json::json!({
             "dataset": spec.dataset, "train_subset": spec.train_subset,
@@ -193,9 +200,11 @@ fn train_all(
     let (task, task_id, cfg, finetune) = task(spec);
     let (train_raw, val_raw) = preflight(spec)?;
     cx.progress.note(&format!(
-        "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs at lr {}, fine-tune {} epoch(s) on {} at lr {}; batch {}, seed {}, {} threads)",
+        "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs at lr {}, fine-tune {} epoch(s) on {} at lr {}, batch-norm statistics {}; batch {}, seed {}, {} threads)",
         spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, cfg.lr,
-        finetune.epochs, spec.finetune_subset, finetune.lr, cfg.batch, cfg.seed, cfg.threads
+        finetune.epochs, spec.finetune_subset, finetune.lr,
+        if spec.recalibrate_bn { "recomputed" } else { "as fine-tuning left them" },
+        cfg.batch, cfg.seed, cfg.threads
     ));
     let run = Run {
         m,
@@ -455,7 +464,7 @@ fn accuracy_of(
     let graph = net.graph.pruned();
     Ok(match (spec.method, base) {
         (Method::Finetune, Some(base)) => {
-            let (accuracy, warning) = one(m, net, &graph, base, data, finetune, spec.seed)?;
+            let (accuracy, warning) = one(m, net, &graph, base, data, finetune, spec)?;
             if let Some(w) = warning {
                 cx.progress.note(&w);
             }
@@ -560,12 +569,12 @@ fn one(
     base: &Base<'_>,
     data: &Data,
     finetune: &TrainConfig,
-    seed: u64,
+    spec: &TrainSpec,
 ) -> Result<(f64, Option<String>), Failure> {
     if net.origin == Origin::Base {
         return Ok((train::accuracy(base.net, &data.val, 256)?, None));
     }
-    let init = Weights::random(graph, seed ^ 3);
+    let init = Weights::random(graph, spec.seed ^ 3);
     let fresh = fresh(m, net);
     let (w, done) = transfer(base.graph, &base.weights, graph, &init, &fresh);
     // A value choice changes shapes everywhere: tensors without a counterpart are expected.
@@ -578,8 +587,11 @@ fn one(
         )
     });
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let tuned = TchNet::new(&vs.root(), graph, &w)?;
+    let mut tuned = TchNet::new(&vs.root(), graph, &w)?;
     train::train(&tuned, &vs, &data.tune, finetune, |_, _, _| {})?;
+    if spec.recalibrate_bn {
+        train::recalibrate_batch_norm(&mut tuned, &data.tune, finetune.batch)?;
+    }
     Ok((train::accuracy(&tuned, &data.val, 256)?, warning))
 }
 
