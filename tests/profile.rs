@@ -427,3 +427,66 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
         "and trains nothing"
     );
 }
+
+/// `--recompute-bn-stats` is its own profile: not served the figures fine-tuned without
+/// it, SSBN_0 (not fine-tuned) scored the same, the fine-tuned SSBNs not all the same; and
+/// served from the store when asked again.
+#[test]
+fn recomputed_batch_norm_statistics_are_a_profile_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
+            .args(args(dir.path()))
+            .args(extra)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        // The settings line goes to stderr, the counts to stdout.
+        let stdout = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{stdout}");
+        let csv =
+            std::fs::read_to_string(dir.path().join("out/width_choice.accuracy.csv")).unwrap();
+        let accs: Vec<(String, f64)> = csv
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[1].to_string(), f[f.len() - 1].parse().unwrap())
+            })
+            .collect();
+        (stdout, accs)
+    };
+    let (_, moving) = run(&[]);
+    let (stdout, recomputed) = run(&["--recompute-bn-stats"]);
+    assert!(
+        stdout.contains("15 networks: 15 profiled now, 0 from the database"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("batch-norm statistics recomputed"),
+        "{stdout}"
+    );
+    let base = |a: &[(String, f64)]| {
+        a.iter()
+            .find(|(id, _)| id.matches('-').count() == 1)
+            .unwrap()
+            .1
+    };
+    assert_eq!(base(&moving), base(&recomputed), "SSBN_0 is not fine-tuned");
+    let differ = moving
+        .iter()
+        .zip(&recomputed)
+        .filter(|(a, b)| a.1 != b.1)
+        .count();
+    assert!(differ > 0, "{moving:?} {recomputed:?}");
+    let (stdout, again) = run(&["--recompute-bn-stats"]);
+    assert!(
+        stdout.contains("15 networks: 0 profiled now, 15 from the database"),
+        "{stdout}"
+    );
+    assert_eq!(again, recomputed);
+}
