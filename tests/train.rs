@@ -183,7 +183,7 @@ fn a_mismatched_data_set_is_a_clear_error() {
 /// pixels themselves.
 #[test]
 fn batch_norm_statistics_are_recomputed_from_the_images() {
-    let m = module("tests/in/bn_first.space");
+    let m = module("tests/spaces/bn_first.space");
     let graph = m.networks[spacetune::ir::Handle::new(0)].graph.pruned();
     let data = Dataset::synthetic(64, graph.shapes[0], 3, 11);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
