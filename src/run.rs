@@ -216,7 +216,7 @@ fn settings(args: &RunArgs) -> serde_json::Value {
             "finetune_epochs": s.finetune_epochs,
             "finetune_subset": s.finetune_subset,
             "finetune_lr": s.finetune_lr.unwrap_or(s.lr),
-            "finetune_bn_stats": if s.recalibrate_bn { "recomputed" } else { "moving average" },
+            "finetune_bn_stats": s.bn_stats(),
             "accuracy_source": s.method.name(),
             "batch": s.batch,
             "lr": s.lr,

@@ -247,6 +247,16 @@ impl Method {
 }
 
 impl TrainSpec {
+    /// Which batch-norm statistics a fine-tuned SSBN is scored with, as the profile's
+    /// opening line, the run summary and the training key name them.
+    pub fn bn_stats(&self) -> &'static str {
+        if self.recalibrate_bn {
+            "recomputed"
+        } else {
+            "as fine-tuning left them"
+        }
+    }
+
     /// The sizes and rates that cannot train anything, named by their flags.
     pub fn check(&self) -> Result<(), String> {
         let positive = [

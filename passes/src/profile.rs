@@ -110,7 +110,7 @@ fn task(spec: &TrainSpec) -> (String, String, TrainConfig, TrainConfig) {
             });
             // Only when asked for, so the profiles without it keep their stored figures.
             if spec.recalibrate_bn {
-                key["bn_stats"] = "recomputed".into();
+                key["bn_stats"] = spec.bn_stats().into();
             }
             key
         }
@@ -203,7 +203,7 @@ fn train_all(
         "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs at lr {}, fine-tune {} epoch(s) on {} at lr {}, batch-norm statistics {}; batch {}, seed {}, {} threads)",
         spec.method.name(), spec.dataset, train_raw.len(), val_raw.len(), cfg.epochs, cfg.lr,
         finetune.epochs, spec.finetune_subset, finetune.lr,
-        if spec.recalibrate_bn { "recomputed" } else { "as fine-tuning left them" },
+        spec.bn_stats(),
         cfg.batch, cfg.seed, cfg.threads
     ));
     let run = Run {
