@@ -460,8 +460,19 @@ fn recomputed_batch_norm_statistics_are_a_profile_of_their_own() {
             .collect();
         (stdout, accs)
     };
+    let checkpoints = || {
+        let found = made(dir.path(), "checkpoints-");
+        assert_eq!(found.len(), 1, "{found:?}");
+        let ckpt = dir.path().join(&found[0]);
+        let files: Vec<_> = std::fs::read_dir(&ckpt).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].metadata().unwrap().modified().unwrap()
+    };
     let (_, moving) = run(&[]);
+    let trained = checkpoints();
     let (stdout, recomputed) = run(&["--recompute-bn-stats"]);
+    // SSBN_0's training has nothing of the fine-tuning in it: it is not trained again.
+    assert_eq!(checkpoints(), trained, "SSBN_0 was trained again");
     assert!(
         stdout.contains("15 networks: 15 profiled now, 0 from the database"),
         "{stdout}"

@@ -198,6 +198,16 @@ fn train_all(
     store: &dyn Store,
 ) -> Result<AccuracyTable, Failure> {
     let (task, task_id, cfg, finetune) = task(spec);
+    // SSBN_0's training depends on none of the fine-tuning's settings, so profiles that
+    // differ only there (e.g. --recompute-bn-stats) share one trained SSBN_0.
+    let base_id = digest(
+        serde_json::json!({
+            "dataset": spec.dataset, "train_subset": spec.train_subset,
+            "validation": spec.validation, "train": cfg, "ssbn_0": true,
+        })
+        .to_string()
+        .as_bytes(),
+    );
     let (train_raw, val_raw) = preflight(spec)?;
     cx.progress.note(&format!(
         "profile ({}): {} ({} train, {} validation; SSBN_0 {} epochs at lr {}, fine-tune {} epoch(s) on {} at lr {}, batch-norm statistics {}; batch {}, seed {}, {} threads)",
@@ -219,7 +229,8 @@ fn train_all(
                 None => None,
             },
         },
-        ckpt_dir: spec.checkpoints.join(format!("checkpoints-{task_id}")),
+        ckpt_dir: spec.checkpoints.join(format!("checkpoints-{base_id}")),
+        base_id,
         task,
         task_id,
         cfg,
@@ -243,6 +254,8 @@ struct Run<'a, 'c> {
     worker: Worker<'a>,
     task: String,
     task_id: String,
+    /// The key of SSBN_0's training alone.
+    base_id: String,
     cfg: TrainConfig,
     finetune: TrainConfig,
     ckpt_dir: std::path::PathBuf,
@@ -294,7 +307,7 @@ impl Run<'_, '_> {
             Method::Finetune => {
                 let at = Checkpoint {
                     dir: &self.ckpt_dir,
-                    task_id: &self.task_id,
+                    base_id: &self.base_id,
                 };
                 Some(trained_base(
                     &self.worker,
@@ -481,7 +494,7 @@ fn accuracy_of(
 /// Where SSBN_0's checkpoints go: a folder on this machine, and the store under the task.
 struct Checkpoint<'a> {
     dir: &'a Path,
-    task_id: &'a str,
+    base_id: &'a str,
 }
 
 /// SSBN_0 as trained: by this worker, or by another (its checkpoint from the store). Its
@@ -499,7 +512,7 @@ fn trained_base(
 ) -> Result<(tch::nn::VarStore, TchNet), Failure> {
     let store = worker.store;
     let hash = network_hash(graph, 1);
-    let blob = format!("checkpoint/{}/{hash}", at.task_id);
+    let blob = format!("checkpoint/{}/{hash}", at.base_id);
     let ckpt = at.dir.join(format!("{hash}.safetensors"));
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = TchNet::new(&vs.root(), graph, &Weights::random(graph, seed))?;
