@@ -21,6 +21,48 @@ pub struct Row {
     pub seconds_per_ssbn: f64,
 }
 
+/// An accuracy source of the report.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Source {
+    /// Trained from scratch at the spec's seed: the ground truth.
+    Truth,
+    /// The ground truth trained again at another seed: its own noise.
+    TruthAt(u64),
+    /// BBSSP's fine-tuning at the spec's seed.
+    Finetune,
+    /// Fine-tuning less each decision's mean.
+    FinetuneLessMean,
+    /// Fine-tuning at another seed: its stability.
+    FinetuneAt(u64),
+    Proxy(Proxy),
+}
+
+impl Source {
+    /// What this source is ranked against: a repeat against what it repeats, a proxy
+    /// against the truth and fine-tuning, the rest against the truth.
+    fn against(self) -> &'static [Source] {
+        match self {
+            Source::Truth => &[],
+            Source::FinetuneAt(_) => &[Source::Finetune],
+            Source::Proxy(_) => &[Source::Truth, Source::Finetune],
+            Source::TruthAt(_) | Source::Finetune | Source::FinetuneLessMean => &[Source::Truth],
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Truth => write!(f, "scratch"),
+            Source::TruthAt(seed) => write!(f, "scratch, seed {seed}"),
+            Source::Finetune => write!(f, "finetune"),
+            Source::FinetuneLessMean => write!(f, "finetune − decision mean"),
+            Source::FinetuneAt(seed) => write!(f, "finetune, seed {seed}"),
+            Source::Proxy(p) => write!(f, "{}", p.name()),
+        }
+    }
+}
+
 /// The fidelity report of `spec`'s sample: the from-scratch ground truth, BBSSP's
 /// fine-tuning at `spec`'s budget (and at the next seed, for its stability), fine-tuning
 /// less each decision's mean, and each proxy; every one made or served by the store. With
@@ -38,27 +80,22 @@ pub fn report(
         seed,
         ..spec.clone()
     };
-    let mut made: Vec<(String, AccuracyTable, f64)> = Vec::new();
-    let mut make = |name: &str, s: &TrainSpec| -> Result<(), Diagnostics> {
+    let mut made: Vec<(Source, AccuracyTable, f64)> = Vec::new();
+    let mut make = |source: Source, s: &TrainSpec| -> Result<(), Diagnostics> {
         let table = profile::accuracies(m, cx, s)?;
         let (seconds, n) = profile::seconds(m, cx, &table)?;
-        made.push((name.to_string(), table, seconds / n.max(1) as f64));
+        made.push((source, table, seconds / n.max(1) as f64));
         Ok(())
     };
-    make("scratch", &with(Method::Scratch, spec.seed))?;
-    make("finetune", &with(Method::Finetune, spec.seed))?;
-    make(
-        &format!("finetune, seed {}", spec.seed + 1),
-        &with(Method::Finetune, spec.seed + 1),
-    )?;
+    let next = spec.seed + 1;
+    make(Source::Truth, &with(Method::Scratch, spec.seed))?;
+    make(Source::Finetune, &with(Method::Finetune, spec.seed))?;
+    make(Source::FinetuneAt(next), &with(Method::Finetune, next))?;
     for &p in proxies {
-        make(p.name(), &with(Method::Proxy(p), spec.seed))?;
+        make(Source::Proxy(p), &with(Method::Proxy(p), spec.seed))?;
     }
     if truth_repeat {
-        make(
-            &format!("scratch, seed {}", spec.seed + 1),
-            &with(Method::Scratch, spec.seed + 1),
-        )?;
+        make(Source::TruthAt(next), &with(Method::Scratch, next))?;
     }
     let values = |t: &AccuracyTable| -> BTreeMap<Handle<Network>, f64> {
         if t.scores.is_empty() {
@@ -67,19 +104,13 @@ pub fn report(
             t.scores.clone()
         }
     };
-    let mut sources: Vec<(String, BTreeMap<Handle<Network>, f64>, f64)> = made
+    let mut sources: Vec<(Source, BTreeMap<Handle<Network>, f64>, f64)> = made
         .iter()
-        .map(|(name, t, s)| (name.clone(), values(t), *s))
+        .map(|(source, t, s)| (*source, values(t), *s))
         .collect();
     let tuned = sources[1].clone();
-    sources.insert(
-        2,
-        (
-            "finetune − decision mean".to_string(),
-            less_decision_mean(m, &tuned.1),
-            tuned.2,
-        ),
-    );
+    let less_mean = less_decision_mean(m, &tuned.1);
+    sources.insert(2, (Source::FinetuneLessMean, less_mean, tuned.2));
     let spaces = cx.spaces(m)?;
     let mut groups: Vec<(String, Vec<u32>)> = spaces
         .iter()
@@ -98,18 +129,15 @@ pub fn report(
         };
         let truth = only(&sources[0].1);
         let finetune = only(&tuned.1);
-        for (name, v, seconds) in &sources {
-            let against: Vec<(&str, &BTreeMap<Handle<Network>, f64>)> = match name.as_str() {
-                "scratch" => vec![],
-                n if n.starts_with("scratch, seed") => vec![("scratch", &truth)],
-                n if n.starts_with("finetune, seed") => vec![("finetune", &finetune)],
-                n if n.starts_with("finetune") => vec![("scratch", &truth)],
-                _ => vec![("scratch", &truth), ("finetune", &finetune)],
-            };
-            for (against, base) in against {
+        for (source, v, seconds) in &sources {
+            for against in source.against() {
+                let base = match against {
+                    Source::Truth => &truth,
+                    _ => &finetune,
+                };
                 rows.push(Row {
                     space: space.clone(),
-                    source: name.clone(),
+                    source: source.to_string(),
                     against: against.to_string(),
                     fidelity: fidelity(m, &only(v), base, spec.seed),
                     seconds_per_ssbn: *seconds,
