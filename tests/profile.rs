@@ -435,12 +435,11 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
 fn recomputed_batch_norm_statistics_are_a_profile_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_spacetune"))
-            .args(args(dir.path()))
-            .args(extra)
-            .current_dir(root())
-            .output()
-            .unwrap();
+        let out = spacetune_in(
+            dir.path(),
+            "profile",
+            &[common::TINY_BUDGET, extra].concat(),
+        );
         // The settings line goes to stderr, the counts to stdout.
         let stdout = format!(
             "{}{}",

@@ -491,7 +491,8 @@ fn accuracy_of(
     })
 }
 
-/// Where SSBN_0's checkpoints go: a folder on this machine, and the store under the task.
+/// Where SSBN_0's checkpoints go: a folder on this machine, and the store under the key of
+/// SSBN_0's own training.
 struct Checkpoint<'a> {
     dir: &'a Path,
     base_id: &'a str,
