@@ -3,6 +3,8 @@
 //! pipeline), and fusion is what makes the difference (the non-fusing configuration of the
 //! same backend saves less).
 
+mod common;
+
 use spacetune::backends::measure::{measure_together, Protocol};
 use spacetune::backends::{lookup, Backend, Options};
 use spacetune::ir::{Graph, Network, Prim, Region, Shape};
@@ -84,6 +86,7 @@ fn compare(name: &str, fusing: &[&str], plain: &[&str]) {
 }
 
 fn compare_on(name: &str, fusing: &[&str], plain: &[&str], layer: Layer) {
+    let _quiet = common::timing();
     let (fused_chain, fused_parts) = chain_and_parts(backend(name, fusing).as_ref(), layer);
     let (plain_chain, plain_parts) = chain_and_parts(backend(name, plain).as_ref(), layer);
     let name = format!("{name} {}", layer.conv());

@@ -5,6 +5,16 @@ pub mod postgres;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Held while a test times a backend. A binary's tests run on parallel threads, and on a
+/// two-core machine two timed probes measure each other: beside a TVM probe, the run-to-run
+/// spread of ORT's conv→bn saving grew tenfold, enough to leave the verdict undecided.
+pub fn timing() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A test that failed while timing leaves nothing half-done behind the lock.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
