@@ -40,13 +40,13 @@ pub fn detect(m: Option<&Module>, world: &World, redo: bool) -> Result<Vec<PairR
 
 pub fn print_pairs(pairs: &[PairRule]) {
     println!(
-        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>7} {:>9}  verdict    place",
-        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves", "spread ms"
+        "{:<16} {:<9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>5}  verdict    place",
+        "A", "B", "T_A ms", "T_B ms", "T_AB ms", "saves", "spread ms", "tries"
     );
     for p in pairs {
         let of_min = fusion::saved_share(&p.a, p.t_a, p.t_b, p.t_ab);
         println!(
-            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}% {:>9.4}  {:<9}  {}",
+            "{:<16} {:<9} {:>9.4} {:>9.4} {:>9.4} {:>6.0}% {:>9.4} {:>5}  {:<9}  {}",
             p.a,
             p.b,
             p.t_a,
@@ -54,6 +54,7 @@ pub fn print_pairs(pairs: &[PairRule]) {
             p.t_ab,
             100.0 * of_min,
             p.spread_ms,
+            p.attempts,
             match (p.fused, p.undecided) {
                 (true, _) => "fused",
                 (false, true) => "undecided",
@@ -64,8 +65,9 @@ pub fn print_pairs(pairs: &[PairRule]) {
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% in both probe runs and by more than the saving's spread between them, unless neither run is at twice the maps; else undecided where one said fused; zero -> B: B folded into a constant when the network is compiled)",
-        pairs.len()
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% in both probe runs and by more than the saving's spread between them, unless neither run is at twice the maps; else undecided where one said fused (probed again, at most {} tries); zero -> B: B folded into a constant when the network is compiled)",
+        pairs.len(),
+        fusion::ATTEMPTS
     );
 }
 

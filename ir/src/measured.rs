@@ -221,6 +221,14 @@ pub struct PairRule {
     /// not fused, and said so.
     #[serde(default)]
     pub undecided: bool,
+    /// Pairs of probe runs it took: more than one where the first were undecided (1 in
+    /// verdicts stored before undecided pairs were probed again).
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A backend's fusion rules: ordered pairs `(A, B)` for which A followed by B runs as one

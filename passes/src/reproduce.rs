@@ -188,6 +188,7 @@ mod tests {
             fused,
             spread_ms: 0.0,
             undecided,
+            attempts: 1,
         }
     }
 
