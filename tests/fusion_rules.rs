@@ -25,8 +25,9 @@ fn detect(backend: &str, options: &[&str]) -> Vec<PairRule> {
 fn detect_on(space: &str, backend: &str, options: &[&str]) -> Vec<PairRule> {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
-    // The sim computes its timings; the others measure them and must not share the cores.
-    let _quiet = (backend != "sim").then(common::timing);
+    // The sim computes its timings and this file's exec board scripts them; ORT and TVM
+    // measure theirs and must not share the cores.
+    let _quiet = (!matches!(backend, "sim" | "exec")).then(common::timing);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spacetune"));
     cmd.current_dir(common::root())
         .args(["fusion-rules", space, "--backend", backend])
