@@ -499,64 +499,21 @@ fn test_pairs(
                     .flat_map(|&k| first[k]..first[k] + 3 * todo[k].sizes.len()),
             )
             .collect();
-        let subset: Vec<Lowered> = picked.iter().map(|&i| lowered[i].clone()).collect();
         if attempt > 1 {
             progress.note(&format!(
                 "fusion test: {} undecided op pairs probed again (attempt {attempt} of {ATTEMPTS})",
                 pending.len()
             ));
         }
-        // All probes interleaved, so machine drift hits A, B and A→B alike; and twice, each
-        // run in sessions of its own. (Compiled artefacts are cached: later runs only time.)
-        let runs: Vec<Vec<f64>> = (0..2)
-            .map(|_| {
-                measure_together(backend, &subset, protocol).map(|ls| {
-                    let mut t = vec![f64::NAN; nets.len()];
-                    for (&i, l) in picked.iter().zip(ls) {
-                        t[i] = l.p10_ms;
-                    }
-                    t
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let best: Vec<f64> = runs[0]
-            .iter()
-            .zip(&runs[1])
-            .map(|(a, b)| a.min(*b))
-            .collect();
+        let runs = run_twice(backend, &lowered, &picked, protocol)?;
         let mut undecided = Vec::new();
         for &k in &pending {
-            let p = todo[k];
-            // Net of the per-call cost every probe pays once, so T_A + T_B does not count
-            // it twice.
-            let times = |t: &[f64], size: usize| {
-                let net = |i: usize| (t[first[k] + 3 * size + i] - t[0]).max(0.0);
-                (net(0), net(1), net(2))
-            };
-            let (t_a, t_b, t_ab) = times(&best, 0);
-            let d = decide_sizes(
-                &p.a,
-                &(0..p.sizes.len())
-                    .map(|size| [times(&runs[0], size), times(&runs[1], size)])
-                    .collect::<Vec<_>>(),
-            );
-            if d.undecided && attempt < ATTEMPTS {
+            let verdict = verdict_of(todo[k], first[k], &runs, attempt);
+            if verdict.undecided && attempt < ATTEMPTS {
                 undecided.push(k);
-                continue;
+            } else {
+                cache.put_fusion_pair(&fingerprint, &verdict)?;
             }
-            let verdict = PairRule {
-                a: p.a.clone(),
-                b: p.b.clone(),
-                place: p.place.clone(),
-                t_a,
-                t_b,
-                t_ab,
-                fused: d.fused,
-                spread_ms: d.spread_ms,
-                undecided: d.undecided,
-                attempts: attempt,
-            };
-            cache.put_fusion_pair(&fingerprint, &verdict)?;
         }
         pending = undecided;
         if pending.is_empty() {
@@ -564,6 +521,63 @@ fn test_pairs(
         }
     }
     Ok(())
+}
+
+/// The networks of `lowered` at `picked`, all interleaved so machine drift hits A, B and A→B
+/// alike, and timed twice, each run in sessions of its own (compiled artefacts are cached:
+/// later runs only time). Each run's p10 per network of `lowered`, NaN where not picked.
+fn run_twice(
+    backend: &dyn Backend,
+    lowered: &[Lowered],
+    picked: &[usize],
+    protocol: &Protocol,
+) -> Result<[Vec<f64>; 2], Failure> {
+    let subset: Vec<Lowered> = picked.iter().map(|&i| lowered[i].clone()).collect();
+    let run = || -> Result<Vec<f64>, Failure> {
+        let mut t = vec![f64::NAN; lowered.len()];
+        for (&i, l) in picked
+            .iter()
+            .zip(measure_together(backend, &subset, protocol)?)
+        {
+            t[i] = l.p10_ms;
+        }
+        Ok(t)
+    };
+    Ok([run()?, run()?])
+}
+
+/// The verdict on probe `p`, whose trios start at `first` in `runs` (the per-call probe at
+/// 0), from the runs of try `attempt`.
+fn verdict_of(p: &Probe, first: usize, runs: &[Vec<f64>; 2], attempt: u32) -> PairRule {
+    // Net of the per-call cost every probe pays once, so T_A + T_B does not count it twice.
+    let times = |t: &[f64], size: usize| {
+        let net = |i: usize| (t[first + 3 * size + i] - t[0]).max(0.0);
+        (net(0), net(1), net(2))
+    };
+    let best: Vec<f64> = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(a, b)| a.min(*b))
+        .collect();
+    let (t_a, t_b, t_ab) = times(&best, 0);
+    let d = decide_sizes(
+        &p.a,
+        &(0..p.sizes.len())
+            .map(|size| [times(&runs[0], size), times(&runs[1], size)])
+            .collect::<Vec<_>>(),
+    );
+    PairRule {
+        a: p.a.clone(),
+        b: p.b.clone(),
+        place: p.place.clone(),
+        t_a,
+        t_b,
+        t_ab,
+        fused: d.fused,
+        spread_ms: d.spread_ms,
+        undecided: d.undecided,
+        attempts: attempt,
+    }
 }
 
 fn stored_pairs(
