@@ -241,9 +241,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(m) = load_with(&args.file, Some("expand"), dump, Some(world.ctx()))? else {
                 return Ok(ExitCode::FAILURE);
             };
-            let rows =
+            let report =
                 spacetune::pass::fidelity::report(&m, &cx, &spec, &proxies, args.truth_repeat)?;
-            profile::print_fidelity(&rows, &args.file, &args.out)?;
+            profile::print_fidelity(&report, &args.file, &args.out)?;
         }
         Command::Select(args) => {
             let world = measure::World::open(&args.on)?;

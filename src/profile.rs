@@ -8,7 +8,7 @@ use clap::Args;
 use spacetune::backends::proxy::Proxy;
 use spacetune::ir::Module;
 use spacetune::pass::ctx::{AccuracyFrom, Budget, Method, TrainSpec};
-use spacetune::pass::fidelity::Row;
+use spacetune::pass::fidelity::Report;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -312,8 +312,10 @@ pub struct EvalArgs {
     /// Only this space (by name)
     #[arg(long)]
     pub space: Option<String>,
-    /// Train the ground truth a second time (the next seed, same sample) and rank it
-    /// against the first: the noise floor of every tau in the table (doubles the run)
+    /// Train the ground truth a second time (the next seed, same sample): ranked against
+    /// the first it is the noise floor of every tau; the sources are ranked against the two
+    /// seeds' mean, and the truth's seed noise is split from the networks' own differences
+    /// (doubles the run)
     #[arg(long)]
     pub truth_repeat: bool,
     #[arg(long, default_value = "spacetune-out")]
@@ -338,12 +340,12 @@ impl EvalArgs {
 }
 
 /// Prints the fidelity table and writes it as JSON.
-pub fn print_fidelity(rows: &[Row], file: &Path, out: &Path) -> Result<()> {
+pub fn print_fidelity(report: &Report, file: &Path, out: &Path) -> Result<()> {
     println!(
         "{:<8} {:<26} {:<9} {:>4} {:>7} {:>17} {:>7} {:>8} {:>5} {:>9}",
         "space", "source", "against", "n", "tau", "tau 95% CI", "rho", "tau/dec", "top3", "s/SSBN"
     );
-    for r in rows {
+    for r in &report.rows {
         let f = &r.fidelity;
         println!(
             "{:<8} {:<26} {:<9} {:>4} {:>7.3} {:>17} {:>7.3} {:>8} {:>5} {:>9.2}",
@@ -360,9 +362,27 @@ pub fn print_fidelity(rows: &[Row], file: &Path, out: &Path) -> Result<()> {
         );
     }
     println!("tau/dec: mean Kendall tau within a decision (its SSBNs with SSBN_0) / decisions with >= 3; top3: the truth's top 3 among the source's top 10");
+    for n in &report.truth_noise {
+        println!(
+            "truth, {}: {} SSBNs at two seeds; spread {:.2} points, seed noise {:.2} per run, \
+             the networks' own {:.2}; reliability {:.2} for one run, {:.2} for the mean{}",
+            n.space,
+            n.networks,
+            100.0 * n.spread,
+            100.0 * n.seed_noise,
+            100.0 * n.between,
+            n.reliability,
+            n.reliability_mean,
+            if n.between == 0.0 {
+                " (the seed accounts for every difference: nothing can be shown to rank)"
+            } else {
+                ""
+            }
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join(format!("{}.fidelity.json", stem(file)));
-    std::fs::write(&path, serde_json::to_string_pretty(rows)?)?;
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
     println!("wrote {}", path.display());
     Ok(())
 }

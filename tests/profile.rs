@@ -381,7 +381,7 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
         serde_json::from_str::<serde_json::Value>(&json).unwrap()
     };
     let first = run();
-    let table = first.as_array().unwrap();
+    let table = first["rows"].as_array().unwrap();
     let pairs: Vec<(&str, &str)> = table
         .iter()
         .map(|r| {
@@ -394,15 +394,26 @@ fn profile_eval_ranks_every_source_on_its_sample_and_serves_a_rerun_from_the_sto
     assert_eq!(
         pairs,
         [
-            ("finetune", "scratch"),
-            ("finetune − decision mean", "scratch"),
+            ("finetune", "scratch, 2-seed mean"),
+            ("finetune − decision mean", "scratch, 2-seed mean"),
             ("finetune, seed 1", "finetune"),
-            ("synflow", "scratch"),
+            ("synflow", "scratch, 2-seed mean"),
             ("synflow", "finetune"),
-            ("naswot", "scratch"),
+            ("naswot", "scratch, 2-seed mean"),
             ("naswot", "finetune"),
             ("scratch, seed 1", "scratch"),
         ]
+    );
+    // The truth's noise, split from the networks' differences on the same 9.
+    let noise = &first["truth_noise"][0];
+    assert_eq!(noise["space"], "widths", "{noise}");
+    assert_eq!(noise["networks"], 9, "{noise}");
+    let share = |k: &str| noise[k].as_f64().unwrap();
+    assert!(share("seed_noise") > 0.0, "{noise}");
+    assert!(
+        (0.0..=1.0).contains(&share("reliability"))
+            && share("reliability") <= share("reliability_mean"),
+        "{noise}"
     );
     let f = |i: usize, k: &str| table[i]["fidelity"][k].as_f64().unwrap();
     for (i, r) in table.iter().enumerate() {

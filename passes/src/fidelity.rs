@@ -28,6 +28,8 @@ enum Source {
     Truth,
     /// The ground truth trained again at another seed: its own noise.
     TruthAt(u64),
+    /// The mean of the ground truth over its seeds: the truth with half the seed noise.
+    TruthMean(usize),
     /// BBSSP's fine-tuning at the spec's seed.
     Finetune,
     /// Fine-tuning less each decision's mean.
@@ -42,7 +44,7 @@ impl Source {
     /// against the truth and fine-tuning, the rest against the truth.
     fn against(self) -> &'static [Source] {
         match self {
-            Source::Truth => &[],
+            Source::Truth | Source::TruthMean(_) => &[],
             Source::FinetuneAt(_) => &[Source::Finetune],
             Source::Proxy(_) => &[Source::Truth, Source::Finetune],
             Source::TruthAt(_) | Source::Finetune | Source::FinetuneLessMean => &[Source::Truth],
@@ -55,6 +57,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Truth => write!(f, "scratch"),
             Source::TruthAt(seed) => write!(f, "scratch, seed {seed}"),
+            Source::TruthMean(seeds) => write!(f, "scratch, {seeds}-seed mean"),
             Source::Finetune => write!(f, "finetune"),
             Source::FinetuneLessMean => write!(f, "finetune − decision mean"),
             Source::FinetuneAt(seed) => write!(f, "finetune, seed {seed}"),
@@ -63,18 +66,49 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// The fidelity report: how each source ranks, and (with the truth trained at two seeds)
+/// how much of the truth itself is training noise.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub truth_noise: Vec<TruthNoise>,
+}
+
+/// How much of a space's from-scratch accuracies is the networks and how much the training
+/// seed, from the truth trained at two seeds on the same sample (accuracies as fractions).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TruthNoise {
+    pub space: String,
+    pub networks: usize,
+    /// Standard deviation of the truth at the first seed.
+    pub spread: f64,
+    /// What one training run adds to an accuracy: sd(first − second) / √2. A shift common
+    /// to every network (one seed's luck with the data order) does not count: it ranks
+    /// nothing.
+    pub seed_noise: f64,
+    /// Standard deviation of the networks' own accuracies: the variance of the two seeds'
+    /// mean less the noise it still holds (0 when the noise accounts for all of it).
+    pub between: f64,
+    /// The share of one run's variance that is the networks': the best squared correlation
+    /// any source can reach with a truth trained once.
+    pub reliability: f64,
+    /// The same for the mean over the two seeds, the truth the sources are ranked against.
+    pub reliability_mean: f64,
+}
+
 /// The fidelity report of `spec`'s sample: the from-scratch ground truth, BBSSP's
 /// fine-tuning at `spec`'s budget (and at the next seed, for its stability), fine-tuning
 /// less each decision's mean, and each proxy; every one made or served by the store. With
-/// `truth_repeat`, the ground truth is trained again at the next seed and ranked against
-/// itself: how much of the truth's order is its own noise, which no source can beat.
+/// `truth_repeat`, the ground truth is trained again at the next seed: ranked against the
+/// first it shows how much of the truth's order is its own noise, the sources are ranked
+/// against the two seeds' mean, and the noise is split from the networks' differences.
 pub fn report(
     m: &Module,
     cx: &Ctx<'_>,
     spec: &TrainSpec,
     proxies: &[Proxy],
     truth_repeat: bool,
-) -> Result<Vec<Row>, Diagnostics> {
+) -> Result<Report, Diagnostics> {
     let with = |method, seed| TrainSpec {
         method,
         seed,
@@ -111,6 +145,17 @@ pub fn report(
     let tuned = sources[1].clone();
     let less_mean = less_decision_mean(m, &tuned.1);
     sources.insert(2, (Source::FinetuneLessMean, less_mean, tuned.2));
+    let first = sources[0].1.clone();
+    let repeated = sources
+        .iter()
+        .find(|s| matches!(s.0, Source::TruthAt(_)))
+        .map(|s| s.1.clone());
+    // What one seed ranks is partly its own training noise; the mean over both has half
+    // its variance, so with a repeat the sources are ranked against that.
+    let (truth_all, truth_label) = match &repeated {
+        Some(second) => (mean_of(&first, second), Source::TruthMean(2)),
+        None => (first.clone(), Source::Truth),
+    };
     let spaces = cx.spaces(m)?;
     let mut groups: Vec<(String, Vec<u32>)> = spaces
         .iter()
@@ -120,6 +165,7 @@ pub fn report(
         groups.push(("*".to_string(), spaces.clone()));
     }
     let mut rows = Vec::new();
+    let mut truth_noise = Vec::new();
     for (space, members) in &groups {
         let only = |v: &BTreeMap<Handle<Network>, f64>| -> BTreeMap<Handle<Network>, f64> {
             v.iter()
@@ -127,25 +173,69 @@ pub fn report(
                 .map(|(&h, &x)| (h, x))
                 .collect()
         };
-        let truth = only(&sources[0].1);
+        let truth = only(&truth_all);
         let finetune = only(&tuned.1);
         for (source, v, seconds) in &sources {
-            for against in source.against() {
-                let base = match against {
-                    Source::Truth => &truth,
-                    _ => &finetune,
+            for &against in source.against() {
+                let (base, label) = match (source, against) {
+                    (Source::TruthAt(_), _) => (only(&first), Source::Truth),
+                    (_, Source::Truth) => (truth.clone(), truth_label),
+                    _ => (finetune.clone(), against),
                 };
                 rows.push(Row {
                     space: space.clone(),
                     source: source.to_string(),
-                    against: against.to_string(),
-                    fidelity: fidelity(m, &only(v), base, spec.seed),
+                    against: label.to_string(),
+                    fidelity: fidelity(m, &only(v), &base, spec.seed),
                     seconds_per_ssbn: *seconds,
                 });
             }
         }
+        if let Some(second) = &repeated {
+            truth_noise.push(noise(space, &only(&first), &only(second)));
+        }
     }
-    Ok(rows)
+    Ok(Report { rows, truth_noise })
+}
+
+/// The mean of two sources on the networks both have.
+fn mean_of(
+    a: &BTreeMap<Handle<Network>, f64>,
+    b: &BTreeMap<Handle<Network>, f64>,
+) -> BTreeMap<Handle<Network>, f64> {
+    a.iter()
+        .filter_map(|(h, x)| b.get(h).map(|y| (*h, (x + y) / 2.0)))
+        .collect()
+}
+
+/// The truth's noise from its two seeds' accuracies (see [`TruthNoise`]).
+pub fn noise(
+    space: &str,
+    first: &BTreeMap<Handle<Network>, f64>,
+    second: &BTreeMap<Handle<Network>, f64>,
+) -> TruthNoise {
+    let both: Vec<(f64, f64)> = first
+        .iter()
+        .filter_map(|(h, &a)| second.get(h).map(|&b| (a, b)))
+        .collect();
+    let variance = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)
+    };
+    let at_first: Vec<f64> = first.values().copied().collect();
+    let difference: Vec<f64> = both.iter().map(|(a, b)| a - b).collect();
+    let mean: Vec<f64> = both.iter().map(|(a, b)| (a + b) / 2.0).collect();
+    let noise = variance(&difference) / 2.0;
+    let between = (variance(&mean) - noise / 2.0).max(0.0);
+    TruthNoise {
+        space: space.to_string(),
+        networks: both.len(),
+        spread: variance(&at_first).sqrt(),
+        seed_noise: noise.sqrt(),
+        between: between.sqrt(),
+        reliability: between / (between + noise),
+        reliability_mean: between / (between + noise / 2.0),
+    }
 }
 
 /// Each SSBN's value less the mean of its decision's SSBNs (SSBN_0 less the mean of every
@@ -405,6 +495,38 @@ mod tests {
         let t = kendall(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]);
         assert!((t - 0.912_870_929_175_276_9).abs() < 1e-12, "{t}");
         assert!(kendall(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+    }
+
+    #[test]
+    fn truth_noise_splits_seed_noise_from_the_networks_differences() {
+        let map = |v: &[f64]| -> BTreeMap<Handle<Network>, f64> {
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| (Handle::new(i), x))
+                .collect()
+        };
+        // The second seed shifted by 10 throughout: a shift ranks nothing and is not noise.
+        // Differences −11, −9, −11, −9: variance 4/3, noise 2/3 per run. Means 6.5, 7.5,
+        // 10.5, 11.5: variance 17/3, of which 1/3 is noise, so 16/3 is the networks'.
+        let n = noise(
+            "s",
+            &map(&[1.0, 3.0, 5.0, 7.0]),
+            &map(&[12.0, 12.0, 16.0, 16.0]),
+        );
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert_eq!(n.networks, 4);
+        assert!(close(n.spread, (20.0f64 / 3.0).sqrt()), "{n:?}");
+        assert!(close(n.seed_noise, (2.0f64 / 3.0).sqrt()), "{n:?}");
+        assert!(close(n.between, (16.0f64 / 3.0).sqrt()), "{n:?}");
+        assert!(close(n.reliability, 16.0 / 18.0), "{n:?}");
+        assert!(close(n.reliability_mean, 16.0 / 17.0), "{n:?}");
+        // Seeds that reverse the order: every difference is noise, nothing is left over.
+        let n = noise("s", &map(&[1.0, 2.0, 3.0]), &map(&[3.0, 2.0, 1.0]));
+        assert!(close(n.seed_noise, 2.0f64.sqrt()), "{n:?}");
+        assert_eq!(
+            (n.between, n.reliability, n.reliability_mean),
+            (0.0, 0.0, 0.0)
+        );
     }
 
     #[test]
