@@ -65,7 +65,7 @@ pub fn print_pairs(pairs: &[PairRule]) {
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% in both probe runs and by more than the saving's spread between them, unless neither run is at twice the maps; else undecided where one said fused (probed again, at most {} tries); zero -> B: B folded into a constant when the network is compiled)",
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% in both probe runs by more than the saving's spread between them, unless neither run is at twice the maps; undecided within the spread of 50% (probed again, at most {} tries, each verdict on every run so far); zero -> B: B folded into a constant when the network is compiled)",
         pairs.len(),
         fusion::ATTEMPTS
     );

@@ -211,7 +211,7 @@ pub fn verdict(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> bool {
     }
 }
 
-/// A verdict from two independent probe runs.
+/// A verdict from independent probe runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Decision {
     pub fused: bool,
@@ -219,32 +219,54 @@ pub struct Decision {
     pub spread_ms: f64,
 }
 
-/// Fused only if each run says so — ORT settles a session in a fast or a slow mode (a
-/// depthwise conv alone 10% slower than beside its relu6), and one such run must not make a
-/// rule — and the smaller saving exceeds how far the saving moved between the runs: a
-/// saving within its own run-to-run spread is noise that happened to pass the threshold.
-/// Either way short of that, and at least one run said fused: undecided (not fused).
-pub fn decide(a: &str, runs: [(f64, f64, f64); 2]) -> Decision {
-    let says = runs.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab));
-    let saving = runs.map(|(t_a, t_b, t_ab)| saving(a, t_a, t_b, t_ab));
-    let spread_ms = (saving[0] - saving[1]).abs();
-    let fused = says[0] && says[1] && saving[0].min(saving[1]) > spread_ms;
+/// A probe's timings `(T_A, T_B, T_AB)` in each of a try's two runs.
+pub type Try = [(f64, f64, f64); 2];
+
+/// The verdict from every try of a pair, its runs pooled. Fused only if the two middle
+/// runs (by saved share; with one try, both runs) say so — ORT settles a session in a fast
+/// or a slow mode (a depthwise conv alone 10% slower than beside its relu6), and one such run
+/// must not make a rule — and each clears the threshold by more than the saving moves
+/// between the two runs of a try (the median over the tries): a saving that passes within
+/// its own run-to-run spread is noise, and a pair sitting at the threshold would come out
+/// fused in one run of the tool and not in the next. Not fused where neither middle run
+/// says fused and both fall short by more than the spread; undecided (treated as not fused)
+/// in between. Pooling, rather than deciding on the first try whose runs agree, keeps a
+/// pair from getting a fresh chance to pass with every try: the middle of more runs only
+/// settles.
+pub fn decide(a: &str, tries: &[Try]) -> Decision {
+    let share = |&(t_a, t_b, t_ab): &(f64, f64, f64)| saved_share(a, t_a, t_b, t_ab);
+    let saved = |&(t_a, t_b, t_ab): &(f64, f64, f64)| saving(a, t_a, t_b, t_ab);
+    let mut runs: Vec<(f64, f64, f64)> = tries.iter().flatten().copied().collect();
+    runs.sort_by(|x, y| share(x).total_cmp(&share(y)));
+    let n = runs.len();
+    let middle = [runs[n / 2 - 1], runs[n / 2]];
+    let mut spreads: Vec<f64> = tries
+        .iter()
+        .map(|[r0, r1]| (saved(r0) - saved(r1)).abs())
+        .collect();
+    spreads.sort_by(f64::total_cmp);
+    let k = spreads.len();
+    let spread_ms = (spreads[(k - 1) / 2] + spreads[k / 2]) / 2.0;
+    // The verdict on a run whose saving is `by` ms more (T_AB that much less).
+    let says = |by: f64| middle.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab - by));
+    let (strict, lenient) = (says(-spread_ms), says(spread_ms));
+    let fused = strict[0] && strict[1];
     Decision {
         fused,
-        undecided: !fused && (says[0] || says[1]),
+        undecided: !fused && (lenient[0] || lenient[1]),
         spread_ms,
     }
 }
 
-/// A verdict from two probe runs at each size: fused only if it is at the probe size and
+/// A verdict from the tries at each size: fused only if it is at the probe size and
 /// no larger size contradicts it — a larger size vetoes when neither of its runs calls the
 /// pair fused (an on-chip hand-over that stops once the map no longer fits), not when its
 /// runs disagree: a memory-bound op on a map beyond the cache moves by more than a small
 /// B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's 5%). Undecided
 /// where some size said fused and the pair is not fused; the spread is the probe size's,
 /// beside whose timings it is reported.
-pub fn decide_sizes(a: &str, sizes: &[[(f64, f64, f64); 2]]) -> Decision {
-    let ds: Vec<Decision> = sizes.iter().map(|runs| decide(a, *runs)).collect();
+pub fn decide_sizes(a: &str, sizes: &[Vec<Try>]) -> Decision {
+    let ds: Vec<Decision> = sizes.iter().map(|tries| decide(a, tries)).collect();
     let fused = ds[0].fused && ds[1..].iter().all(|d| d.fused || d.undecided);
     Decision {
         fused,
@@ -271,8 +293,8 @@ pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
 
 /// Pairs of probe runs an undecided pair gets before it is left undecided. A shared machine
 /// has slow spells that can move one run's conv by more than a batch norm costs; a pair the
-/// runs disagree on is probed again from scratch, and a later pair of runs that agrees (fused
-/// or not) decides it. Each attempt must pass the same test as the first.
+/// runs disagree on is probed again, and the verdict is taken again on every run so far
+/// ([`decide`]), so one slow spell is outvoted rather than retried away.
 pub const ATTEMPTS: u32 = 3;
 
 /// Elements of the largest tensor of a probe, at least: smaller probes run in a few
@@ -490,6 +512,7 @@ fn test_pairs(
         .map(|n| backend.lower(n))
         .collect::<Result<_, _>>()?;
     let mut pending: Vec<usize> = (0..todo.len()).collect();
+    let mut tries = Vec::new();
     for attempt in 1..=ATTEMPTS {
         // The per-call probe and the trios of the pairs not yet decided.
         let picked: Vec<usize> = std::iter::once(0)
@@ -505,10 +528,11 @@ fn test_pairs(
                 pending.len()
             ));
         }
-        let runs = run_twice(backend, &lowered, &picked, protocol)?;
+        // A pending pair was picked in every try so far: each of them holds its runs.
+        tries.push(run_twice(backend, &lowered, &picked, protocol)?);
         let mut undecided = Vec::new();
         for &k in &pending {
-            let verdict = verdict_of(todo[k], first[k], &runs, attempt);
+            let verdict = verdict_of(todo[k], first[k], &tries);
             if verdict.undecided && attempt < ATTEMPTS {
                 undecided.push(k);
             } else {
@@ -546,24 +570,33 @@ fn run_twice(
     Ok([run()?, run()?])
 }
 
-/// The verdict on probe `p`, whose trios start at `first` in `runs` (the per-call probe at
-/// 0), from the runs of try `attempt`.
-fn verdict_of(p: &Probe, first: usize, runs: &[Vec<f64>; 2], attempt: u32) -> PairRule {
+/// The verdict on probe `p`, whose trios start at `first` in each run (the per-call probe
+/// at 0), from the runs of every try so far.
+fn verdict_of(p: &Probe, first: usize, tries: &[[Vec<f64>; 2]]) -> PairRule {
     // Net of the per-call cost every probe pays once, so T_A + T_B does not count it twice.
     let times = |t: &[f64], size: usize| {
         let net = |i: usize| (t[first + 3 * size + i] - t[0]).max(0.0);
         (net(0), net(1), net(2))
     };
-    let best: Vec<f64> = runs[0]
-        .iter()
-        .zip(&runs[1])
-        .map(|(a, b)| a.min(*b))
+    let best: Vec<f64> = (0..tries[0][0].len())
+        .map(|i| {
+            tries
+                .iter()
+                .flatten()
+                .map(|run| run[i])
+                .fold(f64::INFINITY, f64::min)
+        })
         .collect();
     let (t_a, t_b, t_ab) = times(&best, 0);
     let d = decide_sizes(
         &p.a,
         &(0..p.sizes.len())
-            .map(|size| [times(&runs[0], size), times(&runs[1], size)])
+            .map(|size| {
+                tries
+                    .iter()
+                    .map(|[r0, r1]| [times(r0, size), times(r1, size)])
+                    .collect()
+            })
             .collect::<Vec<_>>(),
     );
     PairRule {
@@ -576,7 +609,7 @@ fn verdict_of(p: &Probe, first: usize, runs: &[Vec<f64>; 2], attempt: u32) -> Pa
         fused: d.fused,
         spread_ms: d.spread_ms,
         undecided: d.undecided,
-        attempts: attempt,
+        attempts: tries.len() as u32,
     }
 }
 
@@ -595,22 +628,63 @@ mod tests {
     #[test]
     fn a_saving_within_its_run_to_run_spread_is_undecided() {
         // Both runs save well over half the cheaper op: fused, spread 0.02 ms.
-        let d = decide("conv", [(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)]);
+        let d = decide("conv", &[[(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)]]);
         assert!(d.fused && !d.undecided, "{d:?}");
         assert!((d.spread_ms - 0.02).abs() < 1e-12);
         // Each run passes the threshold, but the saving (0.25 ms, then 0.55 ms) moved by
         // more than the smaller one: noise that passed twice.
-        let d = decide("conv", [(1.0, 0.4, 1.15), (1.3, 0.4, 1.15)]);
+        let d = decide("conv", &[[(1.0, 0.4, 1.15), (1.3, 0.4, 1.15)]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // One run fused, the other not.
-        let d = decide("conv", [(1.0, 0.4, 1.0), (1.0, 0.4, 1.35)]);
+        let d = decide("conv", &[[(1.0, 0.4, 1.0), (1.0, 0.4, 1.35)]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // Neither: not fused, and not undecided either.
-        let d = decide("conv", [(1.0, 0.4, 1.4), (1.0, 0.4, 1.39)]);
+        let d = decide("conv", &[[(1.0, 0.4, 1.4), (1.0, 0.4, 1.39)]]);
         assert!(!d.fused && !d.undecided, "{d:?}");
         // A constant A: the saving is T_B − T_AB.
-        let d = decide(CONSTANT, [(0.01, 0.4, 0.01), (0.02, 0.4, 0.012)]);
+        let d = decide(CONSTANT, &[[(0.01, 0.4, 0.01), (0.02, 0.4, 0.012)]]);
         assert!(d.fused, "{d:?}");
+    }
+
+    #[test]
+    fn a_saving_within_its_spread_of_the_threshold_is_undecided() {
+        // Half the 0.4 ms B is 0.2 ms. Savings 0.21 and 0.23 both pass, but by less than
+        // they moved (0.02 ms): undecided, not fused.
+        let d = decide("conv", &[[(1.0, 0.4, 1.19), (1.0, 0.4, 1.17)]]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+        // Short of it by more than the spread (0.19 and 0.185 ms): not fused.
+        let d = decide("conv", &[[(1.0, 0.4, 1.21), (1.0, 0.4, 1.215)]]);
+        assert!(!d.fused && !d.undecided, "{d:?}");
+        // Short of it, but within the spread (0.19 and 0.17 ms): undecided.
+        let d = decide("conv", &[[(1.0, 0.4, 1.21), (1.0, 0.4, 1.23)]]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+    }
+
+    #[test]
+    fn tries_are_pooled_so_one_slow_run_is_outvoted_and_a_late_try_is_no_fresh_chance() {
+        // A slow spell in the first try (A 0.3 ms slower, the pair's saving gone): undecided
+        // alone; with a second, steady try the middle runs save 0.39 and 0.4 ms, past the
+        // 0.2 ms threshold by more than the median spread (0.18 ms): fused.
+        let slow = [(1.0, 0.4, 1.0), (1.3, 0.4, 1.65)];
+        let steady = [(1.0, 0.4, 1.0), (1.0, 0.4, 1.01)];
+        let d = decide("conv", &[slow]);
+        assert!(!d.fused && d.undecided, "{d:?}");
+        let d = decide("conv", &[slow, steady]);
+        assert!(d.fused && !d.undecided, "{d:?}");
+        assert!((d.spread_ms - 0.18).abs() < 1e-12, "{d:?}");
+        // A pair at the threshold: two tries each with one run either side of it, then a
+        // third whose runs both pass. That try alone says fused; pooled, the middle runs
+        // (0.22 and 0.224 ms) pass by less than the median spread (0.04 ms): undecided.
+        let third = [(1.0, 0.4, 1.16), (1.0, 0.4, 1.156)];
+        let d = decide("conv", &[third]);
+        assert!(d.fused, "{d:?}");
+        let tries = [
+            [(1.0, 0.4, 1.22), (1.0, 0.4, 1.18)],
+            [(1.0, 0.4, 1.224), (1.0, 0.4, 1.176)],
+            third,
+        ];
+        let d = decide("conv", &tries);
+        assert!(!d.fused && d.undecided, "{d:?}");
     }
 
     #[test]
@@ -619,19 +693,19 @@ mod tests {
         let apart = [(4.0, 1.6, 5.6), (4.0, 1.6, 5.58)];
         // At the larger size one run saves all of B and the other little: noise, no veto.
         let noisy = [(4.0, 0.4, 4.0), (4.4, 0.4, 4.7)];
-        let d = decide_sizes("conv", &[fused, fused]);
+        let d = decide_sizes("conv", &[vec![fused], vec![fused]]);
         assert!(d.fused && !d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[fused, noisy]);
+        let d = decide_sizes("conv", &[vec![fused], vec![noisy]]);
         assert!(d.fused && !d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[noisy, fused]);
+        let d = decide_sizes("conv", &[vec![noisy], vec![fused]]);
         assert!(!d.fused && d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[fused, apart]);
+        let d = decide_sizes("conv", &[vec![fused], vec![apart]]);
         assert!(!d.fused && d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[apart, fused]);
+        let d = decide_sizes("conv", &[vec![apart], vec![fused]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // The spread reported is the probe size's.
         assert!((d.spread_ms - 0.02).abs() < 1e-12, "{d:?}");
-        let d = decide_sizes("conv", &[apart, apart]);
+        let d = decide_sizes("conv", &[vec![apart], vec![apart]]);
         assert!(!d.fused && !d.undecided, "{d:?}");
     }
 }
