@@ -342,13 +342,13 @@ impl EvalArgs {
 /// Prints the fidelity table and writes it as JSON.
 pub fn print_fidelity(report: &Report, file: &Path, out: &Path) -> Result<()> {
     println!(
-        "{:<8} {:<26} {:<9} {:>4} {:>7} {:>17} {:>7} {:>8} {:>5} {:>9}",
+        "{:<8} {:<26} {:<20} {:>4} {:>7} {:>17} {:>7} {:>8} {:>5} {:>9}",
         "space", "source", "against", "n", "tau", "tau 95% CI", "rho", "tau/dec", "top3", "s/SSBN"
     );
     for r in &report.rows {
         let f = &r.fidelity;
         println!(
-            "{:<8} {:<26} {:<9} {:>4} {:>7.3} {:>17} {:>7.3} {:>8} {:>5} {:>9.2}",
+            "{:<8} {:<26} {:<20} {:>4} {:>7.3} {:>17} {:>7.3} {:>8} {:>5} {:>9.2}",
             r.space,
             r.source,
             r.against,
