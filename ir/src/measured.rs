@@ -203,7 +203,8 @@ impl Selection {
 }
 
 /// The fusion test's verdict on one op pair `a → b` at one place (the shapes it was tested
-/// at), with the times it rests on (ms, net of the per-call cost).
+/// at), with the times it rests on (ms, net of the per-call cost: the mean of the two runs
+/// that decided it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PairRule {
     pub a: String,
@@ -213,12 +214,12 @@ pub struct PairRule {
     pub t_b: f64,
     pub t_ab: f64,
     pub fused: bool,
-    /// How far the saving `T_A + T_B − T_AB` moved between the independent probe runs
-    /// (ms; 0 in verdicts stored before it was recorded).
+    /// How far the saving `T_A + T_B − T_AB` moved between the two runs of a try (ms; the
+    /// median over the tries; 0 in verdicts stored before it was recorded).
     #[serde(default)]
     pub spread_ms: f64,
-    /// The runs disagreed, or the saving is within its own run-to-run spread: treated as
-    /// not fused, and said so.
+    /// The runs disagreed, or the saving is within its run-to-run spread of the threshold:
+    /// treated as not fused, and said so.
     #[serde(default)]
     pub undecided: bool,
     /// Pairs of probe runs it took: more than one where the first were undecided (1 in

@@ -217,6 +217,8 @@ pub struct Decision {
     pub fused: bool,
     pub undecided: bool,
     pub spread_ms: f64,
+    /// The mean `(T_A, T_B, T_AB)` of the two runs that decided.
+    pub times: (f64, f64, f64),
 }
 
 /// A probe's timings `(T_A, T_B, T_AB)` in each of a try's two runs.
@@ -251,10 +253,12 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
     let says = |by: f64| middle.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab - by));
     let (strict, lenient) = (says(-spread_ms), says(spread_ms));
     let fused = strict[0] && strict[1];
+    let [(a0, b0, ab0), (a1, b1, ab1)] = middle;
     Decision {
         fused,
         undecided: !fused && (lenient[0] || lenient[1]),
         spread_ms,
+        times: ((a0 + a1) / 2.0, (b0 + b1) / 2.0, (ab0 + ab1) / 2.0),
     }
 }
 
@@ -263,8 +267,8 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
 /// pair fused (an on-chip hand-over that stops once the map no longer fits), not when its
 /// runs disagree: a memory-bound op on a map beyond the cache moves by more than a small
 /// B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's 5%). Undecided
-/// where some size said fused and the pair is not fused; the spread is the probe size's,
-/// beside whose timings it is reported.
+/// where some size said fused and the pair is not fused; the spread and the times are the
+/// probe size's.
 pub fn decide_sizes(a: &str, sizes: &[Vec<Try>]) -> Decision {
     let ds: Vec<Decision> = sizes.iter().map(|tries| decide(a, tries)).collect();
     let fused = ds[0].fused && ds[1..].iter().all(|d| d.fused || d.undecided);
@@ -272,6 +276,7 @@ pub fn decide_sizes(a: &str, sizes: &[Vec<Try>]) -> Decision {
         fused,
         undecided: !fused && ds.iter().any(|d| d.fused || d.undecided),
         spread_ms: ds[0].spread_ms,
+        times: ds[0].times,
     }
 }
 
@@ -578,16 +583,6 @@ fn verdict_of(p: &Probe, first: usize, tries: &[[Vec<f64>; 2]]) -> PairRule {
         let net = |i: usize| (t[first + 3 * size + i] - t[0]).max(0.0);
         (net(0), net(1), net(2))
     };
-    let best: Vec<f64> = (0..tries[0][0].len())
-        .map(|i| {
-            tries
-                .iter()
-                .flatten()
-                .map(|run| run[i])
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
-    let (t_a, t_b, t_ab) = times(&best, 0);
     let d = decide_sizes(
         &p.a,
         &(0..p.sizes.len())
@@ -599,6 +594,7 @@ fn verdict_of(p: &Probe, first: usize, tries: &[[Vec<f64>; 2]]) -> PairRule {
             })
             .collect::<Vec<_>>(),
     );
+    let (t_a, t_b, t_ab) = d.times;
     PairRule {
         a: p.a.clone(),
         b: p.b.clone(),
@@ -672,6 +668,12 @@ mod tests {
         let d = decide("conv", &[slow, steady]);
         assert!(d.fused && !d.undecided, "{d:?}");
         assert!((d.spread_ms - 0.18).abs() < 1e-12, "{d:?}");
+        // The times reported are the deciding runs' mean, not the slow run's.
+        let (t_a, t_b, t_ab) = d.times;
+        assert!(
+            (t_a - 1.0).abs() < 1e-12 && (t_b - 0.4).abs() < 1e-12 && (t_ab - 1.005).abs() < 1e-12,
+            "{d:?}"
+        );
         // A pair at the threshold: two tries each with one run either side of it, then a
         // third whose runs both pass. That try alone says fused; pooled, the middle runs
         // (0.22 and 0.224 ms) pass by less than the median spread (0.04 ms): undecided.
