@@ -8,7 +8,7 @@
 
 use crate::kernels::{FusionRules, CONSTANT};
 use spacetune_backends::{
-    measure::measure_together, measure::Protocol, store::Store, Backend, Lowered,
+    measure::measure_together, measure::quantile, measure::Protocol, store::Store, Backend, Lowered,
 };
 pub use spacetune_ir::PairRule;
 use spacetune_ir::{Diagnostic, Diagnostics, Graph, Module, Network, Prim, Region, Shape};
@@ -242,13 +242,11 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
     runs.sort_by(|x, y| share(x).total_cmp(&share(y)));
     let n = runs.len();
     let middle = [runs[n / 2 - 1], runs[n / 2]];
-    let mut spreads: Vec<f64> = tries
+    let spreads: Vec<f64> = tries
         .iter()
         .map(|[r0, r1]| (saved(r0) - saved(r1)).abs())
         .collect();
-    spreads.sort_by(f64::total_cmp);
-    let k = spreads.len();
-    let spread_ms = (spreads[(k - 1) / 2] + spreads[k / 2]) / 2.0;
+    let spread_ms = quantile(&spreads, 0.5);
     // The verdict on a run whose saving is `by` ms more (T_AB that much less).
     let says = |by: f64| middle.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab - by));
     let (strict, lenient) = (says(-spread_ms), says(spread_ms));
