@@ -65,10 +65,16 @@ pub fn print_pairs(pairs: &[PairRule]) {
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused above 50% in both probe runs by more than the saving's spread between them, unless neither run is at twice the maps; undecided within the spread of 50% (probed again, at most {} tries, each verdict on every run so far); zero -> B: B folded into a constant when the network is compiled)",
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused where the middle one of three probe runs, each in a process of its own, saves above 50% by more than the saving's spread between them, and twice the maps do not say otherwise; undecided within the spread of 50% (probed again, at most {} tries of three runs, each verdict on every run so far); zero -> B: B folded into a constant when the network is compiled)",
         pairs.len(),
         fusion::ATTEMPTS
     );
+    let shared = pairs.iter().filter(|p| !p.apart).count();
+    if shared > 0 {
+        println!(
+            "{shared} of these verdicts rest on runs that shared one process, so their spread leaves out how much a probe moves from one process to the next (`--redo` tests them again, each run in a process of its own)"
+        );
+    }
 }
 
 pub fn fusion_rules(m: Option<&Module>, args: &FusionArgs) -> Result<()> {

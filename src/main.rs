@@ -81,6 +81,15 @@ enum Command {
     /// the chosen network emitted, retrained and measured beside SSBN_0 and the baselines
     /// (`run` to `compare`; `--until emit` or `--no-baselines` for the chosen network alone)
     Search(run::RunArgs),
+    /// Times the networks of a request read from standard input on a backend and writes
+    /// their p10s to standard output (a fresh process for each fusion-test run)
+    #[command(hide = true)]
+    TimeApart {
+        #[arg(long)]
+        backend: String,
+        #[arg(short = 'o', long = "option")]
+        options: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -267,6 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             latency::fusion_rules(m.as_ref(), &args)?;
         }
         Command::LatencyEval(args) => return latency::command(&args, dump),
+        Command::TimeApart { backend, options } => measure::time_apart(&backend, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -65,6 +65,21 @@ impl World {
         let store = backends::store::open(&on.db)?;
         let protocol = Protocol {
             pin: on.cpu,
+            // The fusion test's runs are each timed in a process of this program.
+            apart: std::env::current_exe()
+                .ok()
+                .map(|program| backends::apart::Apart {
+                    program,
+                    args: ["time-apart", "--backend", &on.backend]
+                        .into_iter()
+                        .map(String::from)
+                        .chain(
+                            on.options
+                                .iter()
+                                .flat_map(|o| ["-o".to_string(), o.clone()]),
+                        )
+                        .collect(),
+                }),
             ..on.protocol.protocol()
         };
         Ok(World {
@@ -100,6 +115,17 @@ pub struct MeasureArgs {
     /// Only this space (by name)
     #[arg(long)]
     pub space: Option<String>,
+}
+
+/// `spacetune time-apart`: the child's side of a run timed in a process of its own.
+pub fn time_apart(backend: &str, options: &[String]) -> Result<()> {
+    let backend = backends::lookup(backend, &backends::Options::parse(options)?)?;
+    backends::apart::serve(
+        backend.as_ref(),
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    )?;
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -6,6 +6,7 @@
 //! optional per-layer profile. Measurements are keyed by [`Fingerprint`] + network hash and
 //! kept in the [`store`].
 
+pub mod apart;
 pub mod data;
 pub mod exec;
 pub mod measure;

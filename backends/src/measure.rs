@@ -74,6 +74,11 @@ pub struct Protocol {
     pub drift: f64,
     /// The core the timing thread is pinned to while it times a chunk.
     pub pin: Pin,
+    /// Where the fusion test's runs are timed, each in a process of its own; `None` (a
+    /// library caller with no program to start) times them in this one, and its verdicts
+    /// say so. Not a setting of the timing itself, so not in the label.
+    #[serde(skip)]
+    pub apart: Option<crate::apart::Apart>,
 }
 
 impl Default for Protocol {
@@ -94,6 +99,7 @@ impl Default for Protocol {
             attempts: 4,
             drift: 0.03,
             pin: Pin::Last,
+            apart: None,
         }
     }
 }

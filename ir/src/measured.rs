@@ -226,6 +226,11 @@ pub struct PairRule {
     /// verdicts stored before undecided pairs were probed again).
     #[serde(default = "one")]
     pub attempts: u32,
+    /// Each run was timed in a process of its own, so the spread is the one between runs
+    /// of the tool; false where every run shared one process (and in verdicts stored
+    /// before runs were timed apart).
+    #[serde(default)]
+    pub apart: bool,
 }
 
 fn one() -> u32 {

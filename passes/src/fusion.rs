@@ -217,52 +217,66 @@ pub struct Decision {
     pub fused: bool,
     pub undecided: bool,
     pub spread_ms: f64,
-    /// The mean `(T_A, T_B, T_AB)` of the two runs that decided.
+    /// The mean `(T_A, T_B, T_AB)` of the runs that decided.
     pub times: (f64, f64, f64),
 }
 
-/// A probe's timings `(T_A, T_B, T_AB)` in each of a try's two runs.
-pub type Try = [(f64, f64, f64); 2];
+/// A probe's timings `(T_A, T_B, T_AB)` in each run of a try ([`RUNS`] of them).
+pub type Try = Vec<(f64, f64, f64)>;
 
-/// The verdict from every try of a pair, its runs pooled. Fused only if the two middle
-/// runs (by saved share; with one try, both runs) say so — ORT settles a session in a fast
-/// or a slow mode (a depthwise conv alone 10% slower than beside its relu6), and one such run
-/// must not make a rule — and each clears the threshold by more than the saving moves
-/// between the two runs of a try (the median over the tries): a saving that passes within
-/// its own run-to-run spread is noise, and a pair sitting at the threshold would come out
-/// fused in one run of the tool and not in the next. Not fused where neither middle run
-/// says fused and both fall short by more than the spread; undecided (treated as not fused)
-/// in between. Pooling, rather than deciding on the first try whose runs agree, keeps a
-/// pair from getting a fresh chance to pass with every try: the middle of more runs only
-/// settles.
+/// Runs in a try, each in a process of its own where the protocol can start one. Three, not
+/// two: two processes agree by chance often enough for a pair that moves between processes
+/// (TVM's conv+bn→relu6 saves 32% of its relu6 in one process and 113% in the next) to be
+/// called fused on its first try in one run of the tool and undecided in the next.
+pub const RUNS: usize = 3;
+
+/// The verdict from every try of a pair, its runs pooled. Fused only if the middle runs
+/// (by saved share: the median run, or the two beside the median of an even count) say so —
+/// ORT settles a session in a fast or a slow mode (a depthwise conv alone 10% slower than
+/// beside its relu6), and one such run must not make a rule — and each clears the threshold
+/// by more than the saving moves between the runs of a try (its range; the median over the
+/// tries): a saving that passes within its own run-to-run spread is noise, and a pair
+/// sitting at the threshold would come out fused in one run of the tool and not in the
+/// next. Not fused where no middle run says fused and all fall short by more than the
+/// spread; undecided (treated as not fused) in between. Pooling, rather than deciding on
+/// the first try whose runs agree, keeps a pair from getting a fresh chance to pass with
+/// every try: the middle of more runs only settles.
 pub fn decide(a: &str, tries: &[Try]) -> Decision {
     let share = |&(t_a, t_b, t_ab): &(f64, f64, f64)| saved_share(a, t_a, t_b, t_ab);
     let saved = |&(t_a, t_b, t_ab): &(f64, f64, f64)| saving(a, t_a, t_b, t_ab);
     let mut runs: Vec<(f64, f64, f64)> = tries.iter().flatten().copied().collect();
     runs.sort_by(|x, y| share(x).total_cmp(&share(y)));
     let n = runs.len();
-    let middle = [runs[n / 2 - 1], runs[n / 2]];
+    let middle = &runs[(n - 1) / 2..=n / 2];
     let spreads: Vec<f64> = tries
         .iter()
-        .map(|[r0, r1]| (saved(r0) - saved(r1)).abs())
+        .map(|runs| {
+            let s = runs.iter().map(saved);
+            s.clone().fold(f64::NEG_INFINITY, f64::max) - s.fold(f64::INFINITY, f64::min)
+        })
         .collect();
     let spread_ms = quantile(&spreads, 0.5);
-    // The verdict on a run whose saving is `by` ms more (T_AB that much less).
-    let says = |by: f64| middle.map(|(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab - by));
-    let (strict, lenient) = (says(-spread_ms), says(spread_ms));
-    let fused = strict[0] && strict[1];
-    let [(a0, b0, ab0), (a1, b1, ab1)] = middle;
+    // The verdict on each middle run were its saving `by` ms more (T_AB that much less).
+    let says = |by: f64| -> Vec<bool> {
+        middle
+            .iter()
+            .map(|&(t_a, t_b, t_ab)| verdict(a, t_a, t_b, t_ab - by))
+            .collect()
+    };
+    let fused = says(-spread_ms).iter().all(|&v| v);
+    let mean =
+        |f: fn(&(f64, f64, f64)) -> f64| middle.iter().map(f).sum::<f64>() / middle.len() as f64;
     Decision {
         fused,
-        undecided: !fused && (lenient[0] || lenient[1]),
+        undecided: !fused && says(spread_ms).iter().any(|&v| v),
         spread_ms,
-        times: ((a0 + a1) / 2.0, (b0 + b1) / 2.0, (ab0 + ab1) / 2.0),
+        times: (mean(|r| r.0), mean(|r| r.1), mean(|r| r.2)),
     }
 }
 
 /// A verdict from the tries at each size: fused only if it is at the probe size and
-/// no larger size contradicts it — a larger size vetoes when neither of its runs calls the
-/// pair fused (an on-chip hand-over that stops once the map no longer fits), not when its
+/// no larger size contradicts it — a larger size vetoes when it is not fused and not
+/// undecided either (an on-chip hand-over that stops once the map no longer fits), not when its
 /// runs disagree: a memory-bound op on a map beyond the cache moves by more than a small
 /// B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's 5%). Undecided
 /// where some size said fused and the pair is not fused; the spread and the times are the
@@ -294,7 +308,7 @@ pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
     saving(a, t_a, t_b, t_ab) / cheaper.max(1e-9)
 }
 
-/// Pairs of probe runs an undecided pair gets before it is left undecided. A shared machine
+/// Tries (of [`RUNS`] probe runs each) an undecided pair gets before it is left undecided. A shared machine
 /// has slow spells that can move one run's conv by more than a batch norm costs; a pair the
 /// runs disagree on is probed again, and the verdict is taken again on every run so far
 /// ([`decide`]), so one slow spell is outvoted rather than retried away.
@@ -506,9 +520,14 @@ fn test_pairs(
         }
     }
     progress.note(&format!(
-        "fusion test: {} op pairs on {fingerprint} ({} networks)",
+        "fusion test: {} op pairs on {fingerprint} ({} networks; each run {})",
         todo.len(),
-        nets.len()
+        nets.len(),
+        if protocol.apart.is_some() {
+            "in a process of its own"
+        } else {
+            "in this process"
+        }
     ));
     let lowered: Vec<Lowered> = nets
         .iter()
@@ -532,10 +551,10 @@ fn test_pairs(
             ));
         }
         // A pending pair was picked in every try so far: each of them holds its runs.
-        tries.push(run_twice(backend, &lowered, &picked, protocol)?);
+        tries.push(run_try(backend, &lowered, &picked, protocol)?);
         let mut undecided = Vec::new();
         for &k in &pending {
-            let verdict = verdict_of(todo[k], first[k], &tries);
+            let verdict = verdict_of(todo[k], first[k], &tries, protocol.apart.is_some());
             if verdict.undecided && attempt < ATTEMPTS {
                 undecided.push(k);
             } else {
@@ -551,31 +570,36 @@ fn test_pairs(
 }
 
 /// The networks of `lowered` at `picked`, all interleaved so machine drift hits A, B and A→B
-/// alike, and timed twice, each run in sessions of its own (compiled artefacts are cached:
-/// later runs only time). Each run's p10 per network of `lowered`, NaN where not picked.
-fn run_twice(
+/// alike, and timed [`RUNS`] times, each run in sessions of its own (compiled artefacts are
+/// cached: later runs only time) and, where the protocol can start one, in a process of its
+/// own. Each run's p10 per network of `lowered`, NaN where not picked.
+fn run_try(
     backend: &dyn Backend,
     lowered: &[Lowered],
     picked: &[usize],
     protocol: &Protocol,
-) -> Result<[Vec<f64>; 2], Failure> {
+) -> Result<Vec<Vec<f64>>, Failure> {
     let subset: Vec<Lowered> = picked.iter().map(|&i| lowered[i].clone()).collect();
     let run = || -> Result<Vec<f64>, Failure> {
+        let p10s = match &protocol.apart {
+            Some(apart) => apart.measure(backend, &subset, protocol)?,
+            None => measure_together(backend, &subset, protocol)?
+                .iter()
+                .map(|l| l.p10_ms)
+                .collect(),
+        };
         let mut t = vec![f64::NAN; lowered.len()];
-        for (&i, l) in picked
-            .iter()
-            .zip(measure_together(backend, &subset, protocol)?)
-        {
-            t[i] = l.p10_ms;
+        for (&i, p10) in picked.iter().zip(p10s) {
+            t[i] = p10;
         }
         Ok(t)
     };
-    Ok([run()?, run()?])
+    (0..RUNS).map(|_| run()).collect()
 }
 
 /// The verdict on probe `p`, whose trios start at `first` in each run (the per-call probe
 /// at 0), from the runs of every try so far.
-fn verdict_of(p: &Probe, first: usize, tries: &[[Vec<f64>; 2]]) -> PairRule {
+fn verdict_of(p: &Probe, first: usize, tries: &[Vec<Vec<f64>>], apart: bool) -> PairRule {
     // Net of the per-call cost every probe pays once, so T_A + T_B does not count it twice.
     let times = |t: &[f64], size: usize| {
         let net = |i: usize| (t[first + 3 * size + i] - t[0]).max(0.0);
@@ -587,7 +611,7 @@ fn verdict_of(p: &Probe, first: usize, tries: &[[Vec<f64>; 2]]) -> PairRule {
             .map(|size| {
                 tries
                     .iter()
-                    .map(|[r0, r1]| [times(r0, size), times(r1, size)])
+                    .map(|runs| runs.iter().map(|r| times(r, size)).collect())
                     .collect()
             })
             .collect::<Vec<_>>(),
@@ -604,6 +628,7 @@ fn verdict_of(p: &Probe, first: usize, tries: &[[Vec<f64>; 2]]) -> PairRule {
         spread_ms: d.spread_ms,
         undecided: d.undecided,
         attempts: tries.len() as u32,
+        apart,
     }
 }
 
@@ -622,21 +647,21 @@ mod tests {
     #[test]
     fn a_saving_within_its_run_to_run_spread_is_undecided() {
         // Both runs save well over half the cheaper op: fused, spread 0.02 ms.
-        let d = decide("conv", &[[(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)]]);
         assert!(d.fused && !d.undecided, "{d:?}");
         assert!((d.spread_ms - 0.02).abs() < 1e-12);
         // Each run passes the threshold, but the saving (0.25 ms, then 0.55 ms) moved by
         // more than the smaller one: noise that passed twice.
-        let d = decide("conv", &[[(1.0, 0.4, 1.15), (1.3, 0.4, 1.15)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.15), (1.3, 0.4, 1.15)]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // One run fused, the other not.
-        let d = decide("conv", &[[(1.0, 0.4, 1.0), (1.0, 0.4, 1.35)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.35)]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // Neither: not fused, and not undecided either.
-        let d = decide("conv", &[[(1.0, 0.4, 1.4), (1.0, 0.4, 1.39)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.4), (1.0, 0.4, 1.39)]]);
         assert!(!d.fused && !d.undecided, "{d:?}");
         // A constant A: the saving is T_B − T_AB.
-        let d = decide(CONSTANT, &[[(0.01, 0.4, 0.01), (0.02, 0.4, 0.012)]]);
+        let d = decide(CONSTANT, &[vec![(0.01, 0.4, 0.01), (0.02, 0.4, 0.012)]]);
         assert!(d.fused, "{d:?}");
     }
 
@@ -644,13 +669,13 @@ mod tests {
     fn a_saving_within_its_spread_of_the_threshold_is_undecided() {
         // Half the 0.4 ms B is 0.2 ms. Savings 0.21 and 0.23 both pass, but by less than
         // they moved (0.02 ms): undecided, not fused.
-        let d = decide("conv", &[[(1.0, 0.4, 1.19), (1.0, 0.4, 1.17)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.19), (1.0, 0.4, 1.17)]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // Short of it by more than the spread (0.19 and 0.185 ms): not fused.
-        let d = decide("conv", &[[(1.0, 0.4, 1.21), (1.0, 0.4, 1.215)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.21), (1.0, 0.4, 1.215)]]);
         assert!(!d.fused && !d.undecided, "{d:?}");
         // Short of it, but within the spread (0.19 and 0.17 ms): undecided.
-        let d = decide("conv", &[[(1.0, 0.4, 1.21), (1.0, 0.4, 1.23)]]);
+        let d = decide("conv", &[vec![(1.0, 0.4, 1.21), (1.0, 0.4, 1.23)]]);
         assert!(!d.fused && d.undecided, "{d:?}");
     }
 
@@ -659,9 +684,9 @@ mod tests {
         // A slow spell in the first try (A 0.3 ms slower, the pair's saving gone): undecided
         // alone; with a second, steady try the middle runs save 0.39 and 0.4 ms, past the
         // 0.2 ms threshold by more than the median spread (0.18 ms): fused.
-        let slow = [(1.0, 0.4, 1.0), (1.3, 0.4, 1.65)];
-        let steady = [(1.0, 0.4, 1.0), (1.0, 0.4, 1.01)];
-        let d = decide("conv", &[slow]);
+        let slow = vec![(1.0, 0.4, 1.0), (1.3, 0.4, 1.65)];
+        let steady = vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.01)];
+        let d = decide("conv", std::slice::from_ref(&slow));
         assert!(!d.fused && d.undecided, "{d:?}");
         let d = decide("conv", &[slow, steady]);
         assert!(d.fused && !d.undecided, "{d:?}");
@@ -675,12 +700,12 @@ mod tests {
         // A pair at the threshold: two tries each with one run either side of it, then a
         // third whose runs both pass. That try alone says fused; pooled, the middle runs
         // (0.22 and 0.224 ms) pass by less than the median spread (0.04 ms): undecided.
-        let third = [(1.0, 0.4, 1.16), (1.0, 0.4, 1.156)];
-        let d = decide("conv", &[third]);
+        let third = vec![(1.0, 0.4, 1.16), (1.0, 0.4, 1.156)];
+        let d = decide("conv", std::slice::from_ref(&third));
         assert!(d.fused, "{d:?}");
         let tries = [
-            [(1.0, 0.4, 1.22), (1.0, 0.4, 1.18)],
-            [(1.0, 0.4, 1.224), (1.0, 0.4, 1.176)],
+            vec![(1.0, 0.4, 1.22), (1.0, 0.4, 1.18)],
+            vec![(1.0, 0.4, 1.224), (1.0, 0.4, 1.176)],
             third,
         ];
         let d = decide("conv", &tries);
@@ -688,24 +713,53 @@ mod tests {
     }
 
     #[test]
+    fn a_try_of_three_runs_is_decided_by_its_median_run_against_its_range() {
+        // Savings 0.4, 0.39 and 0.1 ms (one process slow on the pair): the median run saves
+        // 0.39 ms, past the 0.2 ms threshold by less than the range (0.3 ms): undecided.
+        let d = decide(
+            "conv",
+            &[vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.01), (1.0, 0.4, 1.3)]],
+        );
+        assert!(!d.fused && d.undecided, "{d:?}");
+        assert!((d.spread_ms - 0.3).abs() < 1e-12, "{d:?}");
+        // Three processes within 0.02 ms: the median run decides, and its times are shown.
+        let d = decide(
+            "conv",
+            &[vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.02), (1.0, 0.4, 1.01)]],
+        );
+        assert!(d.fused && !d.undecided, "{d:?}");
+        assert!((d.times.2 - 1.01).abs() < 1e-12, "{d:?}");
+        // Two tries of three: the two beside the median of six (0.39 ms each) decide,
+        // against the median range (0.16 ms): fused.
+        let d = decide(
+            "conv",
+            &[
+                vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.01), (1.0, 0.4, 1.3)],
+                vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.01), (1.0, 0.4, 1.02)],
+            ],
+        );
+        assert!(d.fused && (d.spread_ms - 0.16).abs() < 1e-12, "{d:?}");
+    }
+
+    #[test]
     fn a_pair_fused_at_one_probe_size_only_is_undecided() {
-        let fused = [(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)];
-        let apart = [(4.0, 1.6, 5.6), (4.0, 1.6, 5.58)];
+        let fused = vec![(1.0, 0.4, 1.0), (1.0, 0.4, 1.02)];
+        let apart = vec![(4.0, 1.6, 5.6), (4.0, 1.6, 5.58)];
         // At the larger size one run saves all of B and the other little: noise, no veto.
-        let noisy = [(4.0, 0.4, 4.0), (4.4, 0.4, 4.7)];
-        let d = decide_sizes("conv", &[vec![fused], vec![fused]]);
+        let noisy = vec![(4.0, 0.4, 4.0), (4.4, 0.4, 4.7)];
+        let d = decide_sizes("conv", &[vec![fused.clone()], vec![fused.clone()]]);
         assert!(d.fused && !d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[vec![fused], vec![noisy]]);
+        let d = decide_sizes("conv", &[vec![fused.clone()], vec![noisy.clone()]]);
         assert!(d.fused && !d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[vec![noisy], vec![fused]]);
+        let d = decide_sizes("conv", &[vec![noisy.clone()], vec![fused.clone()]]);
         assert!(!d.fused && d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[vec![fused], vec![apart]]);
+        let d = decide_sizes("conv", &[vec![fused.clone()], vec![apart.clone()]]);
         assert!(!d.fused && d.undecided, "{d:?}");
-        let d = decide_sizes("conv", &[vec![apart], vec![fused]]);
+        let d = decide_sizes("conv", &[vec![apart.clone()], vec![fused.clone()]]);
         assert!(!d.fused && d.undecided, "{d:?}");
         // The spread reported is the probe size's.
         assert!((d.spread_ms - 0.02).abs() < 1e-12, "{d:?}");
-        let d = decide_sizes("conv", &[vec![apart], vec![apart]]);
+        let d = decide_sizes("conv", &[vec![apart.clone()], vec![apart.clone()]]);
         assert!(!d.fused && !d.undecided, "{d:?}");
     }
 }

@@ -189,6 +189,7 @@ mod tests {
             spread_ms: 0.0,
             undecided,
             attempts: 1,
+            apart: true,
         }
     }
 
