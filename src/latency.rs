@@ -65,7 +65,7 @@ pub fn print_pairs(pairs: &[PairRule]) {
     }
     let n = pairs.iter().filter(|p| p.fused).count();
     println!(
-        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused where the middle one of three probe runs, each in a process of its own, saves above 50% by more than the saving's spread between them, and twice the maps do not say otherwise; undecided within the spread of 50% (probed again, at most {} tries of three runs, each verdict on every run so far); zero -> B: B folded into a constant when the network is compiled)",
+        "{n} of {} pairs fused (saves = (T_A + T_B − T_AB) / min(T_A, T_B); fused where the middle runs (of three a try, each in a process of its own, pooled over the tries) save above 50% by more than 2.5 spreads / √runs, and twice the maps do not say otherwise; spread = the saving's standard deviation between a try's runs; undecided within that margin of 50% (probed again, at most {} tries); zero -> B: B folded into a constant when the network is compiled)",
         pairs.len(),
         fusion::ATTEMPTS
     );

@@ -70,12 +70,10 @@ impl Apart {
             .map_err(BackendError::io(format!("waiting for {what}")))?;
         let _ = writer.join();
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
             return Err(BackendError::Runtime(format!(
                 "timing in a separate process ({what}) failed, {}:\n{}",
                 out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                crate::last_lines(&String::from_utf8_lossy(&out.stderr), 12)
             )));
         }
         let p10s: Vec<f64> = serde_json::from_slice(&out.stdout).map_err(|e| {

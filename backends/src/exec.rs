@@ -145,11 +145,12 @@ impl Exec {
         };
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
-        let tail = || {
-            let lines: Vec<&str> = stderr.lines().rev().take(8).collect();
-            lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        let fail = |what: String| {
+            BackendError::Runtime(format!(
+                "{what}; stderr:\n{}",
+                crate::last_lines(&stderr, 8)
+            ))
         };
-        let fail = |what: String| BackendError::Runtime(format!("{what}; stderr:\n{}", tail()));
         match status {
             None => return Err(fail(format!("timed out after {:?}", self.timeout))),
             Some(s) if !s.success() => return Err(fail(format!("the command failed ({s})"))),

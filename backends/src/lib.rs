@@ -68,6 +68,12 @@ impl BackendError {
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// The last `n` lines of a child's stderr: where a failing tool says why.
+pub(crate) fn last_lines(stderr: &str, n: usize) -> String {
+    let lines: Vec<&str> = stderr.lines().rev().take(n).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 /// Everything that changes what a measurement means. Two measurements are comparable only
 /// under equal fingerprints. A backend gives its own part ([`Backend::fingerprint`]: the
 /// runtime as loaded, its options); the store keys only on one completed with the

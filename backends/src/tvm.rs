@@ -197,12 +197,10 @@ impl Tvm {
             .map_err(BackendError::io(format!("running {python} {HELPER}")))?;
         let _ = std::fs::remove_file(&model);
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
             return Err(BackendError::Runtime(format!(
                 "TVM could not compile {}:\n{}",
                 lowered.id,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                crate::last_lines(&String::from_utf8_lossy(&out.stderr), 12)
             )));
         }
         std::fs::rename(&partial, &so)

@@ -214,16 +214,18 @@ pub struct PairRule {
     pub t_b: f64,
     pub t_ab: f64,
     pub fused: bool,
-    /// How far the saving `T_A + T_B − T_AB` moved between the two runs of a try (ms; the
-    /// median over the tries; 0 in verdicts stored before it was recorded).
+    /// How far the saving `T_A + T_B − T_AB` moves between runs (ms): its standard deviation
+    /// among a try's runs, the median over the tries (in verdicts stored before runs were
+    /// timed apart: how far it moved between a try's two runs; 0 before it was recorded).
     #[serde(default)]
     pub spread_ms: f64,
-    /// The runs disagreed, or the saving is within its run-to-run spread of the threshold:
+    /// The saving is within its margin of the threshold (2.5 spreads over √runs):
     /// treated as not fused, and said so.
     #[serde(default)]
     pub undecided: bool,
-    /// Pairs of probe runs it took: more than one where the first were undecided (1 in
-    /// verdicts stored before undecided pairs were probed again).
+    /// Tries it took (of three probe runs each; of two in verdicts stored before runs were
+    /// timed apart): more than one where the first left it undecided (1 in verdicts stored
+    /// before undecided pairs were probed again).
     #[serde(default = "one")]
     pub attempts: u32,
     /// Each run was timed in a process of its own, so the spread is the one between runs
