@@ -155,6 +155,13 @@ pub fn quantile(xs: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
+/// The sample variance of `xs` (n − 1 in the denominator; 0 for a single value).
+pub fn variance(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)
+}
+
 /// Summary statistics of a network's windows of samples (ms). The figure of merit is the
 /// median over windows of each window's 10th percentile: within a window the low quantile
 /// drops preemptions; across windows the median follows the state the machine spent most
@@ -166,13 +173,12 @@ pub fn summarise(windows: &[Vec<f64>], noisy_spread: f64) -> Latency {
     let p10s: Vec<f64> = windows.iter().map(|x| quantile(x, 0.1)).collect();
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
-    let var = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     let typical = quantile(&p10s, 0.5);
     Latency {
         p10_ms: typical,
         median_ms: quantile(&samples, 0.5),
         mean_ms: mean,
-        var_ms2: var,
+        var_ms2: variance(&samples),
         count: samples.len() as u32,
         noisy: (quantile(&p10s, 0.75) - quantile(&p10s, 0.25)) / typical > noisy_spread,
         unscaled: false,

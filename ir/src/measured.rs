@@ -203,8 +203,8 @@ impl Selection {
 }
 
 /// The fusion test's verdict on one op pair `a → b` at one place (the shapes it was tested
-/// at), with the times it rests on (ms, net of the per-call cost: the mean of the two runs
-/// that decided it).
+/// at), with the times it rests on (ms, net of the per-call cost: the mean of the middle
+/// runs that decided it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PairRule {
     pub a: String,

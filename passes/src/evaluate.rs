@@ -11,7 +11,7 @@ use crate::latency::{
     CorrectionsHold,
 };
 use serde::{Deserialize, Serialize};
-use spacetune_backends::{measure::Anchor, weights::Rng};
+use spacetune_backends::{measure::variance, measure::Anchor, weights::Rng};
 use spacetune_ir::*;
 use std::collections::{BTreeMap, HashSet};
 
@@ -669,9 +669,9 @@ fn choose(r: &Report, seed: u64) -> Option<Choice> {
 fn clearly_better(a: &[f64], b: &[f64], sample: &[usize], floor: f64) -> bool {
     let n = sample.len() as f64;
     let mean_se = |d: &dyn Fn(usize) -> f64| {
-        let mean = sample.iter().map(|&i| d(i)).sum::<f64>() / n;
-        let var = sample.iter().map(|&i| (d(i) - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-        (mean, (var / n).sqrt())
+        let ds: Vec<f64> = sample.iter().map(|&i| d(i)).collect();
+        let mean = ds.iter().sum::<f64>() / n;
+        (mean, (variance(&ds) / n).sqrt())
     };
     let within = |e: f64| f64::from(u8::from(e <= 0.05));
     let (more_within, se_within) = mean_se(&|i| within(a[i]) - within(b[i]));

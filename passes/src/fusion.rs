@@ -8,7 +8,8 @@
 
 use crate::kernels::{FusionRules, CONSTANT};
 use spacetune_backends::{
-    measure::measure_together, measure::quantile, measure::Protocol, store::Store, Backend, Lowered,
+    measure::measure_together, measure::quantile, measure::variance, measure::Protocol,
+    store::Store, Backend, Lowered,
 };
 pub use spacetune_ir::PairRule;
 use spacetune_ir::{Diagnostic, Diagnostics, Graph, Module, Network, Prim, Region, Shape};
@@ -254,12 +255,7 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
     let middle = &runs[(n - 1) / 2..=n / 2];
     let spreads: Vec<f64> = tries
         .iter()
-        .map(|runs| {
-            let s: Vec<f64> = runs.iter().map(saved).collect();
-            let mean = s.iter().sum::<f64>() / s.len() as f64;
-            let ss = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
-            (ss / (s.len().max(2) - 1) as f64).sqrt()
-        })
+        .map(|runs| variance(&runs.iter().map(saved).collect::<Vec<_>>()).sqrt())
         .collect();
     let spread_ms = quantile(&spreads, 0.5);
     let margin = 2.5 * spread_ms / (n as f64).sqrt();
@@ -281,10 +277,10 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
     }
 }
 
-/// A verdict from the tries at each size: fused only if it is at the probe size and
-/// no larger size contradicts it — a larger size vetoes when it is not fused and not
-/// undecided either (an on-chip hand-over that stops once the map no longer fits), not when its
-/// runs disagree: a memory-bound op on a map beyond the cache moves by more than a small
+/// A verdict from the tries at each size: fused only if it is at the probe size and no
+/// larger size contradicts it — a larger size vetoes when it is not fused and not undecided
+/// either (an on-chip hand-over that stops once the map no longer fits), not when its runs
+/// disagree: a memory-bound op on a map beyond the cache moves by more than a small
 /// B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's 5%). Undecided
 /// where some size said fused and the pair is not fused; the spread and the times are the
 /// probe size's.
@@ -315,10 +311,10 @@ pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
     saving(a, t_a, t_b, t_ab) / cheaper.max(1e-9)
 }
 
-/// Tries (of [`RUNS`] probe runs each) an undecided pair gets before it is left undecided. A shared machine
-/// has slow spells that can move one run's conv by more than a batch norm costs; a pair the
-/// runs disagree on is probed again, and the verdict is taken again on every run so far
-/// ([`decide`]), so one slow spell is outvoted rather than retried away.
+/// Tries (of [`RUNS`] probe runs each) an undecided pair gets before it is left undecided.
+/// A shared machine has slow spells that can move one run's conv by more than a batch norm
+/// costs; a pair the runs disagree on is probed again, and the verdict is taken again on
+/// every run so far ([`decide`]), so one slow spell is outvoted rather than retried away.
 pub const ATTEMPTS: u32 = 3;
 
 /// Elements of the largest tensor of a probe, at least: smaller probes run in a few
