@@ -104,9 +104,10 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Further random networks: the first half calibrates the fitted predictors
-    /// (corrected+fit, kernel+fit); the second half is scored on its own and, with the
+    /// (corrected+fit, kernel+fit, graph+fit, which fits a cost per kind of op the compiled
+    /// graphs run: a dozen on ORT); the second half is scored on its own and, with the
     /// scored networks, chooses the recommended one
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 100)]
     pub validate: usize,
     /// Independent measurements of every SSBN averaged into the corrected table (the first
     /// comes from the cache)

@@ -209,3 +209,58 @@ fn darts_cells_with_reductions() {
         "DARTS, dilated 5x5 conv",
     );
 }
+
+/// What ORT says it runs for an NB201 network with an avg-pool edge: unoptimised, the
+/// exported ops one for one; optimised, the convs in its blocked layout (`nchwc`) with
+/// their batch norms folded in.
+#[test]
+fn ort_shows_the_graph_its_optimiser_leaves() {
+    use spacetune::backends::Backend;
+    use spacetune::ir::Prim;
+    let m = module("examples/nb201.space");
+    let net = m
+        .networks
+        .values()
+        .find(|n| n.key.contains("avgpool"))
+        .expect("an SSBN with an avg-pool edge");
+    let ops = |optimize| {
+        let ort = Ort {
+            optimize,
+            threads: 1,
+            seed: 0,
+        };
+        ort.compiled_ops(&ort.lower(net).unwrap()).unwrap().unwrap()
+    };
+    let graph = net.graph.pruned();
+    let exported =
+        |f: fn(&Prim) -> bool| graph.nodes.iter().filter(|(_, n)| f(&n.op)).count() as u32;
+    let plain = ops(false);
+    let bns = exported(|p| matches!(p, Prim::BatchNorm));
+    let convs = exported(|p| matches!(p, Prim::Conv { .. }));
+    assert!(bns > 10 && convs > 10, "{plain:?}");
+    assert_eq!(plain.get("BatchNormalization"), Some(&bns), "{plain:?}");
+    let plain_convs: u32 = plain
+        .iter()
+        .filter(|(k, _)| k.starts_with("Conv "))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(plain_convs, convs, "{plain:?}");
+    assert!(plain.contains_key("Conv 3x3"), "{plain:?}");
+    assert!(plain.keys().all(|k| !k.contains("nchwc")), "{plain:?}");
+
+    let optimised = ops(true);
+    let blocked: u32 = optimised
+        .iter()
+        .filter(|(k, _)| k.starts_with("com.microsoft.nchwc:Conv "))
+        .map(|(_, n)| n)
+        .sum();
+    // A batch norm that follows no conv becomes a grouped 1×1 conv of the blocked layout.
+    assert!(
+        blocked >= convs && optimised.keys().all(|k| !k.starts_with("Conv ")),
+        "every conv in the blocked layout: {optimised:?}"
+    );
+    assert!(
+        optimised.get("BatchNormalization").copied().unwrap_or(0) < bns / 4,
+        "batch norms folded into the convs: {optimised:?}"
+    );
+}

@@ -183,7 +183,16 @@ pub trait Backend {
     fn profile(&self, _lowered: &Lowered) -> Result<Option<Vec<LayerTime>>> {
         Ok(None)
     }
+    /// The ops the runtime runs for a network once it has compiled it — fused ops, layout
+    /// conversions — counted by kind, where the runtime shows its compiled graph (`None`
+    /// where it does not). Deterministic: the same network gives the same counts.
+    fn compiled_ops(&self, _lowered: &Lowered) -> Result<Option<OpCounts>> {
+        Ok(None)
+    }
 }
+
+/// How many ops of each kind a compiled network runs.
+pub type OpCounts = std::collections::BTreeMap<String, u32>;
 
 /// A stable content hash of what a backend runs: ops, edges, shapes and regions of the
 /// pruned graph (not ids or source spans), plus the batch size.

@@ -1,11 +1,16 @@
 //! `ort`: ONNX Runtime on the CPU, through the `ort` crate with the library loaded at run
 //! time from the project's venv (the PyPI `onnxruntime` wheel).
 
-use crate::{onnx, Backend, BackendError, Fingerprint, Lowered, Options, Result, Runner, Timing};
+use crate::{
+    onnx, Backend, BackendError, Fingerprint, Lowered, OpCounts, Options, Result, Runner, Timing,
+};
 use ::ort::memory::Allocator;
 use ::ort::session::{builder::GraphOptimizationLevel, Session};
 use ::ort::value::Tensor;
+use onnx_protobuf::{Message, ModelProto};
 use spacetune_ir::Network;
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -100,6 +105,11 @@ impl Ort {
 
     /// A session for ONNX bytes with this backend's settings.
     pub fn session(&self, model: &[u8]) -> Result<Session> {
+        self.session_saving(model, None)
+    }
+
+    /// [`Ort::session`], its optimised graph written to `optimised` where one is given.
+    fn session_saving(&self, model: &[u8], optimised: Option<&Path>) -> Result<Session> {
         init()?;
         let level = if self.optimize {
             GraphOptimizationLevel::Level3
@@ -107,8 +117,11 @@ impl Ort {
             GraphOptimizationLevel::Disable
         };
         let rt = |e: ::ort::Error| BackendError::Runtime(e.to_string());
-        Session::builder()
-            .map_err(rt)?
+        let mut builder = Session::builder().map_err(rt)?;
+        if let Some(path) = optimised {
+            builder = builder.with_optimized_model_path(path).map_err(rt)?;
+        }
+        builder
             .with_optimization_level(level)
             .map_err(rt)?
             .with_intra_threads(self.threads)
@@ -120,6 +133,52 @@ impl Ort {
             .commit_from_memory(model)
             .map_err(rt)
     }
+}
+
+/// The ops of an ONNX graph by kind: `domain:op_type` (no domain for ONNX's own), a conv's
+/// kernel size beside it (`Conv 3x3`, from its attribute or its weights), `/g` for a grouped
+/// one. ORT's graph optimiser keeps a conv's type whether or not it fuses an activation or
+/// an add into it, so what varies between networks is which ops are left and how many
+/// layout conversions (`com.microsoft.nchwc:ReorderInput`) sit between them.
+pub fn op_counts(model: &[u8]) -> Result<OpCounts> {
+    let model = ModelProto::parse_from_bytes(model)
+        .map_err(|e| BackendError::Runtime(format!("reading an optimised ONNX graph: {e}")))?;
+    let graph = &model.graph;
+    let dims: HashMap<&str, &[i64]> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t.dims.as_slice()))
+        .collect();
+    let mut counts = OpCounts::new();
+    for node in &graph.node {
+        let mut kind = if node.domain.is_empty() {
+            node.op_type.clone()
+        } else {
+            format!("{}:{}", node.domain, node.op_type)
+        };
+        if node.op_type.ends_with("Conv") {
+            let ints = |name: &str| {
+                node.attribute
+                    .iter()
+                    .find(|a| a.name == name)
+                    .map(|a| a.ints.clone())
+            };
+            let kernel = ints("kernel_shape").or_else(|| {
+                let w = dims.get(node.input.get(1)?.as_str())?;
+                Some(w.get(2..4)?.to_vec())
+            });
+            if let Some(k) = kernel {
+                let k: Vec<String> = k.iter().map(i64::to_string).collect();
+                kind = format!("{kind} {}", k.join("x"));
+            }
+            let group = node.attribute.iter().find(|a| a.name == "group");
+            if group.is_some_and(|g| g.i > 1) {
+                kind.push_str("/g");
+            }
+        }
+        *counts.entry(kind).or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 /// Runs ONNX bytes once on `input` (NCHW) and returns the output, for agreement checks.
@@ -196,5 +255,15 @@ impl Backend for Ort {
             })
             .collect::<Result<_>>()?;
         Ok(Timing::Timed(Box::new(OrtRunner { session, inputs })))
+    }
+    /// The graph ORT's optimiser leaves, as ORT writes it out from a session built as for
+    /// timing.
+    fn compiled_ops(&self, lowered: &Lowered) -> Result<Option<OpCounts>> {
+        let dir = tempfile::tempdir().map_err(BackendError::io("a folder for a graph"))?;
+        let path = dir.path().join("optimised.onnx");
+        drop(self.session_saving(&lowered.bytes, Some(&path))?);
+        let bytes = std::fs::read(&path)
+            .map_err(BackendError::io(format!("reading {}", path.display())))?;
+        op_counts(&bytes).map(Some)
     }
 }

@@ -219,6 +219,7 @@ mod tests {
             repeat_cv: None,
             corrections_hold: None,
             fit: Default::default(),
+            graph_ops: Vec::new(),
             scored: vec![],
             calibration: vec![],
             validation: vec![],
