@@ -105,9 +105,9 @@ pub struct EvalArgs {
     pub seed: u64,
     /// Further random networks: the first half calibrates the fitted predictors
     /// (corrected+fit, kernel+fit, graph+fit, which fits a cost per kind of op the compiled
-    /// graphs run: a dozen on ORT); the second half is scored on its own and, with the
-    /// scored networks, chooses the recommended one
-    #[arg(long, default_value_t = 100)]
+    /// graphs run: fifteen on ORT's NB201); the second half is scored on its own and, with
+    /// the scored networks, chooses the recommended one
+    #[arg(long, default_value_t = 200)]
     pub validate: usize,
     /// Independent measurements of every SSBN averaged into the corrected table (the first
     /// comes from the cache)

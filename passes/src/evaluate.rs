@@ -113,8 +113,9 @@ pub struct Report {
     pub corrections_hold: Option<CorrectionsHold>,
     /// Each fitted predictor's coefficients.
     pub fit: BTreeMap<String, Vec<f64>>,
-    /// The kinds of op in the networks' compiled graphs, in the order of graph+fit's
-    /// coefficients after its base (empty where the backend does not show its graph).
+    /// The kinds of op in the networks' compiled graphs, then the call, in the order of
+    /// graph+fit's coefficients after its base (empty where the backend does not show its
+    /// graph).
     #[serde(default)]
     pub graph_ops: Vec<String>,
     pub scored: Vec<Row>,
@@ -370,8 +371,12 @@ fn fit_kernel_plane(m: &Model) -> Fit {
 /// carries (ORT on NB201: an avgpool-heavy cell runs between layout conversions, a
 /// conv-heavy one stays in the blocked layout throughout), and this is fitted on what the
 /// runtime says it runs. Kinds the calibration networks cannot tell apart (always in fixed
-/// proportion to others, or in none of them) get no cost of their own. Coefficients: the
-/// call cost, then one per kind of [`Report::graph_ops`].
+/// proportion to others, or in none of them) get no cost of their own. The last "kind" is a
+/// network's call itself, for what a network that runs no op at all pays less than the
+/// empty network (one copy): told apart only where a calibration network runs nothing (an
+/// NB201 cell whose every path has a `zero` edge folds to a constant), and otherwise left at
+/// the empty network's cost, which is what a network running nothing then gets. Coefficients:
+/// the call cost, then one per kind of [`Report::graph_ops`].
 fn fit_graph_plane(m: &Model) -> Fit {
     let graph = m
         .graph
@@ -425,8 +430,11 @@ fn independent(rows: &[&[f64]], measured: &[f64]) -> Vec<usize> {
     keep
 }
 
-/// Every network's compiled-graph op counts over the kinds any of them runs, with those
-/// kinds; why there are none where the backend does not show its compiled graph or could
+/// The last of [`Report::graph_ops`]: the call, beyond what the empty network's costs.
+const CALL: &str = "(call, beyond the empty network's)";
+
+/// Every network's compiled-graph op counts over the kinds any of them runs, and a 1 for the
+/// call ([`CALL`]), with those kinds; why there are none where the backend does not show its compiled graph or could
 /// not give it (the predictor built on it then says so, and nothing else is lost).
 fn compiled_graphs(
     backend: &dyn spacetune_backends::Backend,
@@ -448,7 +456,7 @@ fn compiled_graphs(
             Err(e) => return Err(format!("the compiled graph of {}: {e}", n.id)),
         }
     }
-    let kinds: Vec<String> = counts
+    let mut kinds: Vec<String> = counts
         .iter()
         .flat_map(|c| c.keys().cloned())
         .collect::<std::collections::BTreeSet<_>>()
@@ -457,12 +465,13 @@ fn compiled_graphs(
     let x = counts
         .iter()
         .map(|c| {
-            kinds
+            let ops = kinds
                 .iter()
-                .map(|k| f64::from(c.get(k).copied().unwrap_or(0)))
-                .collect()
+                .map(|k| f64::from(c.get(k).copied().unwrap_or(0)));
+            ops.chain([1.0]).collect()
         })
         .collect();
+    kinds.push(CALL.into());
     Ok((kinds, x))
 }
 
@@ -1074,6 +1083,19 @@ mod tests {
         ];
         let rows: Vec<&[f64]> = rows.iter().map(|r| &r[..]).collect();
         assert_eq!(independent(&rows, &[1.0, 2.0, 4.0, 5.0]), [0, 2, 4]);
+        // graph+fit's call column, last: what the head (once in every network) already
+        // says, unless some network runs nothing at all.
+        let call = |head: [f64; 3]| {
+            let rows: Vec<[f64; 3]> = head
+                .iter()
+                .zip([3.0, 5.0, 4.0])
+                .map(|(&h, c)| [h, c, 1.0])
+                .collect();
+            let rows: Vec<&[f64]> = rows.iter().map(|r| &r[..]).collect();
+            independent(&rows, &[1.0, 1.5, 0.002])
+        };
+        assert_eq!(call([1.0, 1.0, 1.0]), [0, 1]);
+        assert_eq!(call([1.0, 1.0, 0.0]), [0, 1, 2]);
     }
 
     #[test]
