@@ -140,7 +140,7 @@ impl Ort {
 /// one. ORT's graph optimiser keeps a conv's type whether or not it fuses an activation or
 /// an add into it, so what varies between networks is which ops are left and how many
 /// layout conversions (`com.microsoft.nchwc:ReorderInput`) sit between them.
-pub fn op_counts(model: &[u8]) -> Result<OpCounts> {
+fn op_counts(model: &[u8]) -> Result<OpCounts> {
     let model = ModelProto::parse_from_bytes(model)
         .map_err(|e| BackendError::Runtime(format!("reading an optimised ONNX graph: {e}")))?;
     let graph = &model.graph;

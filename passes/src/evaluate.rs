@@ -119,7 +119,7 @@ pub struct Report {
     #[serde(default)]
     pub graph_ops: Vec<String>,
     pub scored: Vec<Row>,
-    /// The held-out networks that fitted corrected+fit and kernel+fit.
+    /// The held-out networks that fitted corrected+fit, kernel+fit and graph+fit.
     pub calibration: Vec<Row>,
     /// The held-out networks no predictor was fitted on, scored on their own.
     pub validation: Vec<Row>,
@@ -434,8 +434,9 @@ fn independent(rows: &[&[f64]], measured: &[f64]) -> Vec<usize> {
 const CALL: &str = "(call, beyond the empty network's)";
 
 /// Every network's compiled-graph op counts over the kinds any of them runs, and a 1 for the
-/// call ([`CALL`]), with those kinds; why there are none where the backend does not show its compiled graph or could
-/// not give it (the predictor built on it then says so, and nothing else is lost).
+/// call ([`CALL`]), with those kinds; why there are none where the backend does not show its
+/// compiled graph or could not give it (the predictor built on it then says so, and nothing
+/// else is lost).
 fn compiled_graphs(
     backend: &dyn spacetune_backends::Backend,
     nets: &[&Network],
@@ -599,8 +600,7 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
     // Calibration networks spread over the whole measurement, not timed after the scored
     // ones: chunks are put on one scale only to within a few percent (issue 19), and a fit
     // on networks that all shared the last chunks' scale carries that scale to every
-    // network it predicts (ORT NB201: graph+fit 89.5% within ±5% calibrated on the block
-    // timed last, 95–97% on as many drawn from the whole measurement).
+    // network it predicts.
     let order = interleaved(&[o.samples, o.validate / 2, o.validate - o.validate / 2]);
     let in_order: Vec<Network> = order.iter().map(|&i| random[i].clone()).collect();
     let mut random_ms = vec![0.0; random.len()];
