@@ -300,20 +300,14 @@ pub const PREDICTORS: &[Predictor] = &[
         name: "kernel+fit",
         what: "kernel model, with a per-kernel cost, fitted on the calibration networks",
         fit: fit_kernel_plane,
-        predict: |m, f, i| {
-            let x = m.kernel_features(i);
-            Some(f[0] + x.iter().zip(&f[1..]).map(|(x, b)| x * b).sum::<f64>())
-        },
+        predict: |m, f, i| Some(on_plane(f, &m.kernel_features(i))),
         reported: true,
     },
     Predictor {
         name: "graph+fit",
         what: "the ops the backend's compiled graph runs (ORT's optimised graph: fused ops, layout conversions), a cost per kind fitted on the calibration networks",
         fit: fit_graph_plane,
-        predict: |m, f, i| {
-            let x = m.graph.as_ref().ok()?.get(i)?;
-            Some(f[0] + x.iter().zip(&f[1..]).map(|(x, b)| x * b).sum::<f64>())
-        },
+        predict: |m, f, i| Some(on_plane(f, m.graph.as_ref().ok()?.get(i)?)),
         reported: true,
     },
     Predictor {
@@ -324,6 +318,11 @@ pub const PREDICTORS: &[Predictor] = &[
         reported: false,
     },
 ];
+
+/// A plane's value at `x`: its base `f[0]` plus a slope of `f[1..]` per feature.
+fn on_plane(f: &[f64], x: &[f64]) -> f64 {
+    f[0] + x.iter().zip(&f[1..]).map(|(x, b)| x * b).sum::<f64>()
+}
 
 /// The corrected table counts Lat(SSBN_0) k − 1 times negatively for a network with k
 /// swapped decisions (Σ_i Lat(SSBN_(i,c_i)) − (k − 1)·Lat(SSBN_0)), so an error of e in
@@ -433,11 +432,26 @@ fn independent(rows: &[&[f64]], measured: &[f64]) -> Vec<usize> {
 /// The last of [`Report::graph_ops`]: the call, beyond what the empty network's costs.
 const CALL: &str = "(call, beyond the empty network's)";
 
-/// Every network's compiled-graph op counts over the kinds any of them runs, and a 1 for the
-/// call ([`CALL`]), with those kinds; why there are none where the backend does not show its
-/// compiled graph or could not give it (the predictor built on it then says so, and nothing
-/// else is lost).
+/// The kinds any network's compiled graph runs, then [`CALL`], and every network's op counts
+/// over them with a 1 for the call; no kinds, and why there are no counts, where the backend
+/// does not show its compiled graph or could not give it (the predictor built on it then
+/// says so, and nothing else is lost).
 fn compiled_graphs(
+    cx: &Ctx<'_>,
+    backend: &dyn spacetune_backends::Backend,
+    nets: &[&Network],
+) -> (Vec<String>, Result<Vec<Vec<f64>>, String>) {
+    cx.progress.note(&format!(
+        "latency evaluation: the compiled graphs of {} networks",
+        nets.len()
+    ));
+    match op_counts(backend, nets) {
+        Ok((kinds, x)) => (kinds, Ok(x)),
+        Err(why) => (Vec::new(), Err(why)),
+    }
+}
+
+fn op_counts(
     backend: &dyn spacetune_backends::Backend,
     nets: &[&Network],
 ) -> Result<(Vec<String>, Vec<Vec<f64>>), String> {
@@ -474,6 +488,26 @@ fn compiled_graphs(
         .collect();
     kinds.push(CALL.into());
     Ok((kinds, x))
+}
+
+/// The random networks' latencies, measured in [`interleaved`] order: calibration networks
+/// spread over the whole measurement, not timed after the scored ones. Chunks are put on one
+/// scale only to within a few percent (issue 19), and a fit on networks that all shared the
+/// last chunks' scale carries that scale to every network it predicts.
+fn measure_spread(
+    cx: &Ctx<'_>,
+    anchor: &Anchor,
+    random: &[Network],
+    o: &EvalOptions,
+) -> Result<Vec<f64>, Diagnostics> {
+    let order = interleaved(&[o.samples, o.validate / 2, o.validate - o.validate / 2]);
+    let in_order: Vec<Network> = order.iter().map(|&i| random[i].clone()).collect();
+    let measured = measure_nets_on(cx, anchor, &in_order, None, "random networks")?;
+    let mut ms = vec![0.0; random.len()];
+    for (&i, t) in order.iter().zip(measured) {
+        ms[i] = t;
+    }
+    Ok(ms)
 }
 
 /// The order to measure groups of networks in (given by their sizes, laid end to end) that
@@ -597,22 +631,7 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
     }
     let anchor = anchor(m, s, backend)?;
     let random = random_networks(m, s, &choices)?;
-    // Calibration networks spread over the whole measurement, not timed after the scored
-    // ones: chunks are put on one scale only to within a few percent (issue 19), and a fit
-    // on networks that all shared the last chunks' scale carries that scale to every
-    // network it predicts.
-    let order = interleaved(&[o.samples, o.validate / 2, o.validate - o.validate / 2]);
-    let in_order: Vec<Network> = order.iter().map(|&i| random[i].clone()).collect();
-    let mut random_ms = vec![0.0; random.len()];
-    for (&i, ms) in order.iter().zip(measure_nets_on(
-        cx,
-        &anchor,
-        &in_order,
-        None,
-        "random networks",
-    )?) {
-        random_ms[i] = ms;
-    }
+    let random_ms = measure_spread(cx, &anchor, &random, o)?;
     let graphs: Vec<&Graph> = random.iter().map(|n| &n.graph).collect();
     let pairs = fusion::detect_in(cx, m, &graphs, backend, "the latency evaluation")?;
     let ssbns: Vec<&Network> = m.networks_of(s).map(|(_, n)| n).collect();
@@ -628,21 +647,15 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
     let floor = noise_floor(cx, &anchor, &random, &random_ms, o)?;
     // After every measurement: the sessions it builds are not to share a process's heap with
     // what is timed.
-    cx.progress.note(&format!(
-        "latency evaluation: the compiled graphs of {} networks",
-        nets.len()
-    ));
-    let (graph_ops, graph) = match compiled_graphs(backend, &nets) {
-        Ok((kinds, x)) => (kinds, Ok(x)),
-        Err(why) => (Vec::new(), Err(why)),
-    };
+    let (graph_ops, graph) = compiled_graphs(cx, backend, &nets);
+    let calibration = o.samples..o.samples + o.validate / 2;
     let model = Model {
         lut,
         decisions: info.decisions.iter().map(|(_, d)| d).collect(),
         nets,
         measured,
         ssbns: n_ssbn,
-        calibration: n_ssbn + o.samples..n_ssbn + o.samples + o.validate / 2,
+        calibration: n_ssbn + calibration.start..n_ssbn + calibration.end,
         kernel: k.kernel,
         pairs: k.pairs,
         kernel_count: k.counts,
@@ -650,29 +663,14 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
         graph,
     };
     let fits: Vec<Fit> = PREDICTORS.iter().map(|p| (p.fit)(&model)).collect();
-    let mut rows: Vec<Row> = random
-        .iter()
-        .enumerate()
-        .map(|(r, n)| {
-            let i = n_ssbn + r;
-            Row {
-                id: n.id.clone(),
-                key: n.key.clone(),
-                measured_ms: random_ms[r],
-                predicted_ms: PREDICTORS
-                    .iter()
-                    .zip(&fits)
-                    .map(|(p, f)| f.as_ref().ok().and_then(|f| (p.predict)(&model, f, i)))
-                    .collect(),
-                kernels: model.kernel_count[i] as usize,
-                kernel_ms: k.by_name[i].clone(),
-                again_ms: None,
-            }
-        })
-        .collect();
-    for (row, &again) in rows.iter_mut().zip(floor.iter().flat_map(|f| &f.again)) {
-        row.again_ms = Some(again);
-    }
+    let rows = rows(
+        &model,
+        &fits,
+        &random,
+        &random_ms,
+        &k.by_name,
+        floor.as_ref(),
+    );
     let mut report = Report {
         space: info.name.clone(),
         backend: backend.fingerprint().under(&cx.protocol).to_string(),
@@ -695,12 +693,49 @@ pub fn evaluate(m: &Module, s: u32, cx: &Ctx<'_>, o: &EvalOptions) -> Result<Rep
             .filter_map(|(p, f)| Some((p.name.to_string(), f.clone().ok()?)))
             .collect(),
         graph_ops,
-        scored: rows[..o.samples].to_vec(),
-        calibration: rows[o.samples..o.samples + o.validate / 2].to_vec(),
-        validation: rows[o.samples + o.validate / 2..].to_vec(),
+        scored: rows[..calibration.start].to_vec(),
+        calibration: rows[calibration.clone()].to_vec(),
+        validation: rows[calibration.end..].to_vec(),
     };
     score(&mut report, &fits, o.seed);
     Ok(report)
+}
+
+/// Every random network's row: measured, as each fitted predictor has it, its kernels, and
+/// its second measurement where it was measured again.
+fn rows(
+    model: &Model,
+    fits: &[Fit],
+    random: &[Network],
+    random_ms: &[f64],
+    kernel_ms: &[BTreeMap<String, f64>],
+    floor: Option<&Floor>,
+) -> Vec<Row> {
+    let n_ssbn = model.ssbns;
+    let mut rows: Vec<Row> = random
+        .iter()
+        .enumerate()
+        .map(|(r, n)| {
+            let i = n_ssbn + r;
+            Row {
+                id: n.id.clone(),
+                key: n.key.clone(),
+                measured_ms: random_ms[r],
+                predicted_ms: PREDICTORS
+                    .iter()
+                    .zip(fits)
+                    .map(|(p, f)| f.as_ref().ok().and_then(|f| (p.predict)(model, f, i)))
+                    .collect(),
+                kernels: model.kernel_count[i] as usize,
+                kernel_ms: kernel_ms[i].clone(),
+                again_ms: None,
+            }
+        })
+        .collect();
+    for (row, &again) in rows.iter_mut().zip(floor.iter().flat_map(|f| &f.again)) {
+        row.again_ms = Some(again);
+    }
+    rows
 }
 
 /// The predictors' scores, the recommendation and whether the corrections hold.
