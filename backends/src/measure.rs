@@ -284,8 +284,9 @@ pub fn time_chunk<'a>(runners: Vec<Box<dyn Runner + 'a>>, p: &Protocol) -> Vec<R
         .collect()
 }
 
-/// Whether `SPACETUNE_TRACE` asks for every chunk's windows and scale estimates on stderr.
-fn tracing() -> bool {
+/// Whether `SPACETUNE_TRACE` asks for every chunk's windows and scale estimates (and the
+/// fusion test's verdict at every probe size) on stderr.
+pub fn tracing() -> bool {
     std::env::var_os("SPACETUNE_TRACE").is_some()
 }
 

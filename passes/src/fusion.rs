@@ -218,8 +218,21 @@ pub struct Decision {
     pub fused: bool,
     pub undecided: bool,
     pub spread_ms: f64,
+    /// How far past the threshold the deciding runs' saving must be to decide (ms).
+    pub margin_ms: f64,
     /// The mean `(T_A, T_B, T_AB)` of the runs that decided.
     pub times: (f64, f64, f64),
+}
+
+impl Decision {
+    /// Whether the runs could tell a pair at the threshold from one that saves nothing or
+    /// all of the cheaper op: the margin is under half of it (the threshold's saving).
+    /// An undecided verdict that could not is noise; one that could found the pair at the
+    /// threshold.
+    fn resolves(&self, a: &str) -> bool {
+        let (t_a, t_b, _) = self.times;
+        self.margin_ms < cheaper(a, t_a, t_b) / 2.0
+    }
 }
 
 /// A probe's timings `(T_A, T_B, T_AB)` in each run of a try ([`RUNS`] of them).
@@ -273,25 +286,29 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
         fused,
         undecided: !fused && says(margin).iter().any(|&v| v),
         spread_ms,
+        margin_ms: margin,
         times: (mean(|r| r.0), mean(|r| r.1), mean(|r| r.2)),
     }
 }
 
 /// A verdict from the tries at each size: fused only if it is at the probe size and no
-/// larger size contradicts it — a larger size vetoes when it is not fused and not undecided
-/// either (an on-chip hand-over that stops once the map no longer fits), not when its runs
-/// disagree: a memory-bound op on a map beyond the cache moves by more than a small
-/// B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's 5%). Undecided
-/// where some size said fused and the pair is not fused; the spread and the times are the
-/// probe size's.
+/// larger size contradicts it. A larger size vetoes when it is not fused (an on-chip
+/// hand-over that stops once the map no longer fits), and when it is undecided with a
+/// margin that [resolves](Decision::resolves) the threshold: its runs agree, and put the
+/// pair at it — a hand-over fading as the map outgrows the cache, which one run of the tool
+/// would see as fused and the next as not. Not when its runs disagree by more than the
+/// threshold's saving: a memory-bound op on a map beyond the cache moves by more than a
+/// small B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's 5%).
+/// Undecided where some size said fused or undecided and the pair is not fused; the spread
+/// and the times are the probe size's.
 pub fn decide_sizes(a: &str, sizes: &[Vec<Try>]) -> Decision {
     let ds: Vec<Decision> = sizes.iter().map(|tries| decide(a, tries)).collect();
-    let fused = ds[0].fused && ds[1..].iter().all(|d| d.fused || d.undecided);
+    let agrees = |d: &Decision| d.fused || (d.undecided && !d.resolves(a));
+    let fused = ds[0].fused && ds[1..].iter().all(agrees);
     Decision {
         fused,
         undecided: !fused && ds.iter().any(|d| d.fused || d.undecided),
-        spread_ms: ds[0].spread_ms,
-        times: ds[0].times,
+        ..ds[0]
     }
 }
 
@@ -307,8 +324,16 @@ pub fn saving(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
 
 /// [`saving`] as a share of the pair's cheaper op (of B, where A is a constant).
 pub fn saved_share(a: &str, t_a: f64, t_b: f64, t_ab: f64) -> f64 {
-    let cheaper = if a == CONSTANT { t_b } else { t_a.min(t_b) };
-    saving(a, t_a, t_b, t_ab) / cheaper.max(1e-9)
+    saving(a, t_a, t_b, t_ab) / cheaper(a, t_a, t_b).max(1e-9)
+}
+
+/// The op a pair's saving is a share of: the cheaper of the two, or B where A is a constant.
+fn cheaper(a: &str, t_a: f64, t_b: f64) -> f64 {
+    if a == CONSTANT {
+        t_b
+    } else {
+        t_a.min(t_b)
+    }
 }
 
 /// Tries (of [`RUNS`] probe runs each) an undecided pair gets before it is left undecided.
@@ -608,17 +633,32 @@ fn verdict_of(p: &Probe, first: usize, tries: &[Vec<Vec<f64>>], apart: bool) -> 
         let net = |i: usize| (t[first + 3 * size + i] - t[0]).max(0.0);
         (net(0), net(1), net(2))
     };
-    let d = decide_sizes(
-        &p.a,
-        &(0..p.sizes.len())
-            .map(|size| {
-                tries
-                    .iter()
-                    .map(|runs| runs.iter().map(|r| times(r, size)).collect())
-                    .collect()
-            })
-            .collect::<Vec<_>>(),
-    );
+    let sizes: Vec<Vec<Try>> = (0..p.sizes.len())
+        .map(|size| {
+            tries
+                .iter()
+                .map(|runs| runs.iter().map(|r| times(r, size)).collect())
+                .collect()
+        })
+        .collect();
+    if spacetune_backends::measure::tracing() {
+        for (k, s) in sizes.iter().enumerate() {
+            let d = decide(&p.a, s);
+            let (t_a, t_b, t_ab) = d.times;
+            eprintln!(
+                "fusion {} -> {} size {k}: fused {} undecided {} saves {:.0}% margin {:.4} ms \
+                 resolves {}",
+                p.a,
+                p.b,
+                d.fused,
+                d.undecided,
+                100.0 * saved_share(&p.a, t_a, t_b, t_ab),
+                d.margin_ms,
+                d.resolves(&p.a)
+            );
+        }
+    }
+    let d = decide_sizes(&p.a, &sizes);
     let (t_a, t_b, t_ab) = d.times;
     PairRule {
         a: p.a.clone(),
@@ -777,5 +817,12 @@ mod tests {
         assert!((d.spread_ms - 0.014_142_1).abs() < 1e-6, "{d:?}");
         let d = decide_sizes("conv", &[vec![apart.clone()], vec![apart.clone()]]);
         assert!(!d.fused && !d.undecided, "{d:?}");
+        // At the larger size the runs agree (savings 0.81 and 0.83 ms, margin 0.025 ms) and
+        // put the pair at the threshold (0.8 ms, half of B): a hand-over fading with the
+        // map's size, not noise. Undecided, not fused.
+        let fading = vec![(4.0, 1.6, 4.79), (4.0, 1.6, 4.77)];
+        assert!(decide("conv", std::slice::from_ref(&fading)).undecided);
+        let d = decide_sizes("conv", &[vec![fused.clone()], vec![fading]]);
+        assert!(!d.fused && d.undecided, "{d:?}");
     }
 }
