@@ -1,5 +1,5 @@
 //! Benchmark of the backends, written as JSON to `target/bench/backends.json`
-//! (`cargo bench --bench backends`; or some sections: `-- throughput pin drift overhead`):
+//! (`cargo bench --bench backends`; or some sections: `-- throughput pin drift alike overhead`):
 //! - throughput: networks measured per minute on the BBSSP CIFAR Mobile space, per backend
 //!   (fresh cache; TVM's figure includes compiling, on a subset);
 //! - test-retest: the same SSBNs measured twice, the relative difference per network, for
@@ -8,6 +8,8 @@
 //!   and unpinned, alternating, as ratios;
 //! - the drift criterion: the same, retiming chunks scaled far from the typical factor (the
 //!   default) against keeping them;
+//! - alike bridges: the same, holding later chunks to bridges from the first chunk (the
+//!   default) against the anchor's;
 //! - overhead: spacetune's in-process timing of SSBN_0 against the runtime's own Python timer
 //!   for the same model (ORT: an `InferenceSession.run` loop; TVM: `time_evaluator`), as
 //!   the ratio of p10s. Target ≤ 1.05.
@@ -52,6 +54,26 @@ fn run_under(b: &dyn Backend, nets: &[&Network], protocol: &Protocol) -> (Vec<La
     )
     .unwrap();
     let latencies = outcomes.into_iter().map(|o| o.latency.unwrap()).collect();
+    (latencies, start.elapsed().as_secs_f64())
+}
+
+/// Measures the second half of `nets` as a later batch on the scale the first half set —
+/// the reference and two bridges cached, as in the latency evaluation's batches — with the
+/// first half measured beforehand (untimed); the second half's latencies and wall time.
+fn later_batch(b: &dyn Backend, nets: &[&Network], protocol: &Protocol) -> (Vec<Latency>, f64) {
+    let lowered: Vec<Lowered> = nets.iter().map(|n| b.lower(n).unwrap()).collect();
+    let (first, second) = lowered.split_at(lowered.len() / 2);
+    let cache = Sqlite::in_memory().unwrap();
+    let drift = Drift::default();
+    let reference = Some(&first[0]);
+    measure_all(b, first, reference, protocol, &cache, &drift, |_| {}).unwrap();
+    let start = Instant::now();
+    let batch: Vec<Lowered> = first[..3].iter().chain(second).cloned().collect();
+    let outcomes = measure_all(b, &batch, reference, protocol, &cache, &drift, |_| {}).unwrap();
+    let latencies = outcomes[3..]
+        .iter()
+        .map(|o| o.latency.clone().unwrap())
+        .collect();
     (latencies, start.elapsed().as_secs_f64())
 }
 
@@ -169,17 +191,26 @@ fn throughput(all: &[&Network], tvm_cache: &str) -> serde_json::Value {
 /// alike; throughput and test-retest as ratios of the default's to the other's.
 fn versus(all: &[&Network], before: &str, other: Protocol) -> serde_json::Value {
     let ort = backend("ort", &[]);
+    versus_by(before, other, |p| run_under(ort.as_ref(), all, p))
+}
+
+/// [`versus`] with `run` measuring under a protocol: its latencies and wall time.
+fn versus_by(
+    before: &str,
+    other: Protocol,
+    run: impl Fn(&Protocol) -> (Vec<Latency>, f64),
+) -> serde_json::Value {
     let mut runs = [Vec::new(), Vec::new()];
     for _ in 0..2 {
         for (k, p) in [Protocol::default(), other.clone()].iter().enumerate() {
-            runs[k].push(run_under(ort.as_ref(), all, p));
+            runs[k].push(run(p));
         }
     }
     let side = |runs: &[(Vec<Latency>, f64)]| {
         let p10 = |v: &[Latency]| v.iter().map(|l| l.p10_ms).collect::<Vec<_>>();
         let secs = runs[0].1 + runs[1].1;
         serde_json::json!({
-            "networks_per_minute": 2.0 * all.len() as f64 / secs * 60.0,
+            "networks_per_minute": 2.0 * runs[0].0.len() as f64 / secs * 60.0,
             "retest_p10": retest(&p10(&runs[0].0), &p10(&runs[1].0)),
         })
     };
@@ -253,7 +284,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let tvm_cache = format!("cache={}", tmp.path().join("tvm").display());
     let mut json = serde_json::json!({
-        "benchmark": "backends: throughput, test-retest, the pin, the drift criterion, timing overhead",
+        "benchmark": "backends: throughput, test-retest, the pin, the drift criterion, alike bridges, timing overhead",
         "space": SPACE,
     });
     if wanted("throughput") {
@@ -275,6 +306,16 @@ fn main() {
             ..Protocol::default()
         };
         json["drift"] = versus(&all, "drift_blind", blind);
+    }
+    if wanted("alike") {
+        // Every chunk held to the anchor's bridges, as before bridges like the networks
+        // they scale.
+        let unalike = Protocol {
+            alike: false,
+            ..Protocol::default()
+        };
+        let ort = backend("ort", &[]);
+        json["alike"] = versus_by("unalike", unalike, |p| later_batch(ort.as_ref(), &all, p));
     }
     if wanted("overhead") {
         json["overhead"] = overheads(all[0], &tvm_cache, tmp.path());

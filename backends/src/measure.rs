@@ -15,12 +15,13 @@
 //! window's 10th percentile (the low quantile drops preemptions, the median follows the
 //! state the chunk mostly ran in, the same for all its networks). Then scale the chunk so
 //! the reference (SSBN_0) and a few *bridges* (networks of earlier chunks, timed again)
-//! keep their stored latencies, by the median of their ratios. When those ratios disagree
-//! (by more than 3%) or many networks are noisy, the machine changed state during the chunk:
-//! it is timed again, and the calmest attempt kept. So is a chunk whose scale is more than
-//! 3% off the scale the process's chunks typically get: the slow states do not slow every
-//! network alike (the large reference and bridges more than small networks), so no one
-//! factor puts such a chunk on the scale of the others.
+//! keep their stored latencies, by the median of their ratios. The machine's states do not
+//! slow every network alike (the large reference and SSBNs more than small networks), so
+//! after a run's first chunk the bridges are networks of that chunk, the ones most like the
+//! rest. When the ratios disagree (by more than 3%) or many networks are noisy, the machine
+//! changed state during the chunk: it is timed again, and the calmest attempt kept. So is a
+//! chunk whose scale is more than 3% off the scale the process's chunks typically get: no
+//! one factor puts a chunk timed in an unusual state on the scale of the others.
 //!
 //! Every network — the reference and the bridges too — is loaded in several sessions, timed
 //! interleaved, and the fastest session stands for it: a runtime may place one session's
@@ -62,6 +63,9 @@ pub struct Protocol {
     /// Networks of earlier chunks timed again in every chunk, beside the reference, to
     /// scale the chunk by a median rather than by one network.
     pub bridges: usize,
+    /// Hold every chunk after a run's first to the first chunk's [`most_alike`] networks, not
+    /// to the anchor's bridges: bridges like the networks they scale.
+    pub alike: bool,
     /// A chunk whose scale estimates disagree by more than this (relative), or with more
     /// than a quarter of its networks noisy, was timed while the machine changed state: it
     /// is timed again, up to `attempts` times in all, and the calmest attempt kept.
@@ -95,6 +99,7 @@ impl Default for Protocol {
             normalise: true,
             sessions: 3,
             bridges: 2,
+            alike: true,
             calm: 0.03,
             attempts: 4,
             drift: 0.03,
@@ -369,6 +374,8 @@ pub fn measure_all(
         Some(_) => cached_bridges(&outcomes, is_reference, protocol.bridges),
         None => Vec::new(),
     };
+    // Whether the bridges are networks of this run's own first chunk (see below).
+    let mut own = false;
     // Where this process's factors on the anchor are kept (see `Drift`).
     let history = |a: f64| format!("{fingerprint} {} {a}", reference.map_or("", |r| &r.hash));
     for chunk in todo.chunks(protocol.chunk.max(1)) {
@@ -417,15 +424,23 @@ pub fn measure_all(
         // The chunk that times the reference first defines the scale; any other chunk
         // without a scale estimate stays on its own, and says so.
         let unscaled = protocol.normalise && t.estimates == 0 && !(defines && anchor.is_some());
+        let mut steady = Vec::new();
         for i in members {
             let latency = t.latency(i, unscaled, backend, &lowered[i]);
             if let (Ok(l), false) = (&latency, is_reference(i)) {
-                if anchor.is_some() && !unscaled && pool.len() < protocol.bridges {
-                    pool.push((i, l.p10_ms));
+                if !l.noisy {
+                    steady.push((i, l.p10_ms));
                 }
             }
             let o = record(cache, &fingerprint, &lowered[i], latency, &mut progress)?;
             outcomes[i] = Some(o);
+        }
+        // The first chunk on the anchor's scale lends its typical networks as the bridges of
+        // every later one: scale estimates from networks like the ones they scale.
+        let held = protocol.alike || pool.len() < protocol.bridges;
+        if anchor.is_some() && !unscaled && !own && held && steady.len() >= protocol.bridges {
+            pool = most_alike(steady, protocol.bridges);
+            own = true;
         }
     }
     Ok(outcomes
@@ -481,11 +496,12 @@ fn from_cache(
     Ok((outcomes, todo))
 }
 
-/// The bridges every chunk is held to: a fixed set of networks on the anchor's scale — the
-/// first `bridges` cached ones (when the anchor is cached too), else the first chunk's timed
-/// on it. Scaling each chunk by the chunk before would chain their errors into a random
-/// walk, and the median of the reference's and two bridges' ratios, when the reference's
-/// sits apart (its own figure off by a few percent), walks towards it, chunk after chunk.
+/// The bridges the first chunk is held to, when the anchor is cached: the first `bridges`
+/// cached networks on its scale. Every later chunk is held to a fixed set too, the first
+/// chunk's [`most_alike`] networks. Scaling each chunk by the chunk before would chain their
+/// errors into a random walk, and the median of the reference's and two bridges' ratios,
+/// when the reference's sits apart (its own figure off by a few percent), walks towards it,
+/// chunk after chunk.
 fn cached_bridges(
     outcomes: &[Option<Outcome>],
     is_reference: impl Fn(usize) -> bool,
@@ -501,6 +517,19 @@ fn cached_bridges(
         })
         .take(bridges)
         .collect()
+}
+
+/// The `k` networks of `timed` (index, latency) nearest their median latency (by ratio): the
+/// ones the rest are most like. A scale estimate from networks unlike the ones it scales
+/// carries what the machine's state does to them and not to the rest: on ORT's NB201 the
+/// reference and the SSBN bridges, the largest and most conv-heavy networks, moved together
+/// between attempts at a chunk while its random networks held still.
+pub fn most_alike(mut timed: Vec<(usize, f64)>, k: usize) -> Vec<(usize, f64)> {
+    let median = quantile(&timed.iter().map(|t| t.1).collect::<Vec<_>>(), 0.5);
+    let away = |ms: f64| (ms / median).ln().abs();
+    timed.sort_by(|a, b| away(a.1).total_cmp(&away(b.1)));
+    timed.truncate(k);
+    timed
 }
 
 /// What one chunk's timing needs besides the runners: the networks (`members` index into
@@ -1063,13 +1092,14 @@ mod tests {
         // 40 networks: chunk 0 (the reference and 7 others, 3 sessions each) loads 24
         // runners, every later attempt 33 (8 networks, the reference and the two bridges).
         // Chunk 4's first attempt (runners 123..156) catches a state that slows the
-        // reference and the bridges by 10% and the chunk's own networks by 2%: its scale
-        // estimates agree with each other, but not with chunks 1–3's.
+        // reference and the bridges (n3 and n4, nearest chunk 0's median) by 10% and the
+        // chunk's own networks by 2%: its scale estimates agree with each other, but not
+        // with chunks 1–3's.
         let b = || Scripted {
             prepared: Cell::new(0),
             slow: |n, id| match ((123..156).contains(&n), id) {
                 (false, _) => 1.0,
-                (true, "ref" | "n0" | "n1") => 1.10,
+                (true, "ref" | "n3" | "n4") => 1.10,
                 (true, _) => 1.02,
             },
             fail: |_, _| false,
@@ -1095,6 +1125,54 @@ mod tests {
         };
         let err = run(&blind);
         assert!(err > 0.05, "worst error {err} without the drift criterion");
+    }
+
+    #[test]
+    fn later_chunks_are_held_to_networks_like_theirs() {
+        // The reference and the two cached bridges are large; after the first chunk (33
+        // prepares: 8 networks, the reference and the bridges, 3 sessions each) every other
+        // chunk catches them 2.5% slow, and the small networks not at all.
+        let b = Scripted {
+            prepared: Cell::new(0),
+            slow: |n, id| match (n / 33) % 2 == 1 && (id == "ref" || id.starts_with("big")) {
+                true => 1.025,
+                false => 1.0,
+            },
+            fail: |_, _| false,
+        };
+        let net = |id: &str, ms: f64| Lowered {
+            hash: id.into(),
+            id: id.into(),
+            graph: Graph::default(),
+            text: ms.to_string(),
+            bytes: Vec::new(),
+        };
+        let mut nets = vec![net("ref", 2.0), net("big-a", 2.2), net("big-b", 1.8)];
+        nets.extend(many(32).into_iter().skip(1));
+        let p = protocol();
+        let cache = Sqlite::in_memory().unwrap();
+        let f = b.fingerprint().under(&p);
+        for l in &nets[..3] {
+            let ms: f64 = l.text.parse().unwrap();
+            cache.put(&f, l, &Ok(summarise(&[vec![ms]], 0.1))).unwrap();
+        }
+        let out = measure_all(
+            &b,
+            &nets,
+            Some(&nets[0]),
+            &p,
+            &cache,
+            &Drift::default(),
+            |_| {},
+        )
+        .unwrap();
+        let ms: Vec<f64> = out
+            .iter()
+            .map(|o| o.latency.as_ref().unwrap().p10_ms)
+            .collect();
+        // Held to the large networks, those chunks' small ones would come out 2.4% fast.
+        let err = worst_error_of(&ms[3..], &nets[3..]);
+        assert!(err < 0.001, "worst error {err}");
     }
 
     #[test]

@@ -7,11 +7,12 @@ use crate::ctx::{outside, Ctx};
 use crate::fusion::{self, PairRule};
 use crate::kernels::{self, FusionRules};
 use crate::latency::{
-    agreement, anchor, corrections_hold, fit_line, fit_plane, measure_nets_on, Agreement,
-    CorrectionsHold,
+    agreement, anchor, corrections_hold, fit_line, fit_plane, lower_each, measure_nets_on,
+    Agreement, CorrectionsHold,
 };
 use serde::{Deserialize, Serialize};
-use spacetune_backends::{measure::variance, measure::Anchor, weights::Rng};
+use spacetune_backends::measure::{most_alike, variance, Anchor};
+use spacetune_backends::weights::Rng;
 use spacetune_ir::*;
 use std::collections::{BTreeMap, HashSet};
 
@@ -910,6 +911,20 @@ fn noise_floor(
         .cloned()
         .collect();
     let backend = cx.backend("latency evaluation")?;
+    // The repeats are held to scored networks like them, measured with the rest and not
+    // measured again, rather than to the SSBNs: the SSBNs would put the repeats' first
+    // chunk on a scale of its own (see `measure::most_alike`).
+    let timed = (again.len()..o.samples)
+        .map(|i| (i, random_ms[i]))
+        .collect();
+    let like = most_alike(timed, cx.protocol.bridges);
+    let anchor = match cx.protocol.alike && like.len() == cx.protocol.bridges {
+        true => &Anchor {
+            reference: anchor.reference.clone(),
+            bridges: lower_each(backend, like.iter().map(|&(i, _)| &random[i]))?,
+        },
+        false => anchor,
+    };
     let fresh = anchor
         .fresh(backend, &cx.protocol, cx.store("latency evaluation")?)
         .map_err(|e| outside("the store", e))?;

@@ -183,7 +183,7 @@ pub fn ssbn_latencies(m: &Module, s: u32) -> Result<Vec<(Handle<Network>, f64)>,
 }
 
 /// Every network lowered through the backend; fails naming the first that cannot be.
-fn lower_each<'n>(
+pub(crate) fn lower_each<'n>(
     backend: &dyn Backend,
     nets: impl IntoIterator<Item = &'n Network>,
 ) -> Result<Vec<Lowered>, Diagnostics> {
