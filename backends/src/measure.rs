@@ -962,20 +962,15 @@ mod tests {
         v
     }
 
+    /// `nets` measured through `cache`, the first the reference.
+    fn outcomes(b: &Scripted, nets: &[Lowered], p: &Protocol, cache: &Sqlite) -> Vec<Outcome> {
+        measure_all(b, nets, Some(&nets[0]), p, cache, &Drift::default(), |_| {}).unwrap()
+    }
+
     fn measure(b: &Scripted, p: &Protocol) -> Vec<f64> {
-        let nets = networks();
         let cache = Sqlite::in_memory().unwrap();
-        let out = measure_all(
-            b,
-            &nets,
-            Some(&nets[0]),
-            p,
-            &cache,
-            &Drift::default(),
-            |_| {},
-        )
-        .unwrap();
-        out.iter()
+        outcomes(b, &networks(), p, &cache)
+            .iter()
             .map(|o| o.latency.as_ref().unwrap().p10_ms)
             .collect()
     }
@@ -1156,16 +1151,7 @@ mod tests {
             let ms: f64 = l.text.parse().unwrap();
             cache.put(&f, l, &Ok(summarise(&[vec![ms]], 0.1))).unwrap();
         }
-        let out = measure_all(
-            &b,
-            &nets,
-            Some(&nets[0]),
-            &p,
-            &cache,
-            &Drift::default(),
-            |_| {},
-        )
-        .unwrap();
+        let out = outcomes(&b, &nets, &p, &cache);
         let ms: Vec<f64> = out
             .iter()
             .map(|o| o.latency.as_ref().unwrap().p10_ms)
@@ -1192,16 +1178,7 @@ mod tests {
         };
         let nets = networks();
         let cache = Sqlite::in_memory().unwrap();
-        let out = measure_all(
-            &b,
-            &nets,
-            Some(&nets[0]),
-            &p,
-            &cache,
-            &Drift::default(),
-            |_| {},
-        )
-        .unwrap();
+        let out = outcomes(&b, &nets, &p, &cache);
         let unscaled: Vec<bool> = out
             .iter()
             .map(|o| o.latency.as_ref().unwrap().unscaled)
