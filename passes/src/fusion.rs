@@ -297,18 +297,18 @@ pub fn decide(a: &str, tries: &[Try]) -> Decision {
 
 /// A verdict from the tries at each size: fused only if it is at the probe size and no
 /// larger size contradicts it. A larger size is there to catch a hand-over that stops once
-/// the map outgrows the cache, whose saving falls as the map grows. It vetoes when it is not
-/// fused, and when it is undecided with its middle runs' saving below the threshold and a
-/// margin that [resolves](Decision::resolves) it: its runs agree, and put the pair at or
-/// under it. An undecided larger size whose runs save above the threshold agrees — it is
-/// short of a margin, not of a saving (TVM's conv → bn at twice the maps saves well over half
-/// the bn in every try, with a margin as wide as that lead: a veto there made the rule hang
-/// on whether the margin cleared the threshold, fused in one run of the tool and not in the
-/// next). Nor does one whose runs disagree by more than the threshold's saving:
-/// a memory-bound op on a map beyond the cache moves by more than a small B saves (ORT's
-/// conv alone ±5% at twice the maps, against a batch norm's 5%). Undecided where some size
-/// said fused or undecided and the pair is not fused; the spread and the times are the
-/// probe size's.
+/// the map outgrows the cache, whose saving falls as the map grows. It vetoes when it says
+/// not fused (neither fused nor undecided), and when it is undecided with its middle runs'
+/// saving below the threshold and a margin that [resolves](Decision::resolves) it: its runs
+/// agree, and put the pair at or under it. An undecided larger size whose runs save above
+/// the threshold agrees — it is short of a margin, not of a saving (TVM's conv → bn at
+/// twice the maps saves well over half the bn in every try, with a margin as wide as that
+/// lead: a veto there made the rule hang on whether the margin cleared the threshold, fused
+/// in one run of the tool and not in the next). Nor does one whose runs disagree by more
+/// than the threshold's saving: a memory-bound op on a map beyond the cache moves by more
+/// than a small B saves (ORT's conv alone ±5% at twice the maps, against a batch norm's
+/// 5%). Undecided where some size said fused or undecided and the pair is not fused; the
+/// spread and the times are the probe size's.
 pub fn decide_sizes(a: &str, sizes: &[Vec<Try>]) -> Decision {
     let ds: Vec<Decision> = sizes.iter().map(|tries| decide(a, tries)).collect();
     let agrees = |d: &Decision| d.fused || (d.undecided && (d.passes || !d.resolves(a)));
