@@ -356,8 +356,17 @@ pub const ATTEMPTS: u32 = 3;
 /// probe keeps its ops and channels and grows its feature maps.
 pub const PROBE_ELEMENTS: u64 = 1 << 19;
 
-/// The spatial factor that brings the probe's largest tensor to [`PROBE_ELEMENTS`] (1 for
-/// probes with a `linear`, whose weights grow with the map it flattens).
+/// Multiply-accumulates of the probe's A→B, at most, where growing its maps to
+/// [`PROBE_ELEMENTS`] would pass them: a pair with a conv is long enough to time well before
+/// its largest tensor is that large. What a pair saves is a share of ops that all grow with
+/// the maps, so a larger probe tells no more; it only takes longer to time, and a wide 1x1
+/// conv grown to the elements takes tens of milliseconds a run on an untuned compiler, each
+/// probe network timed in three sessions, three processes and twice the maps.
+pub const PROBE_MACS: u64 = 1 << 24;
+
+/// The spatial factor that brings the probe's largest tensor to [`PROBE_ELEMENTS`] without
+/// its multiply-accumulates passing [`PROBE_MACS`] (1 for probes with a `linear`, whose
+/// weights grow with the map it flattens).
 fn scale_for(g: &Graph) -> u64 {
     if g.nodes
         .iter()
@@ -372,8 +381,10 @@ fn scale_for(g: &Graph) -> u64 {
         .max()
         .unwrap_or(1)
         .max(1);
+    // A conv's work grows with its output map, the square of the factor.
+    let macs = g.cost().macs;
     let mut f = 1;
-    while largest * f * f < PROBE_ELEMENTS && f < 64 {
+    while largest * f * f < PROBE_ELEMENTS && macs * (f + 1) * (f + 1) <= PROBE_MACS && f < 64 {
         f += 1;
     }
     f
@@ -695,6 +706,39 @@ fn stored_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_grow_to_the_elements_or_the_multiply_accumulates_whichever_comes_first() {
+        let pair = |c: u64, out: u64, hw: u64| {
+            let mut g = Graph::with_input(Shape::new(c, hw, hw));
+            let conv = Prim::Conv {
+                out,
+                k: 1,
+                stride: 1,
+                pad: 0,
+                groups: 1,
+                dilation: 1,
+            };
+            let x = g
+                .push(conv, &[spacetune_ir::Handle::new(0)], Region::Fixed(0))
+                .unwrap();
+            g.push(Prim::BatchNorm, &[x], Region::Fixed(0)).unwrap();
+            g
+        };
+        // A narrow conv (8 -> 16 at 8x8): grown until its largest map, 16 x 8f x 8f, has the
+        // elements, at f = 23 (4.3M MACs).
+        let narrow = pair(8, 16, 8);
+        assert_eq!(scale_for(&narrow), 23);
+        // A wide 1x1 conv at 2x2 (256 -> 1280; 1.3M MACs): grown by 3, its 11.8M MACs under
+        // 2^24 and the next factor's 21M over, though its largest map is far short of the
+        // elements (46k).
+        let wide = pair(256, 1280, 2);
+        let f = scale_for(&wide);
+        assert_eq!(f, 3);
+        let grown = rescaled(&wide, f).unwrap();
+        assert!(grown.cost().macs <= PROBE_MACS, "{:?}", grown.cost());
+        assert!(rescaled(&wide, f + 1).unwrap().cost().macs > PROBE_MACS);
+    }
 
     #[test]
     fn a_saving_within_its_run_to_run_spread_is_undecided() {
