@@ -39,10 +39,8 @@ pub struct Trio {
 }
 
 /// nn-Meter's criterion: the pair saves more than half of its cheaper op. Noise is the
-/// margin's business ([`decide`]): a floor in proportion to the pair (2% of T_AB, once)
-/// exceeded the whole of a batch norm beside a conv 50 times its cost, so ORT's conv → bn,
-/// which saves 85% of the bn with runs that agree to a hundredth of a millisecond, was never
-/// fused.
+/// margin's business ([`decide`]), measured from the runs: a floor in proportion to the
+/// pair can exceed the whole of a small op beside a costly one, which then never fuses.
 pub fn fused(t_a: f64, t_b: f64, t_ab: f64) -> bool {
     t_a + t_b - t_ab > 0.5 * t_a.min(t_b)
 }
