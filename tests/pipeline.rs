@@ -55,6 +55,7 @@ fn run_all(file: &str, cx: Ctx<'_>, list: &[Box<dyn Pass>], until: Phase) -> Vec
 
 #[test]
 fn every_pass_in_order_on_sim_and_synthetic_data() {
+    avx2_kernels();
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::from_options(&BackendOptions::default()).unwrap();
     let store = Sqlite::open(&dir.path().join("m.db")).unwrap();

@@ -16,6 +16,17 @@ pub fn timing() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Pins ATen's CPU kernels to AVX2 for this test process, before its first tensor. A run
+/// that trains in-process and snapshots what it learned otherwise depends on whether the CPU
+/// has AVX-512: there, ATen picks other kernels, one of 64 validation images of a profile
+/// flips, and the selection, the reduced space and the search that read it change too.
+/// Every test of a binary that trains in-process calls this first; the `Once` makes the
+/// others wait until the variable is set.
+pub fn avx2_kernels() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("ATEN_CPU_CAPABILITY", "avx2"));
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
